@@ -1,0 +1,1 @@
+"""Models: the Probe over any Flax model, and the offline zoo."""

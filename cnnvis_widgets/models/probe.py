@@ -1,0 +1,346 @@
+"""Probe: the one way the rest of the package looks into a network.
+
+A Probe wraps a Flax linen module + variables, or an nnx module, and exposes
+the same pure, jittable functions for both: ``activations`` and ``logits`` of
+images given in [0, 1] display space (the Probe applies the model's own
+preprocessing), plus ``layers``, the visualizable layers in forward order.
+
+Layers are what the model author declared with ``sow`` into the
+``intermediates`` collection (linen) or ``nnx.Intermediate`` (nnx). A model
+that sows nothing is looked into without changes: the outputs of its convs,
+dense layers and top-level blocks are captured (linen
+``capture_intermediates``; nnx ``nnx.capture(..., method_outputs=...)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+from flax import nnx
+
+from cnnvis_widgets.models import receptive_field
+
+KINDS = ("conv", "dense", "pool", "block")
+_LINEN_LEAVES = {nn.Conv: "conv", nn.ConvTranspose: "conv", nn.Dense: "dense"}
+_NNX_LEAVES = {nnx.Conv: "conv", nnx.ConvTranspose: "conv", nnx.Linear: "dense"}
+_LINEN_SKIP = (nn.BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.Dropout)
+_NNX_SKIP = (nnx.BatchNorm, nnx.LayerNorm, nnx.GroupNorm, nnx.Dropout)
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """A visualizable layer: its name, kind, output shape for one image and geometry."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    receptive_field: int
+    stride: int
+
+    @property
+    def channels(self) -> int:
+        return self.shape[-1]
+
+    @property
+    def spatial(self) -> bool:
+        return len(self.shape) == 3
+
+    def __str__(self) -> str:
+        dims = "x".join(str(d) for d in self.shape)
+        return f"{self.name} ({self.kind}, {dims}, rf {self.receptive_field}, stride {self.stride})"
+
+
+def _identity(x):
+    return x
+
+
+class Probe:
+    """Looks into a Flax model: its layers, activations and logits of [0, 1] images.
+
+    Args:
+      model: a ``flax.linen.Module`` (pass ``variables``) or an ``nnx.Module``
+        (its state is split off into ``probe.variables``).
+      variables: the linen variables (``{'params': ..., 'batch_stats': ...}``).
+      input_shape: ``(H, W, C)`` of the model's input images.
+      preprocess: maps [0, 1] images to what the model expects (None: identity).
+      apply_kwargs: extra keyword arguments for every call (e.g. ``train=False``).
+      class_names: optional names of the output classes.
+      layer_kinds: optional ``{layer_name: kind}`` overriding the inferred kinds.
+      name: a readable model name for messages.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        variables: Any = None,
+        *,
+        input_shape: Sequence[int],
+        preprocess: Callable | None = None,
+        apply_kwargs: Mapping[str, Any] | None = None,
+        class_names: Sequence[str] | None = None,
+        layer_kinds: Mapping[str, str] | None = None,
+        name: str | None = None,
+    ):
+        if len(tuple(input_shape)) != 3:
+            raise ValueError(f"input_shape must be (H, W, C), got {tuple(input_shape)}.")
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.preprocess = preprocess or _identity
+        self.class_names = list(class_names) if class_names is not None else None
+        self.name = name or type(model).__name__
+        kwargs = dict(apply_kwargs or {})
+        if isinstance(model, nn.Module):
+            if variables is None:
+                raise ValueError("A linen module needs its variables: Probe(module, variables, ...).")
+            self.module = model
+            self.variables = variables
+            self._forward, module_kinds = _linen_forward(model, variables, self.input_shape, kwargs)
+        elif isinstance(model, nnx.Module):
+            if variables is not None:
+                raise ValueError("An nnx module carries its own state: pass variables=None.")
+            self.module = model
+            self._forward, self.variables, module_kinds = _nnx_forward(model, self.input_shape, kwargs)
+        else:
+            raise TypeError(
+                f"Probe needs a flax.linen.Module or flax.nnx.Module, got {type(model).__name__}."
+            )
+        self.layers = _describe_layers(self, module_kinds, dict(layer_kinds or {}))
+        self._by_name = {layer.name: layer for layer in self.layers}
+        self.fixed_size = _needs_fixed_size(self)
+
+    # ----------------------------------------------------------------- lookup
+    @property
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    def layer(self, name: str) -> Layer:
+        """The Layer called ``name``; an unknown name lists the valid ones."""
+        if isinstance(name, Layer):
+            name = name.name
+        if name not in self._by_name:
+            close = difflib.get_close_matches(str(name), self.layer_names, n=3)
+            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise ValueError(
+                f"Unknown layer {name!r} for model {self.name}.{hint} "
+                f"Valid layers: {', '.join(self.layer_names)}."
+            )
+        return self._by_name[name]
+
+    def check_units(self, layer: str, units: Sequence[int] | None) -> np.ndarray:
+        """Validated channel indices of ``layer`` (all of them for None)."""
+        info = self.layer(layer)
+        if units is None:
+            return np.arange(info.channels)
+        units = np.asarray(units).reshape(-1)
+        if units.size == 0:
+            raise ValueError(f"Empty list of filters for layer {info.name!r}; give at least one of 0..{info.channels - 1}.")
+        if not np.issubdtype(units.dtype, np.integer):
+            raise TypeError(f"Filter indices must be integers, got {units.dtype} values {units[:5].tolist()}.")
+        bad = units[(units < 0) | (units >= info.channels)]
+        if bad.size:
+            raise ValueError(
+                f"Filter {int(bad[0])} is out of range for layer {info.name!r} with "
+                f"{info.channels} channels (valid: 0..{info.channels - 1})."
+            )
+        return units.astype(np.int32)
+
+    def check_images(self, images: Any) -> jax.Array:
+        """Validated NHWC float32 images in [0, 1]; uint8 images are scaled by 1/255.
+
+        Value checks (NaN, range) need concrete arrays and are skipped under tracing.
+        """
+        if isinstance(images, jax.core.Tracer):
+            arr = images
+        else:
+            arr = np.asarray(images)
+            if arr.dtype == np.uint8:
+                arr = arr.astype(np.float32) / 255.0
+            elif not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+                raise TypeError(f"Images must be numeric arrays, got dtype {arr.dtype}.")
+        h, w, c = self.input_shape
+        if arr.ndim != 4:
+            raise ValueError(
+                f"Images must have shape (N, H, W, C) = (N, {h}, {w}, {c}) for {self.name}, got shape {tuple(arr.shape)}."
+            )
+        if arr.shape[-1] != c:
+            kind = "grayscale" if c == 1 else "RGB" if c == 3 else f"{c}-channel"
+            raise ValueError(
+                f"{self.name} takes {kind} images with {c} channel(s); got {arr.shape[-1]} channels "
+                f"(shape {tuple(arr.shape)})."
+            )
+        if self.fixed_size and tuple(arr.shape[1:3]) != (h, w):
+            raise ValueError(
+                f"{self.name} takes {h}x{w} images; got {arr.shape[1]}x{arr.shape[2]} "
+                f"(shape {tuple(arr.shape)}). Resize with cnnvis_widgets.data.fit_to(images, probe)."
+            )
+        if not isinstance(arr, jax.core.Tracer):
+            if not np.all(np.isfinite(arr)):
+                n_bad = int(np.size(arr) - np.isfinite(arr).sum())
+                raise ValueError(f"Images contain {n_bad} NaN or Inf value(s); give finite values in [0, 1].")
+            lo, hi = float(arr.min()), float(arr.max())
+            if lo < -1e-3 or hi > 1 + 1e-3:
+                raise ValueError(
+                    f"Images must hold values in [0, 1], got range [{lo:.3g}, {hi:.3g}]"
+                    + (" (uint8-like values: divide by 255)." if hi > 1.5 else ".")
+                )
+        return jnp.asarray(arr, jnp.float32)
+
+    # ------------------------------------------------------------- numerics
+    def forward(self, variables: Any, images: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Pure: (model output, {layer: activation}) of [0, 1] images, unchecked."""
+        return self._forward(variables, self.preprocess(images))
+
+    def activations(self, variables: Any, images: Any, layers: str | Sequence[str] | None = None):
+        """Pure, jittable activations of [0, 1] images.
+
+        ``layers`` as a name gives one array; as a list (or None: all) a dict.
+        """
+        single = isinstance(layers, (str, Layer))
+        names = [self.layer(layers).name] if single else (
+            self.layer_names if layers is None else [self.layer(n).name for n in layers])
+        _, acts = self.forward(variables, self.check_images(images))
+        picked = {n: acts[n] for n in names}
+        return picked[names[0]] if single else picked
+
+    def logits(self, variables: Any, images: Any) -> jax.Array:
+        """Pure, jittable model output of [0, 1] images."""
+        out, _ = self.forward(variables, self.check_images(images))
+        return out
+
+    def __repr__(self) -> str:
+        rows = "\n".join(f"  {layer}" for layer in self.layers)
+        return f"Probe({self.name}, input {self.input_shape}, {len(self.layers)} layers:\n{rows})"
+
+
+# ---------------------------------------------------------------- linen / nnx
+def _flatten(tree: Mapping, prefix: str = "") -> dict[str, jax.Array]:
+    """{'a': {'b': (x,)}} → {'a.b': x}; a module's own output '__call__' takes its path."""
+    out = {}
+    for key, value in tree.items():
+        name = prefix if key == "__call__" else (f"{prefix}.{key}" if prefix else str(key))
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, name))
+        else:
+            value = getattr(value, "value", value)  # nnx Variable
+            out[name] = value[0] if isinstance(value, (tuple, list)) else value
+    return out
+
+
+def _linen_forward(module, variables, input_shape, kwargs):
+    dummy = jnp.zeros((1, *input_shape), jnp.float32)
+    sown = jax.eval_shape(
+        lambda v, x: module.apply(v, x, mutable=["intermediates"], **kwargs)[1], variables, dummy
+    ).get("intermediates", {})
+    kinds: dict[str, str] = {}
+    if sown:
+        capture = False
+    else:
+        def capture(mdl, method_name):
+            if method_name != "__call__" or isinstance(mdl, _LINEN_SKIP) or not mdl.scope.path:
+                return False
+            path = ".".join(mdl.scope.path)
+            for cls, kind in _LINEN_LEAVES.items():
+                if isinstance(mdl, cls):
+                    kinds[path] = kind
+                    return True
+            if len(mdl.scope.path) == 1:
+                kinds[path] = "block"
+                return True
+            return False
+
+    def forward(variables, x):
+        out, state = module.apply(
+            variables, x, mutable=["intermediates"], capture_intermediates=capture, **kwargs
+        )
+        acts = _flatten(state.get("intermediates", {}))
+        acts.pop("", None)  # the root module's own output is the logits
+        return out, acts
+
+    jax.eval_shape(forward, variables, dummy)  # fills `kinds` once
+    return forward, dict(kinds)
+
+
+def _nnx_forward(model, input_shape, kwargs):
+    graphdef, state = nnx.split(model)
+    dummy = jnp.zeros((1, *input_shape), jnp.float32)
+
+    def call(state, x, method_outputs):
+        m = nnx.merge(graphdef, state)
+        m.eval()
+        fn = nnx.capture(m, nnx.Intermediate, method_outputs=method_outputs)
+        return fn(x, **kwargs)
+
+    _, sown = jax.eval_shape(lambda s, x: call(s, x, None), state, dummy)
+    kinds: dict[str, str] = {}
+    if len(jax.tree_util.tree_leaves(sown)) == 0:
+        for path, mdl in nnx.iter_modules(model):
+            if not path or isinstance(mdl, _NNX_SKIP):
+                continue
+            name = ".".join(str(p) for p in path)
+            kind = next((k for cls, k in _NNX_LEAVES.items() if isinstance(mdl, cls)), None)
+            if kind is None and len(path) == 1:
+                kind = "block"
+            if kind is not None:
+                kinds[name] = kind
+        method_outputs = nnx.Intermediate
+    else:
+        method_outputs = None
+
+    def forward(state, x):
+        out, inter = call(state, x, method_outputs)
+        acts = _flatten(inter.to_pure_dict() if hasattr(inter, "to_pure_dict") else inter)
+        if method_outputs is not None:
+            acts = {n: a for n, a in acts.items() if n in kinds}
+        return out, acts
+
+    return forward, state, kinds
+
+
+# -------------------------------------------------------------- description
+def _infer_kind(name: str, shape: tuple[int, ...]) -> str:
+    if "pool" in name.split(".")[-1].lower():
+        return "pool"
+    if len(shape) != 3:
+        return "dense"
+    if "block" in name.lower() and "." not in name:
+        return "block"
+    return "conv"
+
+
+def _describe_layers(probe: Probe, module_kinds: dict[str, str], overrides: dict[str, str]) -> list[Layer]:
+    dummy = jnp.zeros((1, *probe.input_shape), jnp.float32)
+    fn = lambda x: probe.forward(probe.variables, x)[1]
+    shapes = jax.eval_shape(fn, dummy)
+    geometry = receptive_field.analyze(fn, dummy)
+    for name, kind in overrides.items():
+        if kind not in KINDS:
+            raise ValueError(f"Layer kind for {name!r} must be one of {KINDS}, got {kind!r}.")
+    layers = []
+    for name, (order, rf, stride) in sorted(geometry.items(), key=lambda kv: kv[1][0]):
+        shape = tuple(shapes[name].shape[1:])
+        kind = overrides.get(name) or module_kinds.get(name) or _infer_kind(name, shape)
+        if kind == "conv" and len(shape) != 3:
+            kind = "dense"
+        if len(shape) != 3:
+            rf, stride = max(probe.input_shape[:2]), 1
+        layers.append(Layer(name, kind, shape, rf, stride))
+    if not layers:
+        raise ValueError(
+            f"Found no layers to visualize in {probe.name}: it has no Conv/Dense submodules and sows no intermediates."
+        )
+    return layers
+
+
+def _needs_fixed_size(probe: Probe) -> bool:
+    """True when the model cannot take images of another size (e.g. Flatten → Dense)."""
+    h, w, c = probe.input_shape
+    try:
+        jax.eval_shape(lambda x: probe.forward(probe.variables, x), jnp.zeros((1, h + 8, w + 8, c)))
+    except Exception:  # any shape error means the size is fixed
+        return True
+    return False
