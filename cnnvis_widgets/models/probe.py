@@ -293,7 +293,7 @@ def _nnx_forward(model, input_shape, kwargs):
 
     def forward(state, x):
         out, inter = call(state, x, method_outputs)
-        acts = _flatten(inter.to_pure_dict() if hasattr(inter, "to_pure_dict") else inter)
+        acts = _flatten(nnx.to_pure_dict(inter))
         if method_outputs is not None:
             acts = {n: a for n, a in acts.items() if n in kinds}
         return out, acts
@@ -321,7 +321,9 @@ def _describe_layers(probe: Probe, module_kinds: dict[str, str], overrides: dict
         if kind not in KINDS:
             raise ValueError(f"Layer kind for {name!r} must be one of {KINDS}, got {kind!r}.")
     layers = []
-    for name, (order, rf, stride) in sorted(geometry.items(), key=lambda kv: kv[1][0]):
+    # A block's output can be the very value of its last part (no residual): the part goes first.
+    in_order = sorted(geometry.items(), key=lambda kv: (kv[1][0], -kv[0].count(".")))
+    for name, (order, rf, stride) in in_order:
         shape = tuple(shapes[name].shape[1:])
         kind = overrides.get(name) or module_kinds.get(name) or _infer_kind(name, shape)
         if kind == "conv" and len(shape) != 3:
