@@ -30,6 +30,9 @@ def preprocess(x):
     return (x - MEAN) / STD
 
 
+_he = nn.initializers.he_normal()  # ReLU layers keep their scale: training starts without a plateau
+
+
 class DigitsCNN(nn.Module):
     """conv1 → conv2 → pool1 → conv3 → pool2 → conv4 → pool3 (global) → fc1 → logits."""
 
@@ -41,7 +44,7 @@ class DigitsCNN(nn.Module):
     @nn.compact
     def __call__(self, x):
         def conv(x, i):
-            x = nn.relu(nn.Conv(self.widths[i], (3, 3), padding="SAME", name=f"conv{i + 1}_op")(x))
+            x = nn.relu(nn.Conv(self.widths[i], (3, 3), padding="SAME", kernel_init=_he, name=f"conv{i + 1}_op")(x))
             self.sow("intermediates", f"conv{i + 1}", x)
             return x
 
@@ -58,7 +61,7 @@ class DigitsCNN(nn.Module):
         x = conv(x, 3)
         x = x.mean(axis=(1, 2))
         self.sow("intermediates", "pool3", x)
-        x = nn.relu(nn.Dense(self.hidden, name="fc1_op")(x))
+        x = nn.relu(nn.Dense(self.hidden, kernel_init=_he, name="fc1_op")(x))
         self.sow("intermediates", "fc1", x)
         x = nn.Dense(self.classes, name="logits_op")(x)
         self.sow("intermediates", "logits", x)

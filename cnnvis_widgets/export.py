@@ -1,0 +1,65 @@
+"""Static exports: PNG files and matplotlib figures of tile grids."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from cnnvis_widgets import images as px
+
+
+def save_png(image: np.ndarray, path: str | os.PathLike, scale: int = 1) -> Path:
+    """Save one (H, W, C) [0, 1] image as PNG, optionally enlarged by nearest-neighbour ``scale``."""
+    from PIL import Image
+
+    img = px.to_uint8(image)
+    if scale > 1:
+        img = img.repeat(scale, axis=0).repeat(scale, axis=1)
+    if img.shape[-1] == 1:
+        img = img[..., 0]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path)
+    return path
+
+
+def grid_figure(
+    tiles: np.ndarray,
+    labels: Sequence[str] | None = None,
+    title: str | None = None,
+    ncols: int | None = None,
+    cmap: str | None = None,
+    tile_inches: float = 1.1,
+):
+    """A matplotlib Figure of N tiles (N, H, W, C in [0, 1]) with a label under each."""
+    from matplotlib.figure import Figure  # no pyplot: works headless, shows inline in Jupyter
+
+    tiles = np.asarray(tiles)
+    rows, cols = px.grid_shape(len(tiles), ncols)
+    fig = Figure(figsize=(cols * tile_inches, rows * tile_inches + (0.4 if title else 0)), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i >= len(tiles):
+            continue
+        tile = tiles[i]
+        if tile.shape[-1] == 1:
+            ax.imshow(tile[..., 0], cmap=cmap or "gray", vmin=0, vmax=1, interpolation="nearest")
+        else:
+            ax.imshow(np.clip(tile, 0, 1), interpolation="nearest")
+        if labels is not None:
+            ax.set_title(str(labels[i]), fontsize=7, pad=2)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def save_grid(tiles: np.ndarray, path: str | os.PathLike, labels=None, title=None, ncols=None, dpi: int = 150) -> Path:
+    """Save N tiles as a labelled figure PNG (``grid_figure``) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid_figure(tiles, labels, title, ncols).savefig(path, dpi=dpi)
+    return path

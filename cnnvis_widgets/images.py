@@ -1,0 +1,66 @@
+"""Arrays → displayable pixels: scaling, colormaps and montages (shared by widgets and export)."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+
+def grid_shape(n: int, ncols: int | None = None) -> tuple[int, int]:
+    """(rows, cols) of a near-square grid holding n tiles."""
+    if n <= 0:
+        raise ValueError(f"A grid needs at least one tile, got {n}.")
+    cols = ncols or math.ceil(math.sqrt(n))
+    return math.ceil(n / cols), cols
+
+
+def normalize(maps: np.ndarray, axis: Sequence[int] | None = None, eps: float = 1e-8) -> np.ndarray:
+    """Min-max scale to [0, 1], per tile when ``axis`` names the within-tile axes."""
+    maps = np.asarray(maps, np.float32)
+    lo = maps.min(axis=axis, keepdims=axis is not None)
+    hi = maps.max(axis=axis, keepdims=axis is not None)
+    return (maps - lo) / np.maximum(hi - lo, eps)
+
+
+def colorize(maps: np.ndarray, cmap: str = "viridis") -> np.ndarray:
+    """Single-channel maps in [0, 1], shape (..., H, W) or (..., H, W, 1) → RGB (..., H, W, 3)."""
+    from matplotlib import colormaps
+
+    maps = np.asarray(maps, np.float32)
+    if maps.shape[-1] == 1:
+        maps = maps[..., 0]
+    lut = colormaps[cmap](np.linspace(0, 1, 256))[:, :3].astype(np.float32)
+    return lut[np.clip(np.rint(maps * 255), 0, 255).astype(np.int32)]
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """[0, 1] floats → uint8 (values outside are clipped)."""
+    return np.clip(np.rint(np.asarray(images, np.float32) * 255), 0, 255).astype(np.uint8)
+
+
+def montage(images: np.ndarray, ncols: int | None = None, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
+    """N tiles (N, H, W, C) → one image (rows*(H+pad)-pad, cols*(W+pad)-pad, C), row-major."""
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"montage expects tiles of shape (N, H, W, C), got {images.shape}.")
+    n, h, w, c = images.shape
+    rows, cols = grid_shape(n, ncols)
+    out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, c), pad_value, images.dtype)
+    for i, tile in enumerate(images):
+        r, k = divmod(i, cols)
+        out[r * (h + pad) : r * (h + pad) + h, k * (w + pad) : k * (w + pad) + w] = tile
+    return out
+
+
+def tile_at(y: float, x: float, n: int, tile_hw: tuple[int, int], ncols: int | None = None, pad: int = 1) -> int | None:
+    """Index of the tile under montage pixel (y, x), or None on padding / outside."""
+    rows, cols = grid_shape(n, ncols)
+    h, w = tile_hw
+    r, dy = divmod(int(y), h + pad)
+    k, dx = divmod(int(x), w + pad)
+    if not (0 <= r < rows and 0 <= k < cols) or dy >= h or dx >= w:
+        return None
+    i = r * cols + k
+    return i if i < n else None
