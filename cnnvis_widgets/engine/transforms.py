@@ -89,6 +89,13 @@ def jitter(d: int) -> Transform:
   return _per_image(one)
 
 
+def _choose(key, values):
+  """One of `values` (a 1-D numpy array) at random; no draw at all for a single value."""
+  if values.size == 1:
+    return jnp.asarray(values[0])
+  return jnp.asarray(values)[jax.random.randint(key, (), 0, values.size)]
+
+
 def _warp(image, matrix, mode):
   """Samples `image` (H, W, C) at `matrix @ (y - cy, x - cx) + (cy, cx)`, bilinearly."""
   h, w, _ = image.shape
@@ -114,7 +121,7 @@ def random_scale(scales: Sequence[float], mode: str = 'reflect') -> Transform:
     raise ValueError(f'random_scale needs a non-empty sequence of positive scales, got {scales}.')
 
   def one(key, image):
-    inv = 1.0 / jax.random.choice(key, jnp.asarray(scales))
+    inv = 1.0 / _choose(key, scales)
     return _warp(image, jnp.array([[inv, 0.0], [0.0, inv]]), mode)
 
   return _per_image(one)
@@ -132,7 +139,7 @@ def random_rotate(angles_degrees: Sequence[float], mode: str = 'reflect') -> Tra
     raise ValueError(f'random_rotate needs a non-empty sequence of angles, got {angles}.')
 
   def one(key, image):
-    a = jnp.deg2rad(jax.random.choice(key, jnp.asarray(angles)))
+    a = jnp.deg2rad(_choose(key, angles))
     cos, sin = jnp.cos(a), jnp.sin(a)
     return _warp(image, jnp.array([[cos, -sin], [sin, cos]]), mode)
 

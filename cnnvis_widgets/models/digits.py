@@ -99,7 +99,7 @@ def _augment(key, images):
 def train_digits_cnn(
     epochs: int = 30,
     batch_size: int = 64,
-    learning_rate: float = 5e-3,
+    learning_rate: float = 2e-3,
     seed: int = 0,
     progress: bool = True,
     callback: Callable[[int, dict, float], bool | None] | None = None,

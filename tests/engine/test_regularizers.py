@@ -109,11 +109,15 @@ def test_combinators_jit_and_vmap_with_traced_weights():
   project = jax.jit(lambda w, x, g, s: R.apply_projections(regs, w, x, g, s))
   np.testing.assert_array_equal(project(jnp.zeros(len(regs)), X, G, STEP), X)
   batch = jnp.stack([X, 1 - X, X * 0.5])  # vmap over three optimization elements
-  out = jax.vmap(project, in_axes=(None, 0, 0, None))(weights, batch, jnp.stack([G] * 3),
-                                                       jnp.int32(2))
+
+  @jax.jit
+  def batched(w, xs, gs, s):
+    out = jax.vmap(lambda x, g: R.apply_projections(regs, w, x, g, s))(xs, gs)
+    return out, jax.vmap(jax.grad(lambda x: R.apply_penalties(regs, w, x)))(xs)
+
+  out, grads = batched(weights, batch, jnp.stack([G] * 3), jnp.int32(2))
   assert out.shape == batch.shape
   np.testing.assert_allclose(out[1], project(weights, batch[1], G, jnp.int32(2)), atol=1e-6)
-  grads = jax.vmap(jax.grad(lambda x: R.apply_penalties(regs, weights, x)))(batch)
   assert np.all(np.isfinite(np.asarray(grads)))
 
 

@@ -1,0 +1,327 @@
+"""Activation maximization: an image for every requested filter of a layer, in one compiled call.
+
+The recipe, per filter (Lucid's split): a parameterization (``param``) gives an
+image, transforms (``transforms``) jitter it, the objective scores the
+network's activations, regularizers add penalties and image-space projections,
+and an optax optimizer steps. ``jax.vmap`` runs it for all filters at once
+(each with its own PRNG key, so random transforms differ per filter) and
+``jax.lax.scan`` runs ``snapshot_every`` steps per compiled call; between calls
+the callback sees the images and may stop the run.
+
+References: Erhan et al. 2009; Simonyan et al. 2013; Yosinski et al. 2015;
+Mahendran & Vedaldi 2016; Olah et al. 2017 "Feature Visualization" (Distill).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from cnnvis_widgets.engine import objectives as objectives_lib
+from cnnvis_widgets.engine import param as param_lib
+from cnnvis_widgets.engine import regularizers as reg_lib
+from cnnvis_widgets.engine import transforms as transforms_lib
+from cnnvis_widgets.engine.gradient_rules import with_gradient_rules
+
+
+@dataclasses.dataclass
+class AscentResult:
+    """Images optimized for ``units`` of ``layer``.
+
+    images: (N, H, W, C) in [0, 1] (the first image of each filter's batch);
+    objective: (N, steps_done) objective value per filter per step;
+    snapshots: (S, N, H, W, C) uint8 images after each chunk of steps, and their steps;
+    finite: (N,) False where a filter's optimization produced NaN/Inf (its image is then grey);
+    scores: for class visualizations, each image's softmax probability of its class.
+    """
+
+    layer: str
+    units: np.ndarray
+    images: np.ndarray
+    objective: np.ndarray
+    snapshots: np.ndarray
+    snapshot_steps: list[int]
+    steps_done: int
+    stopped: bool
+    finite: np.ndarray
+    scores: np.ndarray | None = None
+
+
+class Progress(NamedTuple):
+    """What a callback sees after each chunk of steps."""
+
+    step: int
+    total_steps: int
+    units: np.ndarray
+    images: np.ndarray  # (N, H, W, C): finished, current or (not yet started) initial images
+    objective: np.ndarray  # (N,) latest objective value per filter (NaN if not started)
+
+
+class _Setup(NamedTuple):
+    param: param_lib.Param
+    transform: Callable
+    regs: tuple
+    optimizer: optax.GradientTransformation
+    objective: objectives_lib.Objective
+    relu_rule: str | None
+
+
+def default_size(probe) -> tuple[int, int]:
+    """The model's input size, capped at 128 px so a whole layer stays interactive on a CPU."""
+    h, w = probe.input_shape[:2]
+    scale = min(1.0, 128 / max(h, w))
+    return int(round(h * scale)), int(round(w * scale))
+
+
+def visualize_filters(
+    probe,
+    layer: str,
+    filters: Sequence[int] | None = None,
+    *,
+    objective: objectives_lib.Objective | str = "channel",
+    steps: int = 128,
+    size: int | Sequence[int] | None = None,
+    batch: int = 1,
+    param: param_lib.Param | None = None,
+    transforms: Callable | None = None,
+    regularizers: Sequence[reg_lib.Regularizer] | None = None,
+    weights: Sequence[float] | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    seed: int = 0,
+    snapshot_every: int | None = None,
+    callback: Callable[[Progress], bool | None] | None = None,
+    chunk: int | None = None,
+    variables: Any = None,
+    relu_rule: str | None = "redirected",
+) -> AscentResult:
+    """Optimize an image for each filter of ``layer`` (all filters when ``filters`` is None).
+
+    Args:
+      probe: a Probe (``cnnvis_widgets.load(name)`` or ``Probe(model, ...)``).
+      layer: the layer's name (``probe.layer_names``).
+      filters: channel indices (default all).
+      objective: "channel", "neuron", or an ``Objective`` taking (acts, unit).
+      steps: optimizer steps. size: image (H, W); default ``default_size(probe)``.
+      batch: images per filter (>= 2 for a diversity objective).
+      param / transforms / regularizers / optimizer: default Fourier (decorrelated
+        for RGB), ``standard_transforms(size)``, ``default_regularizers`` and Adam(0.05).
+      weights: regularizer weights overriding their own (traced: no recompilation).
+      seed: PRNG seed; filter i uses ``fold_in(key(seed), unit_i)``.
+      snapshot_every: steps per compiled chunk, after which ``callback`` runs
+        and a snapshot is kept (default: one chunk).
+      callback: ``callback(Progress)``; returning True stops the run after this chunk.
+      chunk: filters per compiled call, to bound memory (default all at once).
+      variables: model variables (default ``probe.variables``).
+      relu_rule: "redirected" (default: Lucid's redirected ReLU gradient, so units that
+        are silent on the grey start still get a gradient) or None for exact gradients.
+    """
+    info = probe.layer(layer)
+    units = probe.check_units(info.name, filters)
+    steps = _positive_int(steps, "steps")
+    batch = _positive_int(batch, "batch")
+    snapshot_every = steps if snapshot_every is None else min(_positive_int(snapshot_every, "snapshot_every"), steps)
+    chunk = len(units) if chunk is None else _positive_int(chunk, "chunk")
+    size = _check_size(probe, size)
+    setup = _setup(probe, info, objective, size, param, transforms, regularizers, optimizer, relu_rule)
+    w = reg_lib.default_weights(setup.regs) if weights is None else jnp.asarray(weights, jnp.float32)
+    if w.shape != (len(setup.regs),):
+        raise ValueError(f"weights must have one value per regularizer ({len(setup.regs)}: "
+                         f"{[r.name for r in setup.regs]}), got shape {w.shape}.")
+    variables = probe.variables if variables is None else variables
+    shape = (batch, *size, probe.input_shape[-1])
+    init, run = _compiled(probe, setup, shape, snapshot_every)
+
+    n = len(units)
+    keys = jax.vmap(lambda u: jax.random.fold_in(jax.random.key(seed), u))(jnp.asarray(units))
+    images = np.array(_images(setup, init(keys)))
+    latest = np.full(n, np.nan, np.float32)
+    curves = np.full((n, steps), np.nan, np.float32)
+    snapshots, snapshot_steps = [], []
+    stopped, done = False, 0
+    for start in range(0, n, chunk):
+        sl = slice(start, min(start + chunk, n))
+        state = _shard(init(keys[sl]))
+        done = 0
+        while done < steps and not stopped:
+            k = min(snapshot_every, steps - done)
+            runner = run if k == snapshot_every else _compiled(probe, setup, shape, k)[1]
+            state, values = runner(state, jnp.asarray(units[sl]), variables, w)
+            curves[sl, done : done + k] = np.asarray(values).T
+            done += k
+            images[sl] = np.asarray(_images(setup, state))
+            latest[sl] = curves[sl, done - 1]
+            snapshots.append(px_uint8(images))
+            snapshot_steps.append(done)
+            if callback is not None and callback(Progress(done, steps, units, images.copy(), latest.copy())):
+                stopped = True
+        if stopped:
+            break
+    ran = ~np.isnan(curves).all(axis=1)
+    finite = np.isfinite(images).reshape(n, -1).all(axis=1) & (~ran | np.isfinite(latest))
+    images[~finite] = 0.5
+    return AscentResult(info.name, units, images, curves[:, :done] if n == chunk else curves,
+                        np.stack(snapshots), snapshot_steps, done, stopped, finite)
+
+
+def px_uint8(images: np.ndarray) -> np.ndarray:
+    """Snapshots are kept as uint8 (display only): a quarter of the memory of float32."""
+    return np.clip(np.nan_to_num(images, nan=0.5) * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def visualize_classes(probe, classes: Sequence[int] | None = None, *, layer: str | None = None, **kwargs) -> AscentResult:
+    """Class model visualization (Simonyan et al. 2013): maximize each class logit.
+
+    ``result.scores`` holds the model's softmax probability of each class for its own image.
+    """
+    layer = layer or probe.layer_names[-1]
+    kwargs.setdefault("objective", objectives_lib.class_logit(probe.layer(layer).name))
+    result = visualize_filters(probe, layer, classes, **kwargs)
+    probs = jax.nn.softmax(probe.logits(kwargs.get("variables") or probe.variables,
+                                        _resize(result.images, probe)), axis=-1)
+    result.scores = np.asarray(probs)[np.arange(len(result.units)), result.units]
+    return result
+
+
+def visualize_neuron(probe, layer: str, filters=None, *, y: int | None = None, x: int | None = None, **kwargs) -> AscentResult:
+    """Maximize one spatial position of each filter (default the centre) instead of its mean."""
+    kwargs.setdefault("objective", objectives_lib.neuron(probe.layer(layer).name, y, x))
+    return visualize_filters(probe, layer, filters, **kwargs)
+
+
+# ------------------------------------------------------------------ internals
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def _check_size(probe, size) -> tuple[int, int]:
+    size = default_size(probe) if size is None else ((size, size) if np.ndim(size) == 0 else tuple(size))
+    if len(size) != 2 or any(not isinstance(s, (int, np.integer)) for s in size):
+        raise ValueError(f"size must be an int or (H, W), got {size!r}.")
+    h, w = probe.input_shape[:2]
+    if probe.fixed_size and tuple(size) != (h, w):
+        raise ValueError(f"{probe.name} takes only {h}x{w} images; got size {size}.")
+    smallest = min(8, h, w)
+    if min(size) < smallest:
+        raise ValueError(f"size {tuple(size)} is too small for {probe.name}: use at least {smallest}x{smallest} "
+                         f"(its input is {h}x{w}).")
+    return int(size[0]), int(size[1])
+
+
+_OBJECTIVES = {"channel": objectives_lib.channel, "neuron": objectives_lib.neuron}
+
+
+@functools.lru_cache(maxsize=None)
+def named_objective(kind: str, layer: str) -> objectives_lib.Objective:
+    """The objective called ``kind`` on ``layer`` (cached: the same object compiles once)."""
+    if kind not in _OBJECTIVES:
+        raise ValueError(f"Unknown objective {kind!r}; give one of {sorted(_OBJECTIVES)} or an Objective.")
+    return _OBJECTIVES[kind](layer)
+
+
+@functools.lru_cache(maxsize=None)
+def default_param(channels: int) -> param_lib.Param:
+    """Fourier parameterization, colour-decorrelated for RGB (Olah et al. 2017)."""
+    return param_lib.fourier(decorrelate=channels == 3)
+
+
+@functools.lru_cache(maxsize=None)
+def default_transforms(size: tuple[int, int]) -> Callable:
+    return transforms_lib.standard_transforms(size)
+
+
+@functools.lru_cache(maxsize=None)
+def default_regularizers(channels: int) -> tuple:
+    return tuple(reg_lib.default_regularizers(channels))
+
+
+@functools.lru_cache(maxsize=None)
+def default_optimizer(learning_rate: float = 0.05) -> optax.GradientTransformation:
+    return optax.adam(learning_rate)
+
+
+def _setup(probe, info, objective, size, param, transforms, regularizers, optimizer, relu_rule) -> _Setup:
+    channels = probe.input_shape[-1]
+    if isinstance(objective, str):
+        if objective == "neuron" and not info.spatial:
+            raise ValueError(f"A neuron objective needs a spatial layer; {info.name!r} has shape {info.shape}.")
+        objective = named_objective(objective, info.name)
+    if not isinstance(objective, objectives_lib.Objective):
+        raise TypeError(f"objective must be a name or an Objective, got {type(objective).__name__}.")
+    for name in objective.layers:
+        probe.layer(name)
+    return _Setup(
+        param=param or default_param(channels),
+        transform=transforms or default_transforms(size),
+        regs=default_regularizers(channels) if regularizers is None else tuple(regularizers),
+        optimizer=optimizer or default_optimizer(),
+        objective=objective,
+        relu_rule=relu_rule,
+    )
+
+
+def _images(setup, state):
+    return jax.jit(jax.vmap(setup.param.to_image))(state[0])[:, 0]
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(probe, setup: _Setup, shape, n_steps):
+    """(init, run) for one probe/setup/shape: run does n_steps for every filter, compiled once."""
+    forward = with_gradient_rules(lambda v, x: probe.forward(v, x)[1], fast_conv=True, relu=setup.relu_rule)
+    needed = setup.objective.layers
+    par, opt = setup.param, setup.optimizer
+
+    def init_one(key):
+        key, sub = jax.random.split(key)
+        params = par.init(sub, shape)
+        return params, opt.init(params), key, jnp.zeros((), jnp.int32)
+
+    def step_one(state, unit, variables, weights):
+        params, opt_state, key, t = state
+        key, sub = jax.random.split(key)
+
+        def loss(images):
+            acts = forward(variables, setup.transform(sub, images))
+            obj = setup.objective({n: acts[n] for n in needed}, unit)
+            return reg_lib.apply_penalties(setup.regs, weights, images) - obj, obj
+
+        images, to_params = jax.vjp(par.to_image, params)
+        (_, obj), g_images = jax.value_and_grad(loss, has_aux=True)(images)
+        updates, opt_state = opt.update(to_params(g_images)[0], opt_state, params)
+        params = optax.apply_updates(params, updates)
+        # Image-space projections (decay, blur, clipping), then back into the [0, 1] box.
+        projected = reg_lib.apply_projections(setup.regs, weights, par.to_image(params), -g_images, t)
+        params = par.from_image(jnp.clip(projected, 0.0, 1.0))
+        return (params, opt_state, key, t + 1), obj
+
+    def run(state, units, variables, weights):
+        def body(s, _):
+            return jax.vmap(step_one, in_axes=(0, 0, None, None))(s, units, variables, weights)
+        return jax.lax.scan(body, state, None, length=n_steps)
+
+    return jax.jit(jax.vmap(init_one)), jax.jit(run, donate_argnums=0)
+
+
+def _shard(state):
+    """Spread the filter axis over all devices (a no-op on one device)."""
+    devices = jax.devices()
+    n = jax.tree_util.tree_leaves(state)[0].shape[0]
+    if len(devices) == 1 or n % len(devices):
+        return state
+    sharding = NamedSharding(Mesh(np.array(devices), ("filters",)), PartitionSpec("filters"))
+    return jax.device_put(state, sharding)
+
+
+def _resize(images, probe):
+    h, w, c = probe.input_shape
+    if images.shape[1:3] == (h, w) or not probe.fixed_size:
+        return images
+    return np.asarray(jax.image.resize(images, (len(images), h, w, c), "linear"))
