@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(VENV)/bin/cnnvis demo --out out/digits-conv3.png
+	$(VENV)/bin/cnnvis demo --out out/digits-conv4.png
 
 test: setup
 	$(PY) -m pytest -q
