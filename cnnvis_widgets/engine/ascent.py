@@ -100,6 +100,7 @@ def visualize_filters(
     chunk: int | None = None,
     variables: Any = None,
     relu_rule: str | None = "redirected",
+    init_images: Any = None,
 ) -> AscentResult:
     """Optimize an image for each filter of ``layer`` (all filters when ``filters`` is None).
 
@@ -121,6 +122,8 @@ def visualize_filters(
       variables: model variables (default ``probe.variables``).
       relu_rule: "redirected" (default: Lucid's redirected ReLU gradient, so units that
         are silent on the grey start still get a gradient) or None for exact gradients.
+      init_images: start from these [0, 1] images (H, W, C) or (N, H, W, C) instead of
+        noise (DeepDream, inversion); their size sets ``size``.
     """
     info = probe.layer(layer)
     units = probe.check_units(info.name, filters)
@@ -128,6 +131,11 @@ def visualize_filters(
     batch = _positive_int(batch, "batch")
     snapshot_every = steps if snapshot_every is None else min(_positive_int(snapshot_every, "snapshot_every"), steps)
     chunk = len(units) if chunk is None else _positive_int(chunk, "chunk")
+    if init_images is not None:
+        init_images = probe.check_images(np.asarray(init_images)[None] if np.ndim(init_images) == 3 else init_images)
+        if len(init_images) not in (1, len(units)):
+            raise ValueError(f"init_images must hold 1 or {len(units)} images (one per filter), got {len(init_images)}.")
+        size = tuple(init_images.shape[1:3])
     size = _check_size(probe, size)
     setup = _setup(probe, info, objective, size, param, transforms, regularizers, optimizer, relu_rule)
     w = reg_lib.default_weights(setup.regs) if weights is None else jnp.asarray(weights, jnp.float32)
@@ -140,14 +148,16 @@ def visualize_filters(
 
     n = len(units)
     keys = jax.vmap(lambda u: jax.random.fold_in(jax.random.key(seed), u))(jnp.asarray(units))
-    images = np.array(_images(setup, init(keys)))
+    starts = None if init_images is None else jnp.broadcast_to(
+        init_images[:, None], (n, batch, *init_images.shape[1:]))
+    images = np.array(_images(setup, init(keys, starts)))
     latest = np.full(n, np.nan, np.float32)
     curves = np.full((n, steps), np.nan, np.float32)
     snapshots, snapshot_steps = [], []
     stopped, done = False, 0
     for start in range(0, n, chunk):
         sl = slice(start, min(start + chunk, n))
-        state = _shard(init(keys[sl]))
+        state = _shard(init(keys[sl], None if starts is None else starts[sl]))
         done = 0
         while done < steps and not stopped:
             k = min(snapshot_every, steps - done)
@@ -279,9 +289,9 @@ def _compiled(probe, setup: _Setup, shape, n_steps):
     needed = setup.objective.layers
     par, opt = setup.param, setup.optimizer
 
-    def init_one(key):
+    def init_one(key, start):
         key, sub = jax.random.split(key)
-        params = par.init(sub, shape)
+        params = par.init(sub, shape) if start is None else par.from_image(start)
         return params, opt.init(params), key, jnp.zeros((), jnp.int32)
 
     def step_one(state, unit, variables, weights):
@@ -307,7 +317,10 @@ def _compiled(probe, setup: _Setup, shape, n_steps):
             return jax.vmap(step_one, in_axes=(0, 0, None, None))(s, units, variables, weights)
         return jax.lax.scan(body, state, None, length=n_steps)
 
-    return jax.jit(jax.vmap(init_one)), jax.jit(run, donate_argnums=0)
+    def init(keys, starts):
+        return jax.vmap(init_one)(keys, starts) if starts is not None else jax.vmap(lambda k: init_one(k, None))(keys)
+
+    return jax.jit(init), jax.jit(run, donate_argnums=0)
 
 
 def _shard(state):

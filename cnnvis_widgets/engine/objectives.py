@@ -17,134 +17,184 @@ _ATOM, _PRODUCT, _SUM = 0, 1, 2  # precedence of a repr, for parentheses
 
 
 class Objective:
-  """A scalar to maximize, `obj(acts, unit)`, with the layers it reads in `obj.layers`."""
+    """A scalar to maximize, `obj(acts, unit)`, with the layers it reads in `obj.layers`."""
 
-  def __init__(self, fn: Callable, layers: Sequence[str], name: str, _prec: int = _ATOM):
-    self.fn = fn
-    self.layers = tuple(dict.fromkeys(layers))
-    self.name = name
-    self._prec = _prec
+    def __init__(self, fn: Callable, layers: Sequence[str], name: str, _prec: int = _ATOM):
+        self.fn = fn
+        self.layers = tuple(dict.fromkeys(layers))
+        self.name = name
+        self._prec = _prec
 
-  def __call__(self, acts, unit):
-    return self.fn(acts, unit)
+    def __call__(self, acts, unit):
+        return self.fn(acts, unit)
 
-  def __repr__(self):
-    return self.name
+    def __repr__(self):
+        return self.name
 
-  def _wrapped(self, prec):
-    return f'({self.name})' if self._prec > prec else self.name
+    def _wrapped(self, prec):
+        return f"({self.name})" if self._prec > prec else self.name
 
-  def __add__(self, other):
-    if not isinstance(other, Objective):
-      return NotImplemented
-    return Objective(lambda a, u: self(a, u) + other(a, u), self.layers + other.layers,
-                     f'{self.name} + {other.name}', _SUM)
+    def __add__(self, other):
+        if not isinstance(other, Objective):
+            return NotImplemented
+        return Objective(
+            lambda a, u: self(a, u) + other(a, u),
+            self.layers + other.layers,
+            f"{self.name} + {other.name}",
+            _SUM,
+        )
 
-  def __radd__(self, other):
-    if isinstance(other, (int, float)) and other == 0:  # sum([a, b]) starts from 0
-      return self
-    return NotImplemented
+    def __radd__(self, other):
+        if isinstance(other, (int, float)) and other == 0:  # sum([a, b]) starts from 0
+            return self
+        return NotImplemented
 
-  def __sub__(self, other):
-    if not isinstance(other, Objective):
-      return NotImplemented
-    return Objective(lambda a, u: self(a, u) - other(a, u), self.layers + other.layers,
-                     f'{self.name} - {other._wrapped(_PRODUCT)}', _SUM)
+    def __sub__(self, other):
+        if not isinstance(other, Objective):
+            return NotImplemented
+        return Objective(
+            lambda a, u: self(a, u) - other(a, u),
+            self.layers + other.layers,
+            f"{self.name} - {other._wrapped(_PRODUCT)}",
+            _SUM,
+        )
 
-  def __mul__(self, w):
-    if isinstance(w, Objective) or np.ndim(w) != 0:
-      raise TypeError(f'Objectives multiply by scalars only, got {type(w).__name__}.')
-    return Objective(lambda a, u: w * self(a, u), self.layers,
-                     f'{w!r} * {self._wrapped(_PRODUCT)}', _PRODUCT)
+    def __mul__(self, w):
+        if isinstance(w, Objective) or np.ndim(w) != 0:
+            raise TypeError(f"Objectives multiply by scalars only, got {type(w).__name__}.")
+        return Objective(
+            lambda a, u: w * self(a, u), self.layers, f"{w!r} * {self._wrapped(_PRODUCT)}", _PRODUCT
+        )
 
-  __rmul__ = __mul__
+    __rmul__ = __mul__
 
-  def __neg__(self):
-    return Objective(lambda a, u: -self(a, u), self.layers,
-                     f'-{self._wrapped(_ATOM)}', _PRODUCT)
+    def __neg__(self):
+        return Objective(lambda a, u: -self(a, u), self.layers, f"-{self._wrapped(_ATOM)}", _PRODUCT)
 
 
 def _get(acts, layer, ndims=(2, 4)):
-  if layer not in acts:
-    raise KeyError(f'No activations for layer {layer!r}; got layers {sorted(acts)}.')
-  a = acts[layer]
-  if a.ndim not in ndims:
-    raise ValueError(f'Layer {layer!r} has activations of shape {a.shape}; expected '
-                     + ' or '.join({2: '(B, C)', 4: '(B, H, W, C)'}[n] for n in ndims) + '.')
-  return a
+    if layer not in acts:
+        raise KeyError(f"No activations for layer {layer!r}; got layers {sorted(acts)}.")
+    a = acts[layer]
+    if a.ndim not in ndims:
+        raise ValueError(
+            f"Layer {layer!r} has activations of shape {a.shape}; expected "
+            + " or ".join({2: "(B, C)", 4: "(B, H, W, C)"}[n] for n in ndims)
+            + "."
+        )
+    return a
 
 
 def channel(layer: str) -> Objective:
-  """Mean activation of channel `unit` over images and positions (a dense unit's value)."""
+    """Mean activation of channel `unit` over images and positions (a dense unit's value)."""
 
-  def fn(acts, unit):
-    return jnp.mean(_get(acts, layer)[..., unit])
+    def fn(acts, unit):
+        return jnp.mean(_get(acts, layer)[..., unit])
 
-  return Objective(fn, [layer], f'channel({layer!r})')
+    return Objective(fn, [layer], f"channel({layer!r})")
 
 
 def neuron(layer: str, y: Optional[int] = None, x: Optional[int] = None) -> Objective:
-  """Activation of channel `unit` at one position (y, x) (default: the centre), mean over B."""
+    """Activation of channel `unit` at one position (y, x) (default: the centre), mean over B."""
 
-  def fn(acts, unit):
-    a = _get(acts, layer, (4,))
-    h, w = a.shape[1:3]
-    yy, xx = h // 2 if y is None else y, w // 2 if x is None else x
-    if not (-h <= yy < h and -w <= xx < w):
-      raise ValueError(f'neuron({layer!r}) position {(yy, xx)} is outside the layer\'s '
-                       f'{h}x{w} grid (valid y in [0, {h}), x in [0, {w})).')
-    return jnp.mean(a[:, yy, xx, unit])
+    def fn(acts, unit):
+        a = _get(acts, layer, (4,))
+        h, w = a.shape[1:3]
+        yy, xx = h // 2 if y is None else y, w // 2 if x is None else x
+        if not (-h <= yy < h and -w <= xx < w):
+            raise ValueError(
+                f"neuron({layer!r}) position {(yy, xx)} is outside the layer's "
+                f"{h}x{w} grid (valid y in [0, {h}), x in [0, {w}))."
+            )
+        return jnp.mean(a[:, yy, xx, unit])
 
-  where = '' if y is None and x is None else f', y={y}, x={x}'
-  return Objective(fn, [layer], f'neuron({layer!r}{where})')
+    where = "" if y is None and x is None else f", y={y}, x={x}"
+    return Objective(fn, [layer], f"neuron({layer!r}{where})")
 
 
-def class_logit(layer: str = 'logits') -> Objective:
-  """The logit (or any dense unit) `unit` of a (B, C) layer, mean over images."""
+def class_logit(layer: str = "logits") -> Objective:
+    """The logit (or any dense unit) `unit` of a (B, C) layer, mean over images."""
 
-  def fn(acts, unit):
-    return jnp.mean(_get(acts, layer, (2,))[:, unit])
+    def fn(acts, unit):
+        return jnp.mean(_get(acts, layer, (2,))[:, unit])
 
-  return Objective(fn, [layer], f'class_logit({layer!r})')
+    return Objective(fn, [layer], f"class_logit({layer!r})")
 
 
 def direction(layer: str, vector) -> Objective:
-  """Mean over images and positions of the dot product with a fixed vector (unit ignored).
+    """Mean over images and positions of the dot product with a fixed vector (unit ignored).
 
-  References: Olah et al. 2017, "Feature Visualization" (Lucid `direction`).
-  """
-  vector = jnp.asarray(vector, jnp.float32)
-  if vector.ndim != 1:
-    raise ValueError(f'direction needs a 1-D vector, got shape {vector.shape}.')
+    References: Olah et al. 2017, "Feature Visualization" (Lucid `direction`).
+    """
+    vector = jnp.asarray(vector, jnp.float32)
+    if vector.ndim != 1:
+        raise ValueError(f"direction needs a 1-D vector, got shape {vector.shape}.")
 
-  def fn(acts, unit):
-    a = _get(acts, layer)
-    if a.shape[-1] != vector.shape[0]:
-      raise ValueError(f'direction({layer!r}): layer has {a.shape[-1]} channels, the '
-                       f'vector has {vector.shape[0]}.')
-    return jnp.mean(a @ vector)
+    def fn(acts, unit):
+        a = _get(acts, layer)
+        if a.shape[-1] != vector.shape[0]:
+            raise ValueError(
+                f"direction({layer!r}): layer has {a.shape[-1]} channels, the vector has {vector.shape[0]}."
+            )
+        return jnp.mean(a @ vector)
 
-  return Objective(fn, [layer], f'direction({layer!r})')
+    return Objective(fn, [layer], f"direction({layer!r})")
 
 
 def diversity(layer: str) -> Objective:
-  """Minus the mean pairwise cosine similarity of the B images' Gram matrices (unit ignored).
+    """Minus the mean pairwise cosine similarity of the B images' Gram matrices (unit ignored).
 
-  1 for identical images' Gram matrices -> -1; needs B >= 2 images per element.
+    1 for identical images' Gram matrices -> -1; needs B >= 2 images per element.
 
-  References: Olah et al. 2017, "Feature Visualization" (Lucid `diversity`).
-  """
+    References: Olah et al. 2017, "Feature Visualization" (Lucid `diversity`).
+    """
 
-  def fn(acts, unit):
-    a = _get(acts, layer)
-    b, c = a.shape[0], a.shape[-1]
-    if b < 2:
-      raise ValueError(f'diversity({layer!r}) needs at least 2 images per element, got '
-                       f'activations of shape {a.shape}.')
-    flat = a.reshape(b, -1, c)
-    grams = jnp.einsum('bpi,bpj->bij', flat, flat).reshape(b, -1)
-    grams = grams / jnp.maximum(jnp.linalg.norm(grams, axis=1, keepdims=True), 1e-10)
-    sims = grams @ grams.T
-    return -(jnp.sum(sims) - jnp.trace(sims)) / (b * (b - 1))
+    def fn(acts, unit):
+        a = _get(acts, layer)
+        b, c = a.shape[0], a.shape[-1]
+        if b < 2:
+            raise ValueError(
+                f"diversity({layer!r}) needs at least 2 images per element, got "
+                f"activations of shape {a.shape}."
+            )
+        flat = a.reshape(b, -1, c)
+        grams = jnp.einsum("bpi,bpj->bij", flat, flat).reshape(b, -1)
+        grams = grams / jnp.maximum(jnp.linalg.norm(grams, axis=1, keepdims=True), 1e-10)
+        sims = grams @ grams.T
+        return -(jnp.sum(sims) - jnp.trace(sims)) / (b * (b - 1))
 
-  return Objective(fn, [layer], f'diversity({layer!r})')
+    return Objective(fn, [layer], f"diversity({layer!r})")
+
+
+def activation_energy(layer: str) -> Objective:
+    """Mean squared activation of a whole layer (unit ignored): the DeepDream objective.
+
+    References: Mordvintsev et al. 2015, "Inceptionism: Going Deeper into Neural Networks".
+    """
+
+    def fn(acts, unit):
+        return jnp.mean(jnp.square(_get(acts, layer)))
+
+    return Objective(fn, [layer], f"activation_energy({layer!r})")
+
+
+def feature_match(layer: str, target) -> Objective:
+    """Minus the squared distance to target features, relative to their norm (unit ignored).
+
+    ``target``: the layer's activations for one image, shape (H, W, C) or (C,).
+
+    References: Mahendran & Vedaldi 2015/2016, "Understanding Deep Image Representations by
+    Inverting Them" (the normalized reconstruction loss).
+    """
+    target = jnp.asarray(target)
+    norm = jnp.maximum(jnp.sum(jnp.square(target)), 1e-12)
+
+    def fn(acts, unit):
+        a = _get(acts, layer)
+        if a.shape[1:] != target.shape:
+            raise ValueError(
+                f"feature_match({layer!r}): target has shape {target.shape}, the layer gives {a.shape[1:]}."
+            )
+        return -jnp.mean(jnp.sum(jnp.square(a - target), axis=tuple(range(1, a.ndim)))) / norm
+
+    return Objective(fn, [layer], f"feature_match({layer!r})")

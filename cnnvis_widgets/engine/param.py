@@ -17,7 +17,8 @@ import numpy as np
 
 # Square root of the colour correlation of ImageNet, from Lucid (`param/color.py`).
 COLOR_CORRELATION_SVD_SQRT = np.asarray(
-    [[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], np.float32)
+    [[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], np.float32
+)
 _MAX_NORM_SVD_SQRT = np.max(np.linalg.norm(COLOR_CORRELATION_SVD_SQRT, axis=0))
 _COLOR_MATRIX = COLOR_CORRELATION_SVD_SQRT / _MAX_NORM_SVD_SQRT  # decorrelated -> RGB
 _COLOR_MATRIX_INV = np.linalg.inv(_COLOR_MATRIX).astype(np.float32)
@@ -27,144 +28,143 @@ _FOURIER_MAGIC = 4.0  # Lucid's constant: divides the spectral image, reduces sa
 
 
 class Param(NamedTuple):
-  """A parameterization: `init(key, shape)`, `to_image(params)`, `from_image(images)`."""
-  init: Callable[[jax.Array, tuple], Any]
-  to_image: Callable[[Any], jax.Array]
-  from_image: Callable[[jax.Array], Any]
+    """A parameterization: `init(key, shape)`, `to_image(params)`, `from_image(images)`."""
+
+    init: Callable[[jax.Array, tuple], Any]
+    to_image: Callable[[Any], jax.Array]
+    from_image: Callable[[jax.Array], Any]
 
 
 def _check_shape(shape) -> tuple:
-  shape = tuple(int(s) for s in shape)
-  if len(shape) != 4 or shape[-1] not in (1, 3) or min(shape) < 1:
-    raise ValueError(
-        f'Expected an image batch shape (B, H, W, C) with C in {{1, 3}}, got {shape}.')
-  return shape
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 4 or shape[-1] not in (1, 3) or min(shape) < 1:
+        raise ValueError(f"Expected an image batch shape (B, H, W, C) with C in {{1, 3}}, got {shape}.")
+    return shape
 
 
 def decorrelated_to_rgb(t: jax.Array) -> jax.Array:
-  """Maps decorrelated colour coordinates (..., 3) to RGB coordinates (not yet squashed).
+    """Maps decorrelated colour coordinates (..., 3) to RGB coordinates (not yet squashed).
 
-  References: Olah et al. 2017, "Feature Visualization" (Lucid `_linear_decorelate_color`).
-  """
-  return t @ jnp.asarray(_COLOR_MATRIX.T)
+    References: Olah et al. 2017, "Feature Visualization" (Lucid `_linear_decorelate_color`).
+    """
+    return t @ jnp.asarray(_COLOR_MATRIX.T)
 
 
 def rgb_to_decorrelated(t: jax.Array) -> jax.Array:
-  """Inverse of `decorrelated_to_rgb`."""
-  return t @ jnp.asarray(_COLOR_MATRIX_INV.T)
+    """Inverse of `decorrelated_to_rgb`."""
+    return t @ jnp.asarray(_COLOR_MATRIX_INV.T)
 
 
 def _squash(t: jax.Array, decorrelate: bool) -> jax.Array:
-  """Lucid's `to_valid_rgb` with a sigmoid: optional colour decorrelation, then sigmoid."""
-  if decorrelate and t.shape[-1] == 3:
-    t = decorrelated_to_rgb(t)
-  return jax.nn.sigmoid(t)
+    """Lucid's `to_valid_rgb` with a sigmoid: optional colour decorrelation, then sigmoid."""
+    if decorrelate and t.shape[-1] == 3:
+        t = decorrelated_to_rgb(t)
+    return jax.nn.sigmoid(t)
 
 
 def _unsquash(images: jax.Array, decorrelate: bool) -> jax.Array:
-  x = jnp.clip(images, _LOGIT_EPS, 1.0 - _LOGIT_EPS)
-  t = jnp.log(x) - jnp.log1p(-x)
-  if decorrelate and t.shape[-1] == 3:
-    t = rgb_to_decorrelated(t)
-  return t
+    x = jnp.clip(images, _LOGIT_EPS, 1.0 - _LOGIT_EPS)
+    t = jnp.log(x) - jnp.log1p(-x)
+    if decorrelate and t.shape[-1] == 3:
+        t = rgb_to_decorrelated(t)
+    return t
 
 
 def pixel(sd: float = 0.01, decorrelate: bool = False) -> Param:
-  """Pixels are the parameters.
+    """Pixels are the parameters.
 
-  With `decorrelate=False` (default) params are the image itself, initialised to
-  0.5 + sd * noise. `to_image` clips to [0, 1] with a straight-through gradient (the value
-  is clipped, the gradient passes as if it were the identity), so pixels at the range
-  boundary still receive gradients; the render loop's projection
-  ``params = from_image(to_image(params))`` then keeps params inside [0, 1].
-  With `decorrelate=True` params are logits in decorrelated colour space (RGB only) and
-  `to_image` is a sigmoid, as in Lucid's `image(..., fft=False, decorrelate=True)`.
+    With `decorrelate=False` (default) params are the image itself, initialised to
+    0.5 + sd * noise. `to_image` clips to [0, 1] with a straight-through gradient (the value
+    is clipped, the gradient passes as if it were the identity), so pixels at the range
+    boundary still receive gradients; the render loop's projection
+    ``params = from_image(to_image(params))`` then keeps params inside [0, 1].
+    With `decorrelate=True` params are logits in decorrelated colour space (RGB only) and
+    `to_image` is a sigmoid, as in Lucid's `image(..., fft=False, decorrelate=True)`.
 
-  References: Olah et al. 2017, "Feature Visualization", Distill.
+    References: Olah et al. 2017, "Feature Visualization", Distill.
 
-  Args:
-    sd: standard deviation of the initial noise.
-    decorrelate: parameterize in Lucid's decorrelated colour space through a sigmoid.
+    Args:
+      sd: standard deviation of the initial noise.
+      decorrelate: parameterize in Lucid's decorrelated colour space through a sigmoid.
 
-  Returns:
-    A `Param`.
-  """
+    Returns:
+      A `Param`.
+    """
 
-  def init(key, shape):
-    shape = _check_shape(shape)
-    noise = sd * jax.random.normal(key, shape, jnp.float32)
-    return noise if decorrelate else 0.5 + noise
+    def init(key, shape):
+        shape = _check_shape(shape)
+        noise = sd * jax.random.normal(key, shape, jnp.float32)
+        return noise if decorrelate else 0.5 + noise
 
-  def to_image(params):
-    if decorrelate:
-      return _squash(params, True)
-    return params + jax.lax.stop_gradient(jnp.clip(params, 0.0, 1.0) - params)
+    def to_image(params):
+        if decorrelate:
+            return _squash(params, True)
+        return params + jax.lax.stop_gradient(jnp.clip(params, 0.0, 1.0) - params)
 
-  def from_image(images):
-    if decorrelate:
-      return _unsquash(images, True)
-    return jnp.clip(images, 0.0, 1.0)
+    def from_image(images):
+        if decorrelate:
+            return _unsquash(images, True)
+        return jnp.clip(images, 0.0, 1.0)
 
-  return Param(init, to_image, from_image)
+    return Param(init, to_image, from_image)
 
 
 def rfft2d_freqs(h: int, w: int) -> np.ndarray:
-  """Frequency magnitude (cycles per pixel) of each `jnp.fft.rfft2` bin, shape (h, w//2+1)."""
-  fy = np.fft.fftfreq(h)[:, None]
-  fx = np.fft.rfftfreq(w)[None, :]
-  return np.sqrt(fx * fx + fy * fy).astype(np.float32)
+    """Frequency magnitude (cycles per pixel) of each `jnp.fft.rfft2` bin, shape (h, w//2+1)."""
+    fy = np.fft.fftfreq(h)[:, None]
+    fx = np.fft.rfftfreq(w)[None, :]
+    return np.sqrt(fx * fx + fy * fy).astype(np.float32)
 
 
 def fourier(sd: float = 0.01, decay_power: float = 1.0, decorrelate: bool = True) -> Param:
-  """Lucid's spectral parameterization: a scaled 2-D Fourier spectrum, then a sigmoid.
+    """Lucid's spectral parameterization: a scaled 2-D Fourier spectrum, then a sigmoid.
 
-  Params are the real and imaginary parts of the `rfft2` spectrum of each image and channel,
-  an array (B, C, H, W//2+1, 2), initialised to sd * noise. The image is
-  ``sigmoid(decorrelate(irfft2(spectrum / max(freq, 1/max(H, W))**decay_power) / 4))``,
-  so low frequencies dominate and steps are roughly whitened. RGB images (C = 3) use
-  Lucid's colour decorrelation when `decorrelate` is true; grayscale (C = 1) never does.
-  `from_image` is exact up to the sigmoid: images are clipped to [1e-4, 1 - 1e-4] first.
-  Images must be square or have an even width (the spectrum's shape then gives W).
+    Params are the real and imaginary parts of the `rfft2` spectrum of each image and channel,
+    an array (B, C, H, W//2+1, 2), initialised to sd * noise. The image is
+    ``sigmoid(decorrelate(irfft2(spectrum / max(freq, 1/max(H, W))**decay_power) / 4))``,
+    so low frequencies dominate and steps are roughly whitened. RGB images (C = 3) use
+    Lucid's colour decorrelation when `decorrelate` is true; grayscale (C = 1) never does.
+    `from_image` is exact up to the sigmoid: images are clipped to [1e-4, 1 - 1e-4] first.
+    Images must be square or have an even width (the spectrum's shape then gives W).
 
-  References: Olah et al. 2017, "Feature Visualization", Distill (Lucid `fft_image`).
+    References: Olah et al. 2017, "Feature Visualization", Distill (Lucid `fft_image`).
 
-  Args:
-    sd: standard deviation of the initial spectrum.
-    decay_power: exponent of the 1 / frequency scaling.
-    decorrelate: use Lucid's decorrelated colour space for RGB images.
+    Args:
+      sd: standard deviation of the initial spectrum.
+      decay_power: exponent of the 1 / frequency scaling.
+      decorrelate: use Lucid's decorrelated colour space for RGB images.
 
-  Returns:
-    A `Param`.
-  """
+    Returns:
+      A `Param`.
+    """
 
-  def scale(h, w):
-    s = 1.0 / np.maximum(rfft2d_freqs(h, w), 1.0 / max(h, w)) ** decay_power
-    return jnp.asarray(s, jnp.float32)
+    def scale(h, w):
+        s = 1.0 / np.maximum(rfft2d_freqs(h, w), 1.0 / max(h, w)) ** decay_power
+        return jnp.asarray(s, jnp.float32)
 
-  def init(key, shape):
-    b, h, w, c = _check_shape(shape)
-    if w % 2 and h != w:
-      raise ValueError(f'fourier needs square images or an even width, got shape {shape}.')
-    return sd * jax.random.normal(key, (b, c, h, w // 2 + 1, 2), jnp.float32)
+    def init(key, shape):
+        b, h, w, c = _check_shape(shape)
+        if w % 2 and h != w:
+            raise ValueError(f"fourier needs square images or an even width, got shape {shape}.")
+        return sd * jax.random.normal(key, (b, c, h, w // 2 + 1, 2), jnp.float32)
 
-  def to_image_size(params, h, w):
-    spectrum = jax.lax.complex(params[..., 0], params[..., 1]) * scale(h, w)
-    t = jnp.fft.irfft2(spectrum, s=(h, w), norm='ortho') / _FOURIER_MAGIC  # (B, C, H, W)
-    return _squash(jnp.moveaxis(t, 1, -1).astype(jnp.float32), decorrelate)
+    def to_image_size(params, h, w):
+        spectrum = jax.lax.complex(params[..., 0], params[..., 1]) * scale(h, w)
+        t = jnp.fft.irfft2(spectrum, s=(h, w), norm="ortho") / _FOURIER_MAGIC  # (B, C, H, W)
+        return _squash(jnp.moveaxis(t, 1, -1).astype(jnp.float32), decorrelate)
 
-  def to_image(params):
-    if params.ndim != 5 or params.shape[-1] != 2:
-      raise ValueError(
-          f'Expected Fourier params of shape (B, C, H, W//2+1, 2), got {params.shape}.')
-    # W//2+1 columns fit both W = 2k and 2k+1: square images, else even W (init checks).
-    h = params.shape[2]
-    w = h if h // 2 + 1 == params.shape[3] else 2 * (params.shape[3] - 1)
-    return to_image_size(params, h, w)
+    def to_image(params):
+        if params.ndim != 5 or params.shape[-1] != 2:
+            raise ValueError(f"Expected Fourier params of shape (B, C, H, W//2+1, 2), got {params.shape}.")
+        # W//2+1 columns fit both W = 2k and 2k+1: square images, else even W (init checks).
+        h = params.shape[2]
+        w = h if h // 2 + 1 == params.shape[3] else 2 * (params.shape[3] - 1)
+        return to_image_size(params, h, w)
 
-  def from_image(images):
-    _, h, w, _ = images.shape
-    t = jnp.moveaxis(_unsquash(images, decorrelate) * _FOURIER_MAGIC, -1, 1)
-    spectrum = jnp.fft.rfft2(t, norm='ortho') / scale(h, w)
-    return jnp.stack([spectrum.real, spectrum.imag], axis=-1).astype(jnp.float32)
+    def from_image(images):
+        _, h, w, _ = images.shape
+        t = jnp.moveaxis(_unsquash(images, decorrelate) * _FOURIER_MAGIC, -1, 1)
+        spectrum = jnp.fft.rfft2(t, norm="ortho") / scale(h, w)
+        return jnp.stack([spectrum.real, spectrum.imag], axis=-1).astype(jnp.float32)
 
-  return Param(init, to_image, from_image)
+    return Param(init, to_image, from_image)

@@ -20,162 +20,163 @@ Transform = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 def _per_image(fn):
-  """Lifts `fn(key, image (H, W, C))` to a transform with one draw per image of the batch."""
+    """Lifts `fn(key, image (H, W, C))` to a transform with one draw per image of the batch."""
 
-  def t(key, images):
-    if images.ndim != 4:
-      raise ValueError(f'Expected images of shape (B, H, W, C), got {images.shape}.')
-    return jax.vmap(fn)(jax.random.split(key, images.shape[0]), images)
+    def t(key, images):
+        if images.ndim != 4:
+            raise ValueError(f"Expected images of shape (B, H, W, C), got {images.shape}.")
+        return jax.vmap(fn)(jax.random.split(key, images.shape[0]), images)
 
-  return t
+    return t
 
 
 def identity() -> Transform:
-  """The transform that returns its images unchanged."""
-  return lambda key, images: images
+    """The transform that returns its images unchanged."""
+    return lambda key, images: images
 
 
-def pad(n: int, mode: Union[str, float] = 'reflect') -> Transform:
-  """Pads n pixels on every side: `mode` is a `jnp.pad` mode or a constant value.
+def pad(n: int, mode: Union[str, float] = "reflect") -> Transform:
+    """Pads n pixels on every side: `mode` is a `jnp.pad` mode or a constant value.
 
-  References: Olah et al. 2017, "Feature Visualization" (Lucid `pad`).
-  """
-  if n < 0:
-    raise ValueError(f'pad needs n >= 0, got {n}.')
-  widths = ((0, 0), (n, n), (n, n), (0, 0))
+    References: Olah et al. 2017, "Feature Visualization" (Lucid `pad`).
+    """
+    if n < 0:
+        raise ValueError(f"pad needs n >= 0, got {n}.")
+    widths = ((0, 0), (n, n), (n, n), (0, 0))
 
-  def t(key, images):
-    del key
-    if isinstance(mode, str):
-      return jnp.pad(images, widths, mode=mode)
-    return jnp.pad(images, widths, constant_values=mode)
+    def t(key, images):
+        del key
+        if isinstance(mode, str):
+            return jnp.pad(images, widths, mode=mode)
+        return jnp.pad(images, widths, constant_values=mode)
 
-  return t
+    return t
 
 
 def center_crop(size: Union[int, Sequence[int]]) -> Transform:
-  """Crops the central `size` (int or (H, W)) pixels."""
-  h, w = (size, size) if isinstance(size, int) else size
+    """Crops the central `size` (int or (H, W)) pixels."""
+    h, w = (size, size) if isinstance(size, int) else size
 
-  def t(key, images):
-    del key
-    top, left = (images.shape[1] - h) // 2, (images.shape[2] - w) // 2
-    if top < 0 or left < 0:
-      raise ValueError(f'center_crop to {(h, w)} needs larger images, got {images.shape}.')
-    return images[:, top:top + h, left:left + w]
+    def t(key, images):
+        del key
+        top, left = (images.shape[1] - h) // 2, (images.shape[2] - w) // 2
+        if top < 0 or left < 0:
+            raise ValueError(f"center_crop to {(h, w)} needs larger images, got {images.shape}.")
+        return images[:, top : top + h, left : left + w]
 
-  return t
+    return t
 
 
 def jitter(d: int) -> Transform:
-  """Shifts each image by a random integer offset in [-d, d] pixels on each axis.
+    """Shifts each image by a random integer offset in [-d, d] pixels on each axis.
 
-  The image is reflect-padded by d and a window of the original size is cut at a random
-  offset with `jax.lax.dynamic_slice`, so the shape is kept (Lucid's jitter crops instead).
+    The image is reflect-padded by d and a window of the original size is cut at a random
+    offset with `jax.lax.dynamic_slice`, so the shape is kept (Lucid's jitter crops instead).
 
-  References: Mordvintsev et al. 2015, "Inceptionism"; Olah et al. 2017 (Lucid `jitter`).
-  """
-  if d < 0:
-    raise ValueError(f'jitter needs d >= 0, got {d}.')
-  if d == 0:
-    return identity()
+    References: Mordvintsev et al. 2015, "Inceptionism"; Olah et al. 2017 (Lucid `jitter`).
+    """
+    if d < 0:
+        raise ValueError(f"jitter needs d >= 0, got {d}.")
+    if d == 0:
+        return identity()
 
-  def one(key, image):
-    h, w, c = image.shape
-    padded = jnp.pad(image, ((d, d), (d, d), (0, 0)), mode='reflect')
-    oy, ox = jax.random.randint(key, (2,), 0, 2 * d + 1)
-    return jax.lax.dynamic_slice(padded, (oy, ox, 0), (h, w, c))
+    def one(key, image):
+        h, w, c = image.shape
+        padded = jnp.pad(image, ((d, d), (d, d), (0, 0)), mode="reflect")
+        oy, ox = jax.random.randint(key, (2,), 0, 2 * d + 1)
+        return jax.lax.dynamic_slice(padded, (oy, ox, 0), (h, w, c))
 
-  return _per_image(one)
+    return _per_image(one)
 
 
 def _choose(key, values):
-  """One of `values` (a 1-D numpy array) at random; no draw at all for a single value."""
-  if values.size == 1:
-    return jnp.asarray(values[0])
-  return jnp.asarray(values)[jax.random.randint(key, (), 0, values.size)]
+    """One of `values` (a 1-D numpy array) at random; no draw at all for a single value."""
+    if values.size == 1:
+        return jnp.asarray(values[0])
+    return jnp.asarray(values)[jax.random.randint(key, (), 0, values.size)]
 
 
 def _warp(image, matrix, mode):
-  """Samples `image` (H, W, C) at `matrix @ (y - cy, x - cx) + (cy, cx)`, bilinearly."""
-  h, w, _ = image.shape
-  cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-  yy, xx = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32) - cy,
-                        jnp.arange(w, dtype=jnp.float32) - cx, indexing='ij')
-  src_y = matrix[0, 0] * yy + matrix[0, 1] * xx + cy
-  src_x = matrix[1, 0] * yy + matrix[1, 1] * xx + cx
-  sample = lambda ch: jax.scipy.ndimage.map_coordinates(ch, [src_y, src_x], order=1, mode=mode)
-  return jax.vmap(sample, in_axes=-1, out_axes=-1)(image)
+    """Samples `image` (H, W, C) at `matrix @ (y - cy, x - cx) + (cy, cx)`, bilinearly."""
+    h, w, _ = image.shape
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    yy, xx = jnp.meshgrid(
+        jnp.arange(h, dtype=jnp.float32) - cy, jnp.arange(w, dtype=jnp.float32) - cx, indexing="ij"
+    )
+    src_y = matrix[0, 0] * yy + matrix[0, 1] * xx + cy
+    src_x = matrix[1, 0] * yy + matrix[1, 1] * xx + cx
+    sample = lambda ch: jax.scipy.ndimage.map_coordinates(ch, [src_y, src_x], order=1, mode=mode)
+    return jax.vmap(sample, in_axes=-1, out_axes=-1)(image)
 
 
-def random_scale(scales: Sequence[float], mode: str = 'reflect') -> Transform:
-  """Zooms each image about its centre by a factor chosen from `scales`, keeping its shape.
+def random_scale(scales: Sequence[float], mode: str = "reflect") -> Transform:
+    """Zooms each image about its centre by a factor chosen from `scales`, keeping its shape.
 
-  Bilinear resampling; a factor > 1 enlarges the content, < 1 shrinks it and fills the border
-  by `mode` (a `jax.scipy.ndimage.map_coordinates` mode).
+    Bilinear resampling; a factor > 1 enlarges the content, < 1 shrinks it and fills the border
+    by `mode` (a `jax.scipy.ndimage.map_coordinates` mode).
 
-  References: Olah et al. 2017, "Feature Visualization" (Lucid `random_scale`).
-  """
-  scales = np.asarray(scales, np.float32)
-  if scales.ndim != 1 or scales.size == 0 or np.any(scales <= 0):
-    raise ValueError(f'random_scale needs a non-empty sequence of positive scales, got {scales}.')
+    References: Olah et al. 2017, "Feature Visualization" (Lucid `random_scale`).
+    """
+    scales = np.asarray(scales, np.float32)
+    if scales.ndim != 1 or scales.size == 0 or np.any(scales <= 0):
+        raise ValueError(f"random_scale needs a non-empty sequence of positive scales, got {scales}.")
 
-  def one(key, image):
-    inv = 1.0 / _choose(key, scales)
-    return _warp(image, jnp.array([[inv, 0.0], [0.0, inv]]), mode)
+    def one(key, image):
+        inv = 1.0 / _choose(key, scales)
+        return _warp(image, jnp.array([[inv, 0.0], [0.0, inv]]), mode)
 
-  return _per_image(one)
+    return _per_image(one)
 
 
-def random_rotate(angles_degrees: Sequence[float], mode: str = 'reflect') -> Transform:
-  """Rotates each image about its centre by an angle (degrees) chosen from `angles_degrees`.
+def random_rotate(angles_degrees: Sequence[float], mode: str = "reflect") -> Transform:
+    """Rotates each image about its centre by an angle (degrees) chosen from `angles_degrees`.
 
-  Bilinear resampling keeping the shape; the border is filled by `mode`.
+    Bilinear resampling keeping the shape; the border is filled by `mode`.
 
-  References: Olah et al. 2017, "Feature Visualization" (Lucid `random_rotate`).
-  """
-  angles = np.asarray(angles_degrees, np.float32)
-  if angles.ndim != 1 or angles.size == 0:
-    raise ValueError(f'random_rotate needs a non-empty sequence of angles, got {angles}.')
+    References: Olah et al. 2017, "Feature Visualization" (Lucid `random_rotate`).
+    """
+    angles = np.asarray(angles_degrees, np.float32)
+    if angles.ndim != 1 or angles.size == 0:
+        raise ValueError(f"random_rotate needs a non-empty sequence of angles, got {angles}.")
 
-  def one(key, image):
-    a = jnp.deg2rad(_choose(key, angles))
-    cos, sin = jnp.cos(a), jnp.sin(a)
-    return _warp(image, jnp.array([[cos, -sin], [sin, cos]]), mode)
+    def one(key, image):
+        a = jnp.deg2rad(_choose(key, angles))
+        cos, sin = jnp.cos(a), jnp.sin(a)
+        return _warp(image, jnp.array([[cos, -sin], [sin, cos]]), mode)
 
-  return _per_image(one)
+    return _per_image(one)
 
 
 def compose(*transforms: Transform) -> Transform:
-  """Applies `transforms` in order, each with its own key split from the given one."""
+    """Applies `transforms` in order, each with its own key split from the given one."""
 
-  def t(key, images):
-    for sub, fn in zip(jax.random.split(key, max(len(transforms), 1)), transforms):
-      images = fn(sub, images)
-    return images
+    def t(key, images):
+        for sub, fn in zip(jax.random.split(key, max(len(transforms), 1)), transforms):
+            images = fn(sub, images)
+        return images
 
-  return t
+    return t
 
 
 def standard_transforms(size: Union[int, Sequence[int]]) -> Transform:
-  """Lucid's standard robustness transforms, scaled to the image size, keeping the shape.
+    """Lucid's standard robustness transforms, scaled to the image size, keeping the shape.
 
-  For a 224-pixel image: pad 12 (grey), jitter 8, scale (1, .975, 1.025, .95, 1.05),
-  rotate -5..5 degrees, jitter 4, then crop back to `size`. Pixel amounts scale with
-  max(H, W) / 224 (at least 1 pixel), so 32x32 digits get pad 2 and jitters of 1.
+    For a 224-pixel image: pad 12 (grey), jitter 8, scale (1, .975, 1.025, .95, 1.05),
+    rotate -5..5 degrees, jitter 4, then crop back to `size`. Pixel amounts scale with
+    max(H, W) / 224 (at least 1 pixel), so 32x32 digits get pad 2 and jitters of 1.
 
-  References: Olah et al. 2017, "Feature Visualization" (Lucid `standard_transforms`).
+    References: Olah et al. 2017, "Feature Visualization" (Lucid `standard_transforms`).
 
-  Args:
-    size: the image size, an int or (H, W).
-  """
-  h, w = (size, size) if isinstance(size, int) else tuple(size)
-  px = lambda n: max(1, int(round(n * max(h, w) / 224)))
-  return compose(
-      pad(px(12), 0.5),
-      jitter(px(8)),
-      random_scale((1.0, 0.975, 1.025, 0.95, 1.05)),
-      random_rotate(tuple(range(-5, 6))),
-      jitter(px(4)),
-      center_crop((h, w)),
-  )
+    Args:
+      size: the image size, an int or (H, W).
+    """
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    px = lambda n: max(1, int(round(n * max(h, w) / 224)))
+    return compose(
+        pad(px(12), 0.5),
+        jitter(px(8)),
+        random_scale((1.0, 0.975, 1.025, 0.95, 1.05)),
+        random_rotate(tuple(range(-5, 6))),
+        jitter(px(4)),
+        center_crop((h, w)),
+    )

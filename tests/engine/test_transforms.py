@@ -9,80 +9,94 @@ PATTERN = jnp.arange(2 * 9 * 9 * 3, dtype=jnp.float32).reshape(2, 9, 9, 3) / (2 
 
 
 def test_identities():
-  key = jax.random.key(0)
-  for t in [T.identity(), T.jitter(0), T.random_scale((1.0,)), T.random_rotate((0.0,)),
-            T.compose(), T.compose(T.pad(2), T.center_crop(9))]:
-    np.testing.assert_allclose(t(key, PATTERN), PATTERN, atol=1e-6)
+    key = jax.random.key(0)
+    for t in [
+        T.identity(),
+        T.jitter(0),
+        T.random_scale((1.0,)),
+        T.random_rotate((0.0,)),
+        T.compose(),
+        T.compose(T.pad(2), T.center_crop(9)),
+    ]:
+        np.testing.assert_allclose(t(key, PATTERN), PATTERN, atol=1e-6)
 
 
 def test_jitter_is_an_integer_shift_of_the_reflect_padded_image():
-  d = 2
-  padded = np.pad(np.asarray(PATTERN), ((0, 0), (d, d), (d, d), (0, 0)), mode='reflect')
-  windows = {(oy, ox): padded[:, oy:oy + 9, ox:ox + 9]
-             for oy in range(2 * d + 1) for ox in range(2 * d + 1)}
-  t = jax.jit(T.jitter(d))
-  seen = set()
-  for key in jax.random.split(jax.random.key(1), 12):
-    out = np.asarray(t(key, PATTERN))
-    for b in range(2):  # one draw per image
-      match = [o for o, w in windows.items() if np.array_equal(w[b], out[b])]
-      assert len(match) == 1
-      seen.add(match[0])
-      sy, sx = d - match[0][0], d - match[0][1]  # the shift, as np.roll sees it
-      rolled = np.roll(np.asarray(PATTERN[b]), (sy, sx), axis=(0, 1))
-      rows, cols = slice(max(sy, 0), 9 + min(sy, 0)), slice(max(sx, 0), 9 + min(sx, 0))
-      np.testing.assert_array_equal(out[b][rows, cols], rolled[rows, cols])
-  assert len(seen) > 5  # many different offsets across keys and images
+    d = 2
+    padded = np.pad(np.asarray(PATTERN), ((0, 0), (d, d), (d, d), (0, 0)), mode="reflect")
+    windows = {
+        (oy, ox): padded[:, oy : oy + 9, ox : ox + 9] for oy in range(2 * d + 1) for ox in range(2 * d + 1)
+    }
+    t = jax.jit(T.jitter(d))
+    seen = set()
+    for key in jax.random.split(jax.random.key(1), 12):
+        out = np.asarray(t(key, PATTERN))
+        for b in range(2):  # one draw per image
+            match = [o for o, w in windows.items() if np.array_equal(w[b], out[b])]
+            assert len(match) == 1
+            seen.add(match[0])
+            sy, sx = d - match[0][0], d - match[0][1]  # the shift, as np.roll sees it
+            rolled = np.roll(np.asarray(PATTERN[b]), (sy, sx), axis=(0, 1))
+            rows, cols = slice(max(sy, 0), 9 + min(sy, 0)), slice(max(sx, 0), 9 + min(sx, 0))
+            np.testing.assert_array_equal(out[b][rows, cols], rolled[rows, cols])
+    assert len(seen) > 5  # many different offsets across keys and images
 
 
 def test_pad_and_center_crop():
-  out = T.pad(3, 0.5)(None, PATTERN)
-  assert out.shape == (2, 15, 15, 3)
-  assert float(out[:, :3].min()) == 0.5 and float(out[:, :, -3:].max()) == 0.5
-  np.testing.assert_array_equal(T.center_crop((9, 9))(None, out), PATTERN)
-  reflected = T.pad(1)(None, PATTERN)
-  np.testing.assert_array_equal(reflected[:, 0, 1:-1], PATTERN[:, 1])
-  with pytest.raises(ValueError, match='needs larger images'):
-    T.center_crop(12)(None, PATTERN)
+    out = T.pad(3, 0.5)(None, PATTERN)
+    assert out.shape == (2, 15, 15, 3)
+    assert float(out[:, :3].min()) == 0.5 and float(out[:, :, -3:].max()) == 0.5
+    np.testing.assert_array_equal(T.center_crop((9, 9))(None, out), PATTERN)
+    reflected = T.pad(1)(None, PATTERN)
+    np.testing.assert_array_equal(reflected[:, 0, 1:-1], PATTERN[:, 1])
+    with pytest.raises(ValueError, match="needs larger images"):
+        T.center_crop(12)(None, PATTERN)
 
 
 def test_scale_and_rotate_known_values():
-  image = jnp.zeros((1, 9, 9, 1)).at[0, 4, 6, 0].set(1.0)
-  # (rotate by 90 degrees, zoom by 2) in one compiled call
-  rotated, zoomed = jax.jit(lambda k, x: (T.random_rotate((90.0,))(k, x),
-                                          T.random_scale((2.0,))(k, x)))(jax.random.key(0), image)
-  # rotating by 90 degrees moves the dot to another quarter position, exactly
-  np.testing.assert_allclose(float(rotated.sum()), 1.0, atol=1e-5)
-  assert float(rotated[0, 4, 6, 0]) < 1e-5 and float(rotated.max()) > 0.999
-  # zoom x2 about the centre (4, 4): the dot at column 6 appears spread around column 8
-  np.testing.assert_allclose(zoomed[0, 4, :, 0], [0, 0, 0, 0, 0, 0, 0, 0.5, 1.0], atol=1e-6)
+    image = jnp.zeros((1, 9, 9, 1)).at[0, 4, 6, 0].set(1.0)
+    # (rotate by 90 degrees, zoom by 2) in one compiled call
+    rotated, zoomed = jax.jit(lambda k, x: (T.random_rotate((90.0,))(k, x), T.random_scale((2.0,))(k, x)))(
+        jax.random.key(0), image
+    )
+    # rotating by 90 degrees moves the dot to another quarter position, exactly
+    np.testing.assert_allclose(float(rotated.sum()), 1.0, atol=1e-5)
+    assert float(rotated[0, 4, 6, 0]) < 1e-5 and float(rotated.max()) > 0.999
+    # zoom x2 about the centre (4, 4): the dot at column 6 appears spread around column 8
+    np.testing.assert_allclose(zoomed[0, 4, :, 0], [0, 0, 0, 0, 0, 0, 0, 0.5, 1.0], atol=1e-6)
 
 
-@pytest.mark.parametrize('make', [lambda: T.jitter(2), lambda: T.random_scale((0.9, 1.1, 1.2)),
-                                  lambda: T.random_rotate((-10.0, 10.0, 20.0)),
-                                  lambda: T.standard_transforms(9)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: T.jitter(2),
+        lambda: T.random_scale((0.9, 1.1, 1.2)),
+        lambda: T.random_rotate((-10.0, 10.0, 20.0)),
+        lambda: T.standard_transforms(9),
+    ],
+)
 def test_keys_shapes_vmap_jit(make):
-  t = make()
-  keys = jax.random.split(jax.random.key(0), 8)
-  run = jax.jit(jax.vmap(t, in_axes=(0, None)))
-  outs = run(keys, PATTERN)
-  assert outs.shape == (8,) + PATTERN.shape
-  distinct = {np.asarray(o).tobytes() for o in outs}
-  assert len(distinct) > 1  # each vmapped element draws with its own key
-  np.testing.assert_array_equal(run(keys[::-1], PATTERN)[-1], outs[0])  # reproducible
+    t = make()
+    keys = jax.random.split(jax.random.key(0), 8)
+    run = jax.jit(jax.vmap(t, in_axes=(0, None)))
+    outs = run(keys, PATTERN)
+    assert outs.shape == (8,) + PATTERN.shape
+    distinct = {np.asarray(o).tobytes() for o in outs}
+    assert len(distinct) > 1  # each vmapped element draws with its own key
+    np.testing.assert_array_equal(run(keys[::-1], PATTERN)[-1], outs[0])  # reproducible
 
 
 def test_standard_transforms_keep_a_non_square_shape():
-  x = jnp.full((2, 20, 30, 3), 0.25)  # non-square; square 9x9 is tested above
-  out = jax.jit(T.standard_transforms((20, 30)))(jax.random.key(3), x)
-  assert out.shape == x.shape
-  assert 0.0 <= float(out.min()) and float(out.max()) <= 0.5  # grey padding may show
+    x = jnp.full((2, 20, 30, 3), 0.25)  # non-square; square 9x9 is tested above
+    out = jax.jit(T.standard_transforms((20, 30)))(jax.random.key(3), x)
+    assert out.shape == x.shape
+    assert 0.0 <= float(out.min()) and float(out.max()) <= 0.5  # grey padding may show
 
 
 def test_errors():
-  with pytest.raises(ValueError, match='jitter needs d >= 0'):
-    T.jitter(-1)
-  with pytest.raises(ValueError, match='positive scales'):
-    T.random_scale((1.0, 0.0))
-  with pytest.raises(ValueError, match=r'\(B, H, W, C\)'):
-    T.jitter(1)(jax.random.key(0), PATTERN[0])
+    with pytest.raises(ValueError, match="jitter needs d >= 0"):
+        T.jitter(-1)
+    with pytest.raises(ValueError, match="positive scales"):
+        T.random_scale((1.0, 0.0))
+    with pytest.raises(ValueError, match=r"\(B, H, W, C\)"):
+        T.jitter(1)(jax.random.key(0), PATTERN[0])

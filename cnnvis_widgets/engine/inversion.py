@@ -1,0 +1,62 @@
+"""Images from features: feature inversion and DeepDream, both as activation maximization.
+
+Both reuse ``visualize_filters``: inversion starts from noise and maximizes the
+similarity to an image's features; DeepDream starts from the image and
+amplifies whatever a layer already sees in it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnvis_widgets.engine import objectives, param, regularizers, transforms
+from cnnvis_widgets.engine.ascent import AscentResult, visualize_filters
+
+
+def invert_features(probe, image, layer: str, *, steps: int = 256, tv: float = 2.0, alpha: float = 0.1,
+                    seed: int = 0, **kwargs) -> AscentResult:
+    """An image whose ``layer`` features match those of ``image`` (H, W, C in [0, 1]).
+
+    Regularized by total variation and an alpha-norm, the natural-image priors of the paper;
+    deeper layers give images that keep the content but lose the exact pixels.
+
+    References: Mahendran & Vedaldi 2016, "Visualizing Deep Convolutional Neural Networks
+    Using Natural Pre-Images" (IJCV).
+    """
+    x = _one_image(probe, image)
+    target = np.asarray(probe.activations(probe.variables, x, layer))[0]
+    kwargs.setdefault("regularizers", (regularizers.total_variation(tv), regularizers.alpha_norm(alpha)))
+    kwargs.setdefault("param", param.pixel(sd=0.1))
+    kwargs.setdefault("transforms", transforms.compose(transforms.jitter(max(1, x.shape[1] // 32))))
+    return visualize_filters(probe, layer, [0], objective=objectives.feature_match(layer, target), steps=steps,
+                             size=x.shape[1:3], seed=seed, relu_rule=None, **kwargs)
+
+
+def deep_dream(probe, image, layer: str, *, steps: int = 32, learning_rate: float = 0.005, seed: int = 0,
+               **kwargs) -> AscentResult:
+    """``image`` changed to excite ``layer`` as a whole: the network's patterns grow into it.
+
+    References: Mordvintsev et al. 2015, "Inceptionism: Going Deeper into Neural Networks".
+    """
+    import optax
+
+    x = _one_image(probe, image)
+    kwargs.setdefault("regularizers", ())
+    kwargs.setdefault("param", param.pixel())
+    kwargs.setdefault("transforms", transforms.jitter(max(1, x.shape[1] // 28)))
+    kwargs.setdefault("optimizer", optax.adam(learning_rate))
+    return visualize_filters(probe, layer, [0], objective=objectives.activation_energy(layer), steps=steps,
+                             init_images=x, seed=seed, relu_rule=None, **kwargs)
+
+
+def _one_image(probe, image) -> np.ndarray:
+    from cnnvis_widgets.data import fit_to
+
+    arr = np.asarray(image)
+    if arr.ndim == 4:
+        if len(arr) != 1:
+            raise ValueError(f"Give one image (H, W, C), got a batch of {len(arr)}.")
+        arr = arr[0]
+    if arr.shape[-1] == probe.input_shape[-1] and (not probe.fixed_size or arr.shape[:2] == probe.input_shape[:2]):
+        return np.asarray(probe.check_images(arr[None]))
+    return fit_to(arr, probe)
