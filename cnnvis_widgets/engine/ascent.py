@@ -39,7 +39,8 @@ class AscentResult:
     objective: (N, steps_done) objective value per filter per step;
     snapshots: (S, N, H, W, C) uint8 images after each chunk of steps, and their steps;
     finite: (N,) False where a filter's optimization produced NaN/Inf (its image is then grey);
-    scores: for class visualizations, each image's softmax probability of its class.
+    scores: for class visualizations, each image's softmax probability of its class;
+    batch_images: (N, B, H, W, C) all images of each filter when ``batch`` > 1.
     """
 
     layer: str
@@ -52,6 +53,7 @@ class AscentResult:
     stopped: bool
     finite: np.ndarray
     scores: np.ndarray | None = None
+    batch_images: np.ndarray | None = None
 
 
 class Progress(NamedTuple):
@@ -150,7 +152,8 @@ def visualize_filters(
     keys = jax.vmap(lambda u: jax.random.fold_in(jax.random.key(seed), u))(jnp.asarray(units))
     starts = None if init_images is None else jnp.broadcast_to(
         init_images[:, None], (n, batch, *init_images.shape[1:]))
-    images = np.array(_images(setup, init(keys, starts)))
+    all_images = np.array(_to_images(setup.param)(init(keys, starts)[0]))  # (N, B, H, W, C)
+    images = all_images[:, 0]
     latest = np.full(n, np.nan, np.float32)
     curves = np.full((n, steps), np.nan, np.float32)
     snapshots, snapshot_steps = [], []
@@ -165,7 +168,7 @@ def visualize_filters(
             state, values = runner(state, jnp.asarray(units[sl]), variables, w)
             curves[sl, done : done + k] = np.asarray(values).T
             done += k
-            images[sl] = np.asarray(_images(setup, state))
+            all_images[sl] = np.asarray(_to_images(setup.param)(state[0]))
             latest[sl] = curves[sl, done - 1]
             snapshots.append(px_uint8(images))
             snapshot_steps.append(done)
@@ -174,10 +177,11 @@ def visualize_filters(
         if stopped:
             break
     ran = ~np.isnan(curves).all(axis=1)
-    finite = np.isfinite(images).reshape(n, -1).all(axis=1) & (~ran | np.isfinite(latest))
-    images[~finite] = 0.5
+    finite = np.isfinite(all_images).reshape(n, -1).all(axis=1) & (~ran | np.isfinite(latest))
+    all_images[~finite] = 0.5
     return AscentResult(info.name, units, images, curves[:, :done] if n == chunk else curves,
-                        np.stack(snapshots), snapshot_steps, done, stopped, finite)
+                        np.stack(snapshots), snapshot_steps, done, stopped, finite,
+                        batch_images=all_images if batch > 1 else None)
 
 
 def px_uint8(images: np.ndarray) -> np.ndarray:
@@ -278,8 +282,10 @@ def _setup(probe, info, objective, size, param, transforms, regularizers, optimi
     )
 
 
-def _images(setup, state):
-    return jax.jit(jax.vmap(setup.param.to_image))(state[0])[:, 0]
+@functools.lru_cache(maxsize=None)
+def _to_images(par: param_lib.Param):
+    """Jitted params (N, ...) → images (N, B, H, W, C); cached so it compiles once per param."""
+    return jax.jit(jax.vmap(par.to_image))
 
 
 @functools.lru_cache(maxsize=32)

@@ -128,3 +128,18 @@ def test_divergence_is_reported_per_filter(probe):
     result = visualize_filters(probe, "conv1", [0, 1], steps=4, optimizer=optax.sgd(float("nan")))
     assert not result.finite.any()
     assert np.all(result.images == 0.5)
+
+
+def test_diversity_makes_a_filters_images_differ(probe):
+    from cnnvis_widgets.engine import objectives
+
+    plain = visualize_filters(probe, "conv3", [4], steps=48, batch=3)
+    diverse_obj = objectives.channel("conv3") + 2.0 * objectives.diversity("conv3")
+    diverse = visualize_filters(probe, "conv3", [4], steps=48, batch=3, objective=diverse_obj)
+    assert diverse.batch_images.shape == (1, 3, 32, 32, 1)
+
+    def spread(images):
+        flat = images.reshape(len(images), -1)
+        return np.mean([np.abs(a - b).mean() for i, a in enumerate(flat) for b in flat[i + 1 :]])
+
+    assert spread(diverse.batch_images[0]) > spread(plain.batch_images[0])

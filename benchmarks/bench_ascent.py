@@ -1,0 +1,341 @@
+"""How fast is the engine's activation maximization, next to the obvious alternatives?
+
+Workload: a small VGG-style Flax linen CNN (conv 32-32-pool-64-64-pool-128-128, ReLU,
+64x64x3 input, random init, seed 0); an image for every filter of its last conv layer
+("conv6", 128 filters), pixel parameterization, jitter + L2 decay + total variation,
+Adam(0.05), the engine's redirected-ReLU gradient. Every variant does the same per-step math
+with the same random numbers (keys derived as in the engine), so their final objectives agree
+(printed as a check). Variants:
+
+  compiled  the engine: ``visualize_filters(...)``, i.e. ``jax.vmap`` over filters +
+            ``jax.lax.scan`` over steps, one compiled call (timed end to end, as a user sees it).
+  loop      (a) one filter at a time: one jitted single step (compiled once, the filter index
+            is a traced argument) called in a Python loop over steps, then over filters.
+  batch     (b) what Lucent users do: one batch holding every filter's image, objective
+            sum_i mean(channel i of image i), one jitted step over the batch called in a
+            Python loop over steps. (The forward is vmapped over images so that the
+            redirected-ReLU rule, like the engine's, looks at each image alone; XLA folds
+            this vmap into the convolutions' batch dimension.)
+  2dev      (e) ``compiled`` again, in a worker subprocess started with
+            ``XLA_FLAGS=--xla_force_host_platform_device_count=2``: the engine then shards
+            the filter axis over two host devices (one per core).
+  matmul    reference: a jitted float32 2048x2048 @ 2048x2048 matmul (median of 5 calls).
+
+The machine is shared and noisy, so variants run interleaved, one of each per round, and
+the table shows medians over rounds. Columns: median wall seconds; that time divided by the
+compiled call's (> 1: the compiled call is faster); GFLOP/s = FLOPs of the work / time, the
+FLOPs counted by XLA's cost analysis of one compiled step (forward + input gradients; the
+weight gradients are never computed, so it is ~2x, not 3x, the forward conv FLOPs: the
+analytic count is printed beside it); cores = process CPU time / wall time; compile =
+first call - steady call (compiled, 2dev: first whole call - median; loop, batch: first
+step - second step). Targets: (a) and (b) ratio >= 1.0, (c) compiled >= 50% of matmul GFLOP/s.
+
+    .venv/bin/python benchmarks/bench_ascent.py            # the real measurement (minutes)
+    .venv/bin/python benchmarks/bench_ascent.py --quick    # CI smoke run (< 1 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import linen as nn
+
+import cnnvis_widgets as cw
+from cnnvis_widgets.engine import objectives, param, regularizers, transforms
+from cnnvis_widgets.engine import ascent
+from cnnvis_widgets.engine.gradient_rules import with_gradient_rules
+
+jax.config.update("jax_enable_compilation_cache", False)  # compile times must be real compiles
+LAYER = "conv6"
+
+
+class VGGish(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        for i, (features, pool) in enumerate([(32, 0), (32, 1), (64, 0), (64, 1), (128, 0), (128, 0)]):
+            x = nn.relu(nn.Conv(features, (3, 3), name=f"conv{i + 1}")(x))
+            if pool:
+                x = nn.max_pool(x, (2, 2), (2, 2))
+        return x
+
+
+class Workload:
+    """The model, probe and the one set of param/transforms/regularizers every variant shares.
+
+    Built once and reused: the engine caches its compiled call on these very objects.
+    """
+
+    def __init__(self, filters: int, steps: int, size: int):
+        self.filters, self.steps, self.size = filters, steps, size
+        module = VGGish()
+        variables = jax.jit(module.init)(jax.random.key(0), jnp.zeros((1, size, size, 3)))
+        self.probe = cw.Probe(module, variables, input_shape=(size, size, 3))
+        self.variables = variables
+        self.units = jnp.arange(filters, dtype=jnp.int32)
+        self.param = param.pixel()
+        self.transform = transforms.jitter(4)
+        self.regs = (regularizers.l2_decay(0.01), regularizers.total_variation(1.0))
+        self.weights = regularizers.default_weights(self.regs)
+        self.objective = objectives.channel(LAYER)
+        self.optimizer = optax.adam(0.05)
+        self.forward = with_gradient_rules(lambda v, x: self.probe.forward(v, x)[1], relu="redirected")
+        self.shape = (1, size, size, 3)  # one image per filter
+
+    def engine(self):
+        """The compiled call; returns each filter's final objective."""
+        r = ascent.visualize_filters(
+            self.probe, LAYER, np.arange(self.filters), steps=self.steps, snapshot_every=self.steps,
+            size=self.size, param=self.param, transforms=self.transform, regularizers=self.regs,
+            optimizer=self.optimizer)
+        return r.objective[:, -1]
+
+    # ------------------------------------------------ the same step, written out (engine: ascent._compiled)
+    def init_one(self, unit):
+        key, sub = jax.random.split(jax.random.fold_in(jax.random.key(0), unit))
+        params = self.param.init(sub, self.shape)
+        return params, self.optimizer.init(params), key, jnp.zeros((), jnp.int32)
+
+    def image_loss(self, key, images, unit):
+        """(penalties - objective, objective) of one filter's (1, H, W, C) images."""
+        acts = self.forward(self.variables, self.transform(key, images))
+        obj = self.objective({LAYER: acts[LAYER]}, unit)
+        return regularizers.apply_penalties(self.regs, self.weights, images) - obj, obj
+
+    def update(self, params, opt_state, loss_fn, t):
+        """One Adam step on ``loss_fn(images)``, then the image-space projections (L2 decay)."""
+        images, to_params = jax.vjp(self.param.to_image, params)
+        (_, obj), g = jax.value_and_grad(loss_fn, has_aux=True)(images)
+        updates, opt_state = self.optimizer.update(to_params(g)[0], opt_state, params)
+        params = optax.apply_updates(params, updates)
+        projected = regularizers.apply_projections(self.regs, self.weights, self.param.to_image(params), -g, t)
+        return self.param.from_image(jnp.clip(projected, 0.0, 1.0)), opt_state, obj
+
+    def step_one(self, state, unit):
+        """(a): one step for one filter."""
+        params, opt_state, key, t = state
+        key, sub = jax.random.split(key)
+        params, opt_state, obj = self.update(params, opt_state, lambda x: self.image_loss(sub, x, unit), t)
+        return (params, opt_state, key, t + 1), obj
+
+    def step_batch(self, state, units):
+        """(b): one step for the batch of all filters' images, params (F, 1, H, W, C)."""
+        params, opt_state, keys, t = state
+        keys, subs = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+
+        def loss(images):  # sum over filters i of (penalties_i - objective_i)
+            losses, objs = jax.vmap(self.image_loss)(subs, images, units)
+            return losses.sum(), objs
+
+        params, opt_state, objs = self.update(params, opt_state, loss, t)
+        return (params, opt_state, keys, t + 1), objs
+
+
+# ------------------------------------------------------------------ variants: (wall s, cpu s, result)
+def timed(fn):
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = jax.block_until_ready(fn())
+    return time.perf_counter() - wall, time.process_time() - cpu, out
+
+
+class Loop:
+    """(a) Python loops over filters and steps around one jitted single step."""
+
+    def __init__(self, w: Workload):
+        self.w, self.init, self.step = w, jax.jit(w.init_one), jax.jit(w.step_one)
+        self.compile_s = first_minus_second(self.step, self.init(0), w.units[0])
+
+    def __call__(self):
+        finals = []
+        for unit in self.w.units:
+            state = self.init(unit)
+            for _ in range(self.w.steps):
+                state, obj = self.step(state, unit)
+            finals.append(obj)
+        return jnp.stack(finals)
+
+
+class Batch:
+    """(b) a Python loop over steps around one jitted step of the whole batch."""
+
+    def __init__(self, w: Workload):
+        self.w, self.init, self.step = w, jax.jit(jax.vmap(w.init_one)), jax.jit(w.step_batch)
+        self.compile_s = first_minus_second(self.step, self.init(w.units), w.units)
+
+    def __call__(self):
+        state = self.init(self.w.units)
+        for _ in range(self.w.steps):
+            state, objs = self.step(state, self.w.units)
+        return objs
+
+
+def first_minus_second(step, state, unit):
+    """Compile time of a jitted step: its first call minus its second."""
+    first, _, (state, _) = timed(lambda: step(state, unit))
+    second, _, _ = timed(lambda: step(state, unit))
+    return first - second
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5):
+    a = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    mm = jax.jit(jnp.dot)
+    mm(a, a).block_until_ready()
+    runs = [timed(lambda: mm(a, a)) for _ in range(repeats)]
+    wall = float(np.median([r[0] for r in runs]))
+    return 2 * n**3 / wall / 1e9, sum(r[1] for r in runs) / sum(r[0] for r in runs)
+
+
+def step_flops(w: Workload) -> float:
+    """FLOPs of one step of the compiled call for all filters, from XLA's cost analysis."""
+    setup = ascent._setup(w.probe, w.probe.layer(LAYER), "channel", (w.size, w.size), w.param,
+                          w.transform, w.regs, w.optimizer, "redirected")
+    init, run = ascent._compiled(w.probe, setup, w.shape, 1)
+    state = init(jax.vmap(lambda u: jax.random.fold_in(jax.random.key(0), u))(w.units))
+    compiled = run.lower(state, w.units, w.variables, w.weights).compile()
+    cost = compiled.cost_analysis()
+    return float((cost[0] if isinstance(cost, list) else cost)["flops"])
+
+
+def analytic_flops(w: Workload) -> float:
+    """2 x forward conv FLOPs (forward + input gradient) per image, times the filters."""
+    total, hw, c_in = 0, w.size * w.size, 3
+    for i, c_out in enumerate([32, 32, 64, 64, 128, 128]):
+        total += 2 * hw * 9 * c_in * c_out
+        c_in, hw = c_out, hw // 4 if i in (1, 3) else hw
+    return 2 * total * w.filters
+
+
+# ------------------------------------------------------------------ the two-device worker (e)
+def worker(args):
+    """Runs in the subprocess: warm up, then one timed compiled call per 'run' line on stdin."""
+    w = Workload(args.filters, args.steps, args.size)
+    first, _, _ = timed(w.engine)
+    print(json.dumps({"devices": jax.device_count(), "first": first}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "run":
+            break
+        wall, cpu, finals = timed(w.engine)
+        print(json.dumps({"wall": wall, "cpu": cpu, "finals": np.asarray(finals).tolist()}), flush=True)
+
+
+class TwoDevices:
+    def __init__(self, args):
+        env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip())
+        cmd = [sys.executable, __file__, "--worker", f"--filters={args.filters}", f"--steps={args.steps}", f"--size={args.size}"]
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        ready = json.loads(self.proc.stdout.readline())
+        self.devices, self.first = ready["devices"], ready["first"]
+
+    def __call__(self):
+        self.proc.stdin.write("run\n")
+        self.proc.stdin.flush()
+        r = json.loads(self.proc.stdout.readline())
+        return r["wall"], r["cpu"], np.asarray(r["finals"])
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+# ------------------------------------------------------------------ main
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--filters", type=int, default=128, help="filters of conv6 to visualize (<= 128)")
+    ap.add_argument("--steps", type=int, default=32, help="optimizer steps per filter")
+    ap.add_argument("--size", type=int, default=64, help="image size (px)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved timed rounds (medians are reported)")
+    ap.add_argument("--quick", action="store_true", help="CI size: 32 filters, 8 steps, 3 rounds")
+    ap.add_argument("--no-2dev", action="store_true", help="skip the two-device subprocess (e)")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_ascent.json"))
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.quick:
+        args.filters, args.steps, args.rounds = 32, 8, 3
+    if args.worker:
+        return worker(args)
+
+    w = Workload(args.filters, args.steps, args.size)
+    print(f"{args.filters} filters of {LAYER}, {args.size}x{args.size}, {args.steps} steps, {args.rounds} rounds; "
+          f"jax {jax.__version__}, {os.cpu_count()} CPUs, {jax.device_count()} device(s)", flush=True)
+    flops_step = step_flops(w)
+    work = flops_step * args.steps
+    print(f"FLOPs per step, all filters: XLA cost analysis {flops_step / 1e9:.1f} G, "
+          f"analytic 2x forward convs {analytic_flops(w) / 1e9:.1f} G", flush=True)
+
+    first_compiled, _, _ = timed(w.engine)
+    variants = {"compiled": w.engine, "loop": Loop(w), "batch": Batch(w)}
+    two = None if args.no_2dev else TwoDevices(args)
+    if two:
+        variants["2dev"] = two
+    runs = {name: [] for name in [*variants, "matmul"]}
+    finals = {}
+    for r in range(args.rounds):
+        names = list(variants)
+        for name in names[r % len(names):] + names[: r % len(names)]:  # rotate the order each round
+            wall, cpu, out = (variants[name]() if name == "2dev" else timed(variants[name]))
+            runs[name].append((wall, cpu))
+            finals[name] = np.asarray(out)
+        runs["matmul"].append(matmul_gflops())
+        print(f"round {r + 1}: " + ", ".join(f"{n} {v[-1][0]:.2f}" for n, v in runs.items()), flush=True)
+    if two:
+        two.close()
+
+    median = {n: float(np.median([x[0] for x in v])) for n, v in runs.items()}
+    cores = {n: sum(x[1] for x in v) / sum(x[0] for x in v) for n, v in runs.items()}
+    compile_s = {"compiled": first_compiled - median["compiled"], "loop": variants["loop"].compile_s,
+                 "batch": variants["batch"].compile_s}
+    if two:
+        compile_s["2dev"] = two.first - median["2dev"]
+    gflops = {n: work / median[n] / 1e9 for n in variants}
+    gflops["matmul"] = median["matmul"]  # matmul_gflops returns GFLOP/s in place of seconds
+    t0 = median["compiled"]
+    rows = []
+    print(f"\n{'variant':<10}{'median s':>10}{'t/t_compiled':>14}{'GFLOP/s':>9}{'cores':>7}{'compile s':>11}")
+    for n in runs:
+        secs = 2 * 2048**3 / gflops[n] / 1e9 if n == "matmul" else median[n]
+        ratio = "" if n == "matmul" else f"{secs / t0:.2f}x"
+        comp = f"{compile_s[n]:.2f}" if n in compile_s else ""
+        print(f"{n:<10}{secs:>10.3f}{ratio:>14}{gflops[n]:>9.1f}{cores[n]:>7.2f}{comp:>11}")
+        rows.append({"variant": n, "median_s": secs, "ratio_vs_compiled": None if n == "matmul" else secs / t0,
+                     "gflops": gflops[n], "cores_used": cores[n], "compile_s": compile_s.get(n),
+                     "rounds": [{"wall_s": x[0], "cpu_s_or_matmul_gflops": x[1]} for x in runs[n]]})
+    fraction = gflops["compiled"] / gflops["matmul"]
+    targets = {"(a) loop / compiled >= 1.0": median["loop"] / t0 >= 1.0,
+               "(b) batch / compiled >= 1.0": median["batch"] / t0 >= 1.0,
+               f"(c) compiled at {fraction:.0%} of matmul GFLOP/s >= 50%": fraction >= 0.5}
+    if two:
+        print(f"(e) 2 devices ({two.devices}): compiled / 2dev = {t0 / median['2dev']:.2f}x speed-up")
+    for k, ok in targets.items():
+        print(f"{k}: {'met' if ok else 'NOT met'}")
+    agree = {n: float(np.max(np.abs(finals[n] - finals["compiled"]))) for n in variants}
+    print("max |final objective - compiled's| per variant (same math, same keys):",
+          ", ".join(f"{n} {v:.2g}" for n, v in agree.items()), f"(objective ~{np.mean(finals['compiled']):.3g})")
+
+    import flax
+    result = {
+        "machine": {"cpu_count": os.cpu_count(), "cpu_affinity": len(os.sched_getaffinity(0)),
+                    "platform": platform.platform(), "processor": platform.processor(),
+                    "python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
+                    "optax": optax.__version__, "date": datetime.datetime.now().astimezone().isoformat()},
+        "config": {k: v for k, v in vars(args).items() if k != "worker"} | {"layer": LAYER},
+        "flops_per_step": flops_step, "flops_per_step_analytic": analytic_flops(w),
+        "variants": rows, "targets": targets, "final_objective_max_abs_diff": agree,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
