@@ -53,8 +53,7 @@ import optax
 from flax import linen as nn
 
 import cnnvis_widgets as cw
-from cnnvis_widgets.engine import objectives, param, regularizers, transforms
-from cnnvis_widgets.engine import ascent
+from cnnvis_widgets.engine import ascent, objectives, param, regularizers, transforms
 from cnnvis_widgets.engine.gradient_rules import with_gradient_rules
 
 jax.config.update("jax_enable_compilation_cache", False)  # compile times must be real compiles
@@ -197,13 +196,10 @@ def matmul_gflops(n: int = 2048, repeats: int = 5):
 
 
 def step_flops(w: Workload) -> float:
-    """FLOPs of one step of the compiled call for all filters, from XLA's cost analysis."""
-    setup = ascent._setup(w.probe, w.probe.layer(LAYER), "channel", (w.size, w.size), w.param,
-                          w.transform, w.regs, w.optimizer, "redirected")
-    init, run = ascent._compiled(w.probe, setup, w.shape, 1)
-    state = init(jax.vmap(lambda u: jax.random.fold_in(jax.random.key(0), u))(w.units))
-    compiled = run.lower(state, w.units, w.variables, w.weights).compile()
-    cost = compiled.cost_analysis()
+    """FLOPs of one step for all filters: XLA's cost analysis of the compiled call's scan body
+    (``vmap(step_one)``, written out above as in ``ascent._compiled``)."""
+    init, step = jax.vmap(w.init_one), jax.vmap(w.step_one)
+    cost = jax.jit(step).lower(init(w.units), w.units).compile().cost_analysis()
     return float((cost[0] if isinstance(cost, list) else cost)["flops"])
 
 

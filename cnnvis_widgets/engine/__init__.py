@@ -1,0 +1,25 @@
+"""Pure JAX numerics: arrays in, arrays out. Never imports widgets, never prints or touches files."""
+
+from cnnvis_widgets.engine import objectives, param, regularizers, transforms
+from cnnvis_widgets.engine.ascent import (
+    AscentResult,
+    Progress,
+    visualize_classes,
+    visualize_filters,
+    visualize_neuron,
+)
+from cnnvis_widgets.engine.inversion import deep_dream, invert_features
+
+__all__ = [
+    "AscentResult",
+    "Progress",
+    "deep_dream",
+    "invert_features",
+    "objectives",
+    "param",
+    "regularizers",
+    "transforms",
+    "visualize_classes",
+    "visualize_filters",
+    "visualize_neuron",
+]
