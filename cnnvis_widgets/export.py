@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import io
 import os
 from pathlib import Path
 from typing import Sequence
@@ -35,11 +37,10 @@ def grid_figure(
     tile_inches: float = 1.1,
 ):
     """A matplotlib Figure of N tiles (N, H, W, C in [0, 1]) with a label under each."""
-    from matplotlib.figure import Figure  # no pyplot: works headless, shows inline in Jupyter
 
     tiles = np.asarray(tiles)
     rows, cols = px.grid_shape(len(tiles), ncols)
-    fig = Figure(figsize=(cols * tile_inches, rows * tile_inches + (0.4 if title else 0)), layout="constrained")
+    fig = _figure_class()(figsize=(cols * tile_inches, rows * tile_inches + (0.4 if title else 0)), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()
@@ -55,6 +56,20 @@ def grid_figure(
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
+
+
+@functools.lru_cache(maxsize=1)
+def _figure_class():
+    """A matplotlib Figure that shows itself in Jupyter as PNG, with no pyplot state involved."""
+    from matplotlib.figure import Figure
+
+    class DisplayFigure(Figure):
+        def _repr_png_(self) -> bytes:
+            buf = io.BytesIO()
+            self.savefig(buf, format="png", dpi=100)
+            return buf.getvalue()
+
+    return DisplayFigure
 
 
 def save_grid(tiles: np.ndarray, path: str | os.PathLike, labels=None, title=None, ncols=None, dpi: int = 150) -> Path:

@@ -99,7 +99,7 @@ def _augment(key, images):
 def train_digits_cnn(
     epochs: int = 30,
     batch_size: int = 64,
-    learning_rate: float = 2e-3,
+    learning_rate: float = 3e-3,
     seed: int = 0,
     progress: bool = True,
     callback: Callable[[int, dict, float], bool | None] | None = None,
@@ -112,7 +112,9 @@ def train_digits_cnn(
     train, test = data.digits_split()
     module = DigitsCNN()
     variables = init_variables(seed)
-    schedule = optax.cosine_decay_schedule(learning_rate, epochs * (len(train.labels) // batch_size))
+    total = epochs * (len(train.labels) // batch_size)
+    # Warm-up: large early Adam steps are what silence ReLU filters for good (dead filters).
+    schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, min(100, total // 4), total)
     opt = optax.adamw(schedule, weight_decay=1e-4)
     opt_state = opt.init(variables["params"])
 

@@ -38,9 +38,10 @@ def test_each_live_filter_is_excited_most_by_its_own_image(probe):
     assert result.images.shape == (64, 32, 32, 1) and result.finite.all()
     assert 0.0 <= result.images.min() and result.images.max() <= 1.0
     live = live_filters(probe, "conv4")
-    wins = own_image_wins(probe, result)[live]
-    print(f"conv4: {wins.sum()}/{len(live)} live filters ({64 - len(live)} dead) top-activated by their own image")
-    assert wins.mean() >= 0.9
+    wins = own_image_wins(probe, result)
+    print(f"conv4: {wins.sum()}/64 filters top-activated by their own image; "
+          f"{wins[live].sum()}/{len(live)} of the live ones ({64 - len(live)} dead on all digits)")
+    assert wins.mean() >= 0.9  # issue 3: at least 90 % of the layer's filters
     # the objective really rose: last value far above the first for live filters
     assert np.median(result.objective[live, -1] - result.objective[live, 0]) > 1.0
 
@@ -51,9 +52,7 @@ def test_class_visualizations_are_classified_as_their_class(probe):
     print("class scores:", np.round(result.scores, 4))
     preds = np.asarray(probe.logits(probe.variables, result.images)).argmax(-1)
     np.testing.assert_array_equal(preds, np.arange(10))
-    # Issue 3 asks p >= 0.99 for every class; maximizing the raw logit (Simonyan et al.) reaches it
-    # for 9 of 10 digits here (digit 3: ~0.88). Asserted as measured until the objective is tuned.
-    assert (result.scores >= 0.99).sum() >= 9 and result.scores.min() >= 0.8
+    assert result.scores.min() >= 0.99
 
 
 def test_results_do_not_depend_on_batch_composition_or_chunking(probe):
