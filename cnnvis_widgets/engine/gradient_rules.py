@@ -15,7 +15,12 @@ loops. Gradients are unchanged.
 ReLU rules (``relu=``), applied to every ``max(x, 0)`` (so ``jax.nn.relu`` and
 ``relu6`` too): "redirected" (Lucid's redirected ReLU gradient: when no
 gradient passes a ReLU for a whole image, let through the part that would
-raise negative inputs, so a grey start on a silent unit still moves).
+raise negative inputs, so a grey start on a silent unit still moves); "guided" (guided
+backprop, Springenberg et al. 2015: the gradient passes only where the input was positive
+AND the incoming gradient is positive); "deconvnet" (Zeiler & Fergus 2014: the positive part
+of the incoming gradient passes, whatever the input). Sign convention: a rule sees the
+cotangent of whatever is differentiated. "guided" and "deconvnet" assume that is the score
+being explained (larger = more evidence); "redirected" assumes a loss being minimized.
 """
 
 from __future__ import annotations
@@ -112,7 +117,43 @@ def _redirected_bwd(x, g):
 
 
 _redirected_relu.defvjp(_redirected_fwd, _redirected_bwd)
-RELU_RULES = {"redirected": _redirected_relu}
+
+
+def _relu_fwd(x):
+    return jnp.maximum(x, 0.0), x
+
+
+@jax.custom_vjp
+def _guided_relu(x):
+    return jnp.maximum(x, 0.0)
+
+
+def _guided_bwd(x, g):
+    """Guided backprop (Springenberg et al. 2015): pass g only where x > 0 AND g > 0.
+
+    g is the cotangent of the quantity being differentiated, which must be the score being
+    explained (larger = more evidence). Differentiating a loss (e.g. -score) flips g's sign and
+    would keep the negative evidence instead: differentiate the score itself.
+    """
+    return (jnp.where((x > 0) & (g > 0), g, jnp.zeros_like(g)),)
+
+
+_guided_relu.defvjp(_relu_fwd, _guided_bwd)
+
+
+@jax.custom_vjp
+def _deconvnet_relu(x):
+    return jnp.maximum(x, 0.0)
+
+
+def _deconvnet_bwd(x, g):
+    """Deconvnet (Zeiler & Fergus 2014): relu(g) whatever x was (same sign convention as guided)."""
+    del x
+    return (jnp.maximum(g, 0.0),)
+
+
+_deconvnet_relu.defvjp(_relu_fwd, _deconvnet_bwd)
+RELU_RULES = {"redirected": _redirected_relu, "guided": _guided_relu, "deconvnet": _deconvnet_relu}
 
 
 def _is_relu(eqn) -> bool:
