@@ -76,7 +76,11 @@ class _Setup(NamedTuple):
 
 
 def default_size(probe) -> tuple[int, int]:
-    """The model's input size, capped at 128 px so a whole layer stays interactive on a CPU."""
+    """The model's input size, capped at 128 px (digits-cnn: 32; EfficientNet-Lite0: 128).
+
+    At 128 px a whole EfficientNet layer is slow on a CPU (240 filters x 128 steps took
+    ~40 min of CPU time here); pass ``size=64`` and a filter range for interactive use.
+    """
     h, w = probe.input_shape[:2]
     scale = min(1.0, 128 / max(h, w))
     return int(round(h * scale)), int(round(w * scale))
