@@ -13,12 +13,38 @@ from cnnvis_widgets.engine import (
     visualize_filters,
     visualize_neuron,
 )
+from cnnvis_widgets.engine.activations import (
+    feature_maps,
+    filter_stats,
+    kernels_as_images,
+    most_activated,
+    receptive_patches,
+    top_images,
+)
+from cnnvis_widgets.engine.embedding import embed, features, mosaic, neighbours
+from cnnvis_widgets.engine.sanity import randomization_cascade, regularizer_ablation
+from cnnvis_widgets.engine.saliency import METHODS as SALIENCY_METHODS
+from cnnvis_widgets.engine.saliency import saliency
 from cnnvis_widgets.models.probe import Layer, Probe
 from cnnvis_widgets.models.zoo import MODELS, load
 
 __version__ = "0.1.0"
 __all__ = [
     "MODELS",
+    "SALIENCY_METHODS",
+    "embed",
+    "feature_maps",
+    "features",
+    "filter_stats",
+    "kernels_as_images",
+    "most_activated",
+    "mosaic",
+    "neighbours",
+    "randomization_cascade",
+    "receptive_patches",
+    "regularizer_ablation",
+    "saliency",
+    "top_images",
     "AscentResult",
     "Layer",
     "Probe",
