@@ -22,6 +22,7 @@ from cnnvis_widgets.engine.activations import (
     top_images,
 )
 from cnnvis_widgets.engine.embedding import embed, features, mosaic, neighbours
+from cnnvis_widgets.engine.sharding import use_all_cores
 from cnnvis_widgets.engine.sanity import randomization_cascade, regularizer_ablation
 from cnnvis_widgets.engine.saliency import METHODS as SALIENCY_METHODS
 from cnnvis_widgets.engine.saliency import saliency
@@ -45,6 +46,7 @@ __all__ = [
     "regularizer_ablation",
     "saliency",
     "top_images",
+    "use_all_cores",
     "AscentResult",
     "Layer",
     "Probe",

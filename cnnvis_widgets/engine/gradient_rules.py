@@ -12,6 +12,13 @@ one whose input-gradient is an ordinary HWIO convolution with the kernel
 flipped and its in/out channels swapped, which XLA:CPU runs fast in and out of
 loops. Gradients are unchanged.
 
+Fast max-pool gradients. XLA:CPU computes the gradient of a max-pool with
+select-and-scatter, expanded into full-size int32 index arrays and a scatter:
+~40 % of the XLA time of a whole-layer ascent (benchmarks/bench_maxpool_grad.py).
+Non-overlapping pools (window == stride, no padding) get an element-wise
+backward instead: the cotangent goes to the first maximum of each window, which
+is exactly XLA's gradient, ties included.
+
 ReLU rules (``relu=``), applied to every ``max(x, 0)`` (so ``jax.nn.relu`` and
 ``relu6`` too): "redirected" (Lucid's redirected ReLU gradient: when no
 gradient passes a ReLU for a whole image, let through the part that would
@@ -91,6 +98,45 @@ def _fast_conv(frozen_params):
         )
         d_rhs = jax.vjp(lambda r: conv(lhs, r), rhs)[1](g)[0]  # dropped by XLA when unused
         return d_lhs.astype(lhs.dtype), d_rhs
+
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def _poolable(eqn) -> bool:
+    p = eqn.params
+    dims, strides = tuple(p["window_dimensions"]), tuple(p["window_strides"])
+    shape = eqn.invars[0].aval.shape
+    return (
+        len(shape) == 4 and dims == strides and dims[0] == dims[3] == 1
+        and all(lo == hi == 0 for lo, hi in p["padding"])
+        and all(d == 1 for d in p["base_dilation"]) and all(d == 1 for d in p["window_dilation"])
+        and shape[1] % dims[1] == 0 and shape[2] % dims[2] == 0
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _fast_max_pool(frozen_params):
+    params = dict(frozen_params)
+    kh, kw = params["window_dimensions"][1:3]
+    pool = functools.partial(lax.reduce_window_max_p.bind, **params)
+
+    @jax.custom_vjp
+    def f(x):
+        return pool(x)
+
+    def fwd(x):
+        y = pool(x)
+        return y, (x, y)
+
+    def bwd(res, g):
+        x, y = res
+        n, h, w, c = x.shape
+        hit = x.reshape(n, h // kh, kh, w // kw, kw, c) == y[:, :, None, :, None, :]
+        hit = hit.transpose(0, 1, 3, 5, 2, 4).reshape(n, h // kh, w // kw, c, kh * kw)
+        first = hit & (jnp.cumsum(hit, axis=-1) == 1)  # ties: the first maximum, as XLA does
+        first = first.reshape(n, h // kh, w // kw, c, kh, kw).transpose(0, 1, 4, 2, 5, 3)
+        return ((first * g[:, :, None, :, None, :]).reshape(x.shape).astype(x.dtype),)
 
     f.defvjp(fwd, bwd)
     return f
@@ -178,6 +224,8 @@ def _eval(jaxpr, consts, *args, rules):
         name = eqn.primitive.name
         if name == "conv_general_dilated" and rules.fast_conv and _swappable(eqn.params):
             outs = [_fast_conv(_freeze(eqn.params))(*ins)]
+        elif name == "reduce_window_max" and rules.fast_pool and _poolable(eqn):
+            outs = [_fast_max_pool(_freeze(eqn.params))(*ins)]
         elif rules.relu is not None and _is_relu(eqn):
             x = ins[1] if isinstance(eqn.invars[0], jcore.Literal) else ins[0]
             outs = [RELU_RULES[rules.relu](x)]
@@ -198,20 +246,24 @@ def _eval(jaxpr, consts, *args, rules):
 
 class _Rules(NamedTuple):
     fast_conv: bool
+    fast_pool: bool
     relu: str | None
 
 
-def with_gradient_rules(fn: Callable, fast_conv: bool = True, relu: str | None = None) -> Callable:
+def with_gradient_rules(
+    fn: Callable, fast_conv: bool = True, relu: str | None = None, fast_pool: bool = True
+) -> Callable:
     """``fn`` with fast convolution input-gradients and, optionally, a ReLU gradient rule.
 
     Args:
       fn: any function of arrays / pytrees (e.g. ``lambda v, x: probe.forward(v, x)``).
       fast_conv: swap NHWC/HWIO convolutions for the loop-friendly input-gradient.
+      fast_pool: swap non-overlapping max-pools for the element-wise gradient.
       relu: None (exact gradients) or one of ``RELU_RULES``.
     """
     if relu is not None and relu not in RELU_RULES:
         raise ValueError(f"Unknown ReLU rule {relu!r}; valid: {sorted(RELU_RULES)} or None.")
-    rules = _Rules(fast_conv, relu)
+    rules = _Rules(fast_conv, fast_pool, relu)
 
     @functools.wraps(fn)
     def wrapped(*args):

@@ -92,13 +92,13 @@ def test_sharded_over_four_devices_equals_unsharded(probe, tmp_path):
         assert len(jax.devices()) == 4, jax.devices()
         import cnnvis_widgets as cw
         from cnnvis_widgets.engine.ascent import visualize_filters
-        r = visualize_filters(cw.load("digits-cnn"), "conv2", list(range(8)), steps=12)
+        r = visualize_filters(cw.load("digits-cnn"), "conv2", list(range(10)), steps=12)  # padded to 12
         np.save(sys.argv[1], r.images)
     """)
     out = tmp_path / "sharded.npy"
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     subprocess.run([sys.executable, "-c", script, str(out)], check=True, env=env, timeout=300)
-    unsharded = visualize_filters(probe, "conv2", list(range(8)), steps=12).images
+    unsharded = visualize_filters(probe, "conv2", list(range(10)), steps=12).images
     np.testing.assert_allclose(np.load(out), unsharded, atol=1e-4)
 
 
@@ -142,3 +142,9 @@ def test_diversity_makes_a_filters_images_differ(probe):
         return np.mean([np.abs(a - b).mean() for i, a in enumerate(flat) for b in flat[i + 1 :]])
 
     assert spread(diverse.batch_images[0]) > spread(plain.batch_images[0])
+
+
+def test_use_all_cores_exposes_one_cpu_device_per_core():
+    script = "import cnnvis_widgets as cw; n = cw.use_all_cores(3); import jax; print(n, len(jax.devices()))"
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["3", "3"]

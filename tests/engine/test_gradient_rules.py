@@ -60,3 +60,23 @@ def test_redirected_relu_passes_gradient_to_silent_units():
     np.testing.assert_allclose(jax.grad(with_gradient_rules(f, relu="redirected"))(y), jax.grad(f)(y))
     with pytest.raises(ValueError, match="Unknown ReLU rule 'leaky'"):
         with_gradient_rules(f, relu="leaky")
+
+
+@pytest.mark.parametrize("window", [(2, 2), (3, 3), (2, 1)])
+def test_fast_max_pool_gradient_equals_xla_with_ties(window):
+    from flax import linen as nn
+
+    x = jnp.round(jax.random.uniform(jax.random.key(1), (2, 12, 12, 3)) * 3) / 3  # many ties
+    g = jax.random.normal(jax.random.key(2), (2, 12 // window[0], 12 // window[1], 3))
+    pool = lambda x: (nn.max_pool(x, window, window) * g).sum()
+    expected = jax.grad(pool)(x)
+    np.testing.assert_array_equal(jax.jit(jax.grad(with_gradient_rules(pool)))(x), expected)
+    np.testing.assert_array_equal(with_gradient_rules(pool)(x), pool(x))
+
+
+def test_overlapping_pools_keep_the_stock_gradient():
+    from flax import linen as nn
+
+    x = jax.random.normal(jax.random.key(0), (1, 9, 9, 2))
+    pool = lambda x: nn.max_pool(x, (3, 3), (2, 2), padding="SAME").sum()
+    np.testing.assert_allclose(jax.grad(with_gradient_rules(pool))(x), jax.grad(pool)(x))
