@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from cnnvis_widgets.engine.sharding import use_all_cores
+
+    use_all_cores()  # before JAX starts: one CPU device per core, the filter axis spread over them
     try:
         return args.fn(args)
     except (ValueError, TypeError, FileNotFoundError, ModuleNotFoundError) as err:

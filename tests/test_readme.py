@@ -1,0 +1,20 @@
+"""The README's Python tour runs as written (its first two code blocks, on digits-cnn)."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.mark.slow
+def test_readme_tour_runs(tmp_path, monkeypatch):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert len(blocks) >= 2
+    monkeypatch.chdir(tmp_path)  # the tour writes conv4.png
+    namespace: dict = {}
+    for block in blocks[:2]:
+        exec(compile(block, "README.md", "exec"), namespace)
+    assert (tmp_path / "conv4.png").stat().st_size > 1000
+    assert namespace["result"].images.shape == (16, 32, 32, 1)
