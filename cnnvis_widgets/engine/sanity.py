@@ -116,8 +116,8 @@ def randomization_cascade(
         for j in range(m):
             for k in range(n):
                 a, b = maps[0, j, k], maps[i, j, k]
-                r = spearmanr(a.ravel(), b.ravel()).statistic
-                rho[i, j, k] = 0.0 if np.isnan(r) else r
+                constant = a.std() == 0 or b.std() == 0  # a flat map ranks nothing: no correlation
+                rho[i, j, k] = 0.0 if constant else spearmanr(a.ravel(), b.ravel()).statistic
                 sim[i, j, k] = structural_similarity(a, b, data_range=1.0)
     return CascadeResult(steps, list(methods), rho, sim, maps, np.asarray(targets))
 
