@@ -22,10 +22,10 @@ from cnnvis_widgets.engine.activations import (
     top_images,
 )
 from cnnvis_widgets.engine.embedding import embed, features, mosaic, neighbours
-from cnnvis_widgets.engine.sharding import use_all_cores
-from cnnvis_widgets.engine.sanity import randomization_cascade, regularizer_ablation
 from cnnvis_widgets.engine.saliency import METHODS as SALIENCY_METHODS
 from cnnvis_widgets.engine.saliency import saliency
+from cnnvis_widgets.engine.sanity import randomization_cascade, regularizer_ablation
+from cnnvis_widgets.engine.sharding import use_all_cores
 from cnnvis_widgets.models.probe import Layer, Probe
 from cnnvis_widgets.models.zoo import MODELS, load
 

@@ -89,8 +89,8 @@ def randomization_cascade(
     The target is fixed to the trained model's (predicted class by default), so only the
     weights change. ``options`` go to ``saliency`` (e.g. ``layer=`` for Grad-CAM).
     """
-    from skimage.metrics import structural_similarity
     from scipy.stats import spearmanr
+    from skimage.metrics import structural_similarity
 
     images = probe.check_images(images)
     trained = {m: saliency(probe, images, m, target, normalize=True, **_opts(m, options)) for m in methods}

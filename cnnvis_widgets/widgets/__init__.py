@@ -1,0 +1,8 @@
+"""ipywidgets + bqplot views and controls over the engine (no numerics beyond pixels)."""
+
+from cnnvis_widgets.widgets.controls import FilterPicker, LayerSlider, RegularizerPanel
+from cnnvis_widgets.widgets.filters import FilterExplorer
+from cnnvis_widgets.widgets.grid import ImageGrid
+from cnnvis_widgets.widgets.runner import Runner
+
+__all__ = ["FilterExplorer", "FilterPicker", "ImageGrid", "LayerSlider", "RegularizerPanel", "Runner"]

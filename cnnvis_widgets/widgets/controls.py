@@ -1,0 +1,128 @@
+"""Small controls that hold state in traits: a layer slider, a filter picker, a regularizer panel."""
+
+from __future__ import annotations
+
+import ipywidgets as widgets
+import numpy as np
+import traitlets
+
+from cnnvis_widgets.engine import regularizers as reg_lib
+
+
+class LayerSlider(widgets.VBox):
+    """Picks one of a probe's layers; shows its name, kind and shape. ``value`` is the name."""
+
+    value = traitlets.Unicode()
+
+    def __init__(self, probe, value: str | None = None, spatial_only: bool = True, **kwargs):
+        self.names = [layer.name for layer in probe.layers if layer.spatial or not spatial_only]
+        if not self.names:
+            raise ValueError(
+                f"{probe.name} has no {'spatial ' if spatial_only else ''}layers to choose from."
+            )
+        self._probe = probe
+        start = self.names.index(probe.layer(value).name) if value else len(self.names) // 2
+        self.slider = widgets.IntSlider(
+            start, 0, len(self.names) - 1, description="layer", continuous_update=False, readout=False
+        )
+        self.label = widgets.HTML()
+        super().__init__([widgets.HBox([self.slider, self.label])], **kwargs)
+        self.slider.observe(self._sync, "value")
+        self._sync()
+
+    def _sync(self, _change=None):
+        layer = self._probe.layer(self.names[self.slider.value])
+        dims = "×".join(str(d) for d in layer.shape)
+        self.label.value = (
+            f"<b>{layer.name}</b> <small>{layer.kind}, {dims}, rf {layer.receptive_field}px</small>"
+        )
+        self.value = layer.name
+
+    @traitlets.observe("value")
+    def _value_changed(self, change):
+        if change["new"] in self.names and self.names[self.slider.value] != change["new"]:
+            self.slider.value = self.names.index(change["new"])
+
+
+def parse_filters(text: str, channels: int) -> np.ndarray:
+    """'0:16' → 0..15, '3, 5, 9' → [3, 5, 9], '' or 'all' → every channel; clear errors."""
+    text = (text or "").strip()
+    if text in ("", "all", ":"):
+        return np.arange(channels)
+    try:
+        if ":" in text:
+            lo, hi = (int(t) if t.strip() else None for t in text.split(":", 1))
+            units = np.arange(channels)[slice(lo, hi)]
+        else:
+            units = np.array([int(t) for t in text.replace(" ", "").split(",") if t])
+    except ValueError:
+        raise ValueError(f"Filters {text!r}: give a range like 0:16, a list like 3,5,9, or 'all'.") from None
+    if units.size == 0:
+        raise ValueError(
+            f"Filters {text!r} select nothing; the layer has {channels} filters (0..{channels - 1})."
+        )
+    return units
+
+
+class FilterPicker(widgets.HBox):
+    """Which filters of the layer to show: a range or list as text. ``value`` is that text."""
+
+    value = traitlets.Unicode("0:16")
+
+    def __init__(self, value: str = "0:16", **kwargs):
+        self.text = widgets.Text(
+            value,
+            description="filters",
+            continuous_update=False,
+            placeholder="0:16, 3,5,9 or all",
+            layout=widgets.Layout(width="220px"),
+        )
+        super().__init__([self.text], **kwargs)
+        widgets.link((self.text, "value"), (self, "value"))
+
+
+# Every regularizer of the engine, in one tuple: toggling one changes only its (traced)
+# weight, so the compiled optimization is reused.
+PANEL = (
+    ("L2 decay", reg_lib.l2_decay(0.01), True, (0.0, 0.1)),
+    ("blur every 4 steps", reg_lib.gaussian_blur(0.5, every=4), True, (0.0, 1.0)),
+    ("clip small norm (fraction)", reg_lib.clip_norm(10.0), False, (0.0, 0.5)),
+    ("clip small contribution (fraction)", reg_lib.clip_contribution(10.0), False, (0.0, 0.5)),
+    ("total variation", reg_lib.total_variation(1.0), True, (0.0, 10.0)),
+    ("α-norm (α=6)", reg_lib.alpha_norm(1.0), False, (0.0, 10.0)),
+    ("bounded range", reg_lib.bounded_range(1.0), False, (0.0, 10.0)),
+    ("L1", reg_lib.lp(0.1, p=1.0), False, (0.0, 1.0)),
+)
+PANEL_REGULARIZERS = tuple(reg for _, reg, _, _ in PANEL)
+
+
+class RegularizerPanel(widgets.VBox):
+    """A toggle and a weight for each regularizer; ``weights`` is what the engine gets."""
+
+    weights = traitlets.List(traitlets.Float())
+
+    def __init__(self, **kwargs):
+        self.toggles, self.sliders = [], []
+        rows = []
+        for label, reg, on, (lo, hi) in PANEL:
+            toggle = widgets.Checkbox(
+                on, description=label, indent=False, layout=widgets.Layout(width="240px")
+            )
+            slider = widgets.FloatSlider(
+                reg.weight,
+                min=lo,
+                max=hi,
+                step=(hi - lo) / 100,
+                continuous_update=False,
+                readout_format=".3g",
+            )
+            toggle.observe(self._sync, "value")
+            slider.observe(self._sync, "value")
+            self.toggles.append(toggle)
+            self.sliders.append(slider)
+            rows.append(widgets.HBox([toggle, slider]))
+        super().__init__(rows, **kwargs)
+        self._sync()
+
+    def _sync(self, _change=None):
+        self.weights = [s.value if t.value else 0.0 for t, s in zip(self.toggles, self.sliders)]

@@ -1,0 +1,230 @@
+"""FilterExplorer: every filter of a layer being dreamed up, live.
+
+Controls (layer slider, filter picker, regularizer panel, steps, learning rate, size,
+seed) change traits; any change restarts the run on the widget's single worker thread;
+the engine streams images every few steps into the ImageGrid. Clicking a tile shows it
+large with its objective curve.
+"""
+
+from __future__ import annotations
+
+import time
+
+import ipywidgets as widgets
+
+from cnnvis_widgets.engine import ascent
+from cnnvis_widgets.widgets.controls import (
+    PANEL_REGULARIZERS,
+    FilterPicker,
+    LayerSlider,
+    RegularizerPanel,
+    parse_filters,
+)
+from cnnvis_widgets.widgets.grid import ImageGrid
+from cnnvis_widgets.widgets.runner import Runner
+
+
+class FilterExplorer(widgets.VBox):
+    """Activation maximization of a layer's filters, live in the notebook.
+
+    Args:
+      probe: a Probe or a zoo name ("digits-cnn", "efficientnet-lite0").
+      layer: the starting layer (default a middle spatial layer).
+      filters: "0:16", "3,5,9" or "all".
+      steps, size, learning_rate, seed: the optimization (size default ``ascent.default_size``,
+        64 px for large models to stay interactive on a CPU).
+      snapshot_every: steps between frames.
+      autorun: start a run at once.
+    """
+
+    def __init__(
+        self,
+        probe,
+        layer: str | None = None,
+        filters: str = "0:16",
+        *,
+        steps: int = 96,
+        size: int | None = None,
+        learning_rate: float = 0.05,
+        seed: int = 0,
+        snapshot_every: int = 8,
+        autorun: bool = True,
+    ):
+        if isinstance(probe, str):
+            from cnnvis_widgets.models.zoo import load
+
+            probe = load(probe)
+        self.probe = probe
+        self.result: ascent.AscentResult | None = None
+        self.runs_started = 0
+        default = (
+            min(64, ascent.default_size(probe)[0])
+            if max(probe.input_shape[:2]) > 128
+            else ascent.default_size(probe)[0]
+        )
+        self.layer_slider = LayerSlider(probe, layer)
+        self.filter_picker = FilterPicker(filters)
+        self.regularizer_panel = RegularizerPanel()
+        self.steps = widgets.BoundedIntText(steps, min=1, max=10000, description="steps")
+        self.size = widgets.BoundedIntText(size or default, min=8, max=512, description="size")
+        self.learning_rate = widgets.BoundedFloatText(
+            learning_rate, min=1e-5, max=10.0, step=0.01, description="lr"
+        )
+        self.seed = widgets.IntText(seed, description="seed")
+        self.snapshot_every = snapshot_every
+        self.run_button = widgets.Button(description="Run", icon="play", button_style="success")
+        self.stop_button = widgets.Button(description="Stop", icon="stop")
+        self.progress = widgets.IntProgress(0, 0, steps, description="")
+        self.status = widgets.HTML()
+        self.grid = ImageGrid(cmap="gray")
+        self.detail = widgets.Output()
+        self.runner = Runner(on_error=self._show_error)
+
+        settings = widgets.VBox([self.steps, self.size, self.learning_rate, self.seed])
+        tabs = widgets.Accordion([widgets.HBox([settings, self.regularizer_panel])], titles=("settings",))
+        tabs.selected_index = None
+        bar = widgets.HBox([self.run_button, self.stop_button, self.progress, self.status])
+        super().__init__(
+            [widgets.HBox([self.layer_slider, self.filter_picker]), tabs, bar, self.grid, self.detail]
+        )
+
+        for control, trait in [
+            (self.layer_slider, "value"),
+            (self.filter_picker, "value"),
+            (self.regularizer_panel, "weights"),
+            (self.steps, "value"),
+            (self.size, "value"),
+            (self.learning_rate, "value"),
+            (self.seed, "value"),
+        ]:
+            control.observe(lambda _change: self.run(), trait)
+        self.run_button.on_click(lambda _b: self.run())
+        self.stop_button.on_click(lambda _b: self.stop())
+        self.grid.observe(self._show_detail, "selected")
+        if autorun:
+            self.run()
+
+    # --------------------------------------------------------------- running
+    def run(self) -> int:
+        """(Re)start the optimization with the controls' current values; returns its generation."""
+        try:
+            layer = self.probe.layer(self.layer_slider.value)
+            units = self.probe.check_units(
+                layer.name, parse_filters(self.filter_picker.value, layer.channels)
+            )
+        except (ValueError, TypeError) as err:
+            self.runner.cancel()
+            self._show_error(err, "")
+            return self.runner.generation
+        request = dict(
+            layer=layer.name,
+            filters=units,
+            steps=int(self.steps.value),
+            size=int(self.size.value),
+            seed=int(self.seed.value),
+            weights=list(self.regularizer_panel.weights),
+            optimizer=ascent.default_optimizer(float(self.learning_rate.value)),
+        )
+        self.runs_started += 1
+        self.status.value = f"starting {layer.name} ({len(units)} filters)…"
+        return self.runner.submit(lambda cancelled: self._job(request, cancelled))
+
+    def stop(self) -> None:
+        """Stop the current run after its current chunk of steps."""
+        self.runner.cancel()
+        self.status.value = "stopped"
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the current run ends (for scripts and tests)."""
+        return self.runner.wait(timeout)
+
+    def close(self):
+        self.runner.close()
+        super().close()
+
+    def _job(self, request, cancelled):
+        start = time.monotonic()
+        labels = [str(u) for u in request["filters"]]
+        self.progress.max, self.progress.value = request["steps"], 0
+
+        def on_progress(p: ascent.Progress):
+            if cancelled():
+                return True
+            with self.hold_sync():
+                self.grid.update(p.images, labels, force=p.step == p.total_steps)
+                self.progress.value = p.step
+                rate = p.step / max(time.monotonic() - start, 1e-6)
+                self.status.value = f"{request['layer']}: step {p.step}/{p.total_steps} · {rate:.0f} steps/s"
+            return None
+
+        result = ascent.visualize_filters(
+            self.probe,
+            request["layer"],
+            request["filters"],
+            steps=request["steps"],
+            size=request["size"],
+            seed=request["seed"],
+            regularizers=PANEL_REGULARIZERS,
+            weights=request["weights"],
+            optimizer=request["optimizer"],
+            snapshot_every=min(self.snapshot_every, request["steps"]),
+            callback=on_progress,
+        )
+        if cancelled():
+            return
+        self.result = result
+        self.grid.update(result.images, labels, force=True)
+        bad = int((~result.finite).sum())
+        self.status.value = (
+            f"{request['layer']}: {len(labels)} filters, {result.steps_done} steps in "
+            f"{time.monotonic() - start:.1f} s" + (f" · {bad} diverged (grey)" if bad else "")
+        )
+
+    def _show_error(self, err: BaseException, _trace: str) -> None:
+        self.status.value = f"<span style='color:#b00'>⚠ {type(err).__name__}: {err}</span>"
+
+    # ----------------------------------------------------------------- detail
+    def _show_detail(self, change):
+        i = change["new"]
+        if self.result is None or not 0 <= i < len(self.result.units):
+            return
+        from cnnvis_widgets import export
+
+        self.detail.clear_output(wait=True)
+        with self.detail:
+            fig = export.grid_figure(
+                self.result.images[i : i + 1], labels=[f"filter {self.result.units[i]}"], tile_inches=2.5
+            )
+            ax = fig.add_axes([1.05, 0.15, 0.9, 0.7])
+            ax.plot(self.result.objective[i])
+            ax.set_xlabel("step")
+            ax.set_ylabel("objective")
+            from IPython.display import display
+
+            display(fig)
+
+    # ----------------------------------------------------------------- export
+    def to_figure(self):
+        """A matplotlib figure of the last finished run."""
+        from cnnvis_widgets import export
+
+        if self.result is None:
+            raise RuntimeError("No finished run yet: call run() and wait().")
+        return export.grid_figure(
+            self.result.images,
+            [str(u) for u in self.result.units],
+            title=f"{self.probe.name} · {self.result.layer}",
+        )
+
+    def save(self, path):
+        """Save the last finished run as a labelled PNG grid; returns the path."""
+        from cnnvis_widgets import export
+
+        if self.result is None:
+            raise RuntimeError("No finished run yet: call run() and wait().")
+        return export.save_grid(
+            self.result.images,
+            path,
+            [str(u) for u in self.result.units],
+            title=f"{self.probe.name} · {self.result.layer}",
+        )
