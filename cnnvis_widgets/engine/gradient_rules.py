@@ -14,7 +14,8 @@ loops. Gradients are unchanged.
 
 Fast max-pool gradients. XLA:CPU computes the gradient of a max-pool with
 select-and-scatter, expanded into full-size int32 index arrays and a scatter:
-~40 % of the XLA time of a whole-layer ascent (benchmarks/bench_maxpool_grad.py).
+~40 % of the XLA time of a whole-layer ascent when this was measured; with this
+rule and chunking, bench_ascent's compiled call went from 12.2 s to 7.7 s.
 Non-overlapping pools (window == stride, no padding) get an element-wise
 backward instead: the cotangent goes to the first maximum of each window, which
 is exactly XLA's gradient, ties included.

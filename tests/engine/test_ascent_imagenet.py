@@ -20,6 +20,7 @@ import pytest
 
 import cnnvis_widgets as cw
 from cnnvis_widgets.engine.ascent import visualize_filters
+from tests.engine.test_ascent import own_image_wins
 
 LAYER = "block5.expand"
 UNITS = np.arange(32)
@@ -28,13 +29,6 @@ UNITS = np.arange(32)
 @pytest.fixture(scope="module")
 def probe():
     return cw.load("efficientnet-lite0")
-
-
-def own_image_wins(probe, result):
-    """For each filter: is its own image the one (of all generated) that excites it most?"""
-    acts = np.asarray(probe.activations(probe.variables, result.images, result.layer)).mean(axis=(1, 2))
-    acts = acts[:, result.units]  # (image of filter i, filter j)
-    return acts.argmax(axis=0) == np.arange(len(result.units))
 
 
 @pytest.mark.slow
