@@ -1,4 +1,4 @@
-"""The README's Python tour runs as written (its first two code blocks, on digits-cnn)."""
+"""The README's Python tour runs as written (every block but the widget and your-own-model ones)."""
 
 import re
 from pathlib import Path
@@ -14,7 +14,9 @@ def test_readme_tour_runs(tmp_path, monkeypatch):
     assert len(blocks) >= 2
     monkeypatch.chdir(tmp_path)  # the tour writes conv4.png
     namespace: dict = {}
-    for block in blocks[:2]:
+    runnable = [b for b in blocks if "FilterExplorer" not in b and "MyLinenCNN" not in b]
+    assert len(runnable) == 2
+    for block in runnable:
         exec(compile(block, "README.md", "exec"), namespace)
     assert (tmp_path / "conv4.png").stat().st_size > 1000
     assert namespace["result"].images.shape == (16, 32, 32, 1)
