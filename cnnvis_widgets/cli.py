@@ -93,6 +93,9 @@ def main(argv=None) -> int:
     from cnnvis_widgets.engine.sharding import use_all_cores
 
     use_all_cores()  # before JAX starts: one CPU device per core, the filter axis spread over them
+    from cnnvis_widgets.engine.compile_cache import enable_compilation_cache
+
+    enable_compilation_cache()
     try:
         return args.fn(args)
     except (ValueError, TypeError, FileNotFoundError, ModuleNotFoundError) as err:

@@ -13,6 +13,7 @@ import time
 import ipywidgets as widgets
 
 from cnnvis_widgets.engine import ascent
+from cnnvis_widgets.engine.compile_cache import enable_compilation_cache
 from cnnvis_widgets.widgets.controls import (
     PANEL_REGULARIZERS,
     FilterPicker,
@@ -47,7 +48,7 @@ class FilterExplorer(widgets.VBox):
         size: int | None = None,
         learning_rate: float = 0.05,
         seed: int = 0,
-        snapshot_every: int = 8,
+        snapshot_every: int = 4,
         autorun: bool = True,
     ):
         if isinstance(probe, str):
@@ -79,6 +80,7 @@ class FilterExplorer(widgets.VBox):
         self.grid = ImageGrid(cmap="gray")
         self.detail = widgets.Output()
         self.runner = Runner(on_error=self._show_error)
+        enable_compilation_cache()  # the next session compiles nothing it compiled before
 
         settings = widgets.VBox([self.steps, self.size, self.learning_rate, self.seed])
         tabs = widgets.Accordion([widgets.HBox([settings, self.regularizer_panel])], titles=("settings",))
@@ -168,6 +170,7 @@ class FilterExplorer(widgets.VBox):
             weights=request["weights"],
             optimizer=request["optimizer"],
             snapshot_every=min(self.snapshot_every, request["steps"]),
+            chunk=len(request["filters"]) if len(request["filters"]) <= 64 else None,  # whole grid live
             callback=on_progress,
         )
         if cancelled():

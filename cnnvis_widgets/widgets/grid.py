@@ -35,7 +35,7 @@ class ImageGrid(widgets.VBox):
     ):
         self.ncols, self.cmap, self.tile_px, self.max_fps = ncols, cmap, tile_px, max_fps
         self._shape = None
-        self._last_sent = 0.0
+        self._next_send = 0.0
         self._x, self._y = bqplot.LinearScale(min=0, max=1), bqplot.LinearScale(min=0, max=1)
         self.mark = ImageGL(
             image=np.zeros((1, 1, 3), np.uint8),
@@ -60,8 +60,11 @@ class ImageGrid(widgets.VBox):
     def update(self, tiles, labels=None, force: bool = True) -> bool:
         """Show new tiles; unless ``force``, skip frames beyond ``max_fps``. True if sent."""
         now = time.monotonic()
-        if not force and now - self._last_sent < 1.0 / self.max_fps:
+        if not force and now < self._next_send:
             return False
+        # a token bucket: frames go out at up to max_fps on average, bursts of one are not punished
+        period = 1.0 / self.max_fps
+        self._next_send = max(self._next_send, now - period) + period
         tiles = np.asarray(tiles, np.float32)
         if tiles.ndim != 4:
             raise ValueError(f"ImageGrid expects tiles of shape (N, H, W, C), got {tiles.shape}.")
@@ -81,7 +84,6 @@ class ImageGrid(widgets.VBox):
             self.mark.image = montage[::-1]  # bqplot's y axis points up
         if labels is not None:
             self.caption.value = " · ".join(str(label) for label in labels[:64])
-        self._last_sent = now
         self.frames += 1
         return True
 

@@ -115,11 +115,25 @@ class JupyterLabServer:
             time.sleep(0.25)
         raise TimeoutError(f"jupyter lab not up after {self.startup_timeout} s:\n{self.log()}")
 
-    def stop(self) -> None:
-        """Stop the server (and its kernels: same process group) by PID; idempotent."""
-        if self.proc is not None and self.proc.poll() is None:
+    def _children(self) -> list[int]:
+        """PIDs whose parent is the server (its kernels run in sessions of their own)."""
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
-                os.killpg(self.proc.pid, signal.SIGTERM)  # our own new session: the server and its kernels
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.proc.pid:
+                pids.append(int(stat.parent.name))
+        return pids
+
+    def stop(self) -> None:
+        """Stop the server and its kernels by PID; idempotent."""
+        kernels = []
+        if self.proc is not None and self.proc.poll() is None:
+            kernels = self._children()
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)  # the server's own new session
             except ProcessLookupError:
                 pass
             try:
@@ -130,6 +144,16 @@ class JupyterLabServer:
                 except ProcessLookupError:
                     pass
                 self.proc.wait(timeout=5)
+        for pid in kernels:  # the server shuts its kernels down on SIGTERM; make sure
+            try:
+                if "kernel" not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                    continue  # exited, and the PID is not (or no longer) one of our kernels
+            except OSError:
+                continue
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -148,3 +148,19 @@ def test_use_all_cores_exposes_one_cpu_device_per_core():
     script = "import cnnvis_widgets as cw; n = cw.use_all_cores(3); import jax; print(n, len(jax.devices()))"
     out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["3", "3"]
+
+
+def test_compilation_cache_fills_a_per_user_directory(tmp_path):
+    script = (
+        "import cnnvis_widgets as cw\n"
+        "from cnnvis_widgets.engine.compile_cache import enable_compilation_cache\n"
+        "print(enable_compilation_cache())\n"
+        "cw.visualize_filters(cw.load('digits-cnn'), 'conv1', [0], steps=2)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, env=env,
+                         timeout=300)
+    cache = tmp_path / "cnnvis_widgets" / "jax"
+    assert out.stdout.strip() == str(cache)
+    assert any(cache.iterdir()), "nothing was written to the cache"
