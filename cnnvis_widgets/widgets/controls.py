@@ -56,7 +56,9 @@ def parse_filters(text: str, channels: int) -> np.ndarray:
         else:
             units = np.array([int(t) for t in text.replace(" ", "").split(",") if t])
     except ValueError:
-        raise ValueError(f"Filters {text!r}: give a range like 0:16, a list like 3,5,9, or 'all'.") from None
+        raise ValueError(
+            f"Filters {text!r}: give a range like 0:16, a list like 3,5,9, top16 (most active for the image), or 'all'."
+        ) from None
     if units.size == 0:
         raise ValueError(
             f"Filters {text!r} select nothing; the layer has {channels} filters (0..{channels - 1})."
@@ -74,7 +76,7 @@ class FilterPicker(widgets.HBox):
             value,
             description="filters",
             continuous_update=False,
-            placeholder="0:16, 3,5,9 or all",
+            placeholder="0:16, 3,5,9, top16 or all",
             layout=widgets.Layout(width="220px"),
         )
         super().__init__([self.text], **kwargs)

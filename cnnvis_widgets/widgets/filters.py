@@ -8,11 +8,14 @@ large with its objective curve.
 
 from __future__ import annotations
 
+import functools
+import re
 import time
 
 import ipywidgets as widgets
 
-from cnnvis_widgets.engine import ascent
+from cnnvis_widgets.engine import ascent, param, transforms
+from cnnvis_widgets.engine.activations import most_activated
 from cnnvis_widgets.engine.compile_cache import enable_compilation_cache
 from cnnvis_widgets.widgets.controls import (
     PANEL_REGULARIZERS,
@@ -35,6 +38,8 @@ class FilterExplorer(widgets.VBox):
       steps, size, learning_rate, seed: the optimization (size default ``ascent.default_size``,
         64 px for large models to stay interactive on a CPU).
       snapshot_every: steps between frames.
+      image: the image for the "top16" filter choice (the filters it activates most); default a
+        test digit for grayscale models, the chelsea photo for RGB ones.
       autorun: start a run at once.
     """
 
@@ -49,6 +54,7 @@ class FilterExplorer(widgets.VBox):
         learning_rate: float = 0.05,
         seed: int = 0,
         snapshot_every: int = 4,
+        image=None,
         autorun: bool = True,
     ):
         if isinstance(probe, str):
@@ -72,6 +78,11 @@ class FilterExplorer(widgets.VBox):
             learning_rate, min=1e-5, max=10.0, step=0.01, description="lr"
         )
         self.seed = widgets.IntText(seed, description="seed")
+        self.parameterization = widgets.Dropdown(
+            options=[("Fourier (decorrelated)", "fourier"), ("pixels", "pixel")], description="param"
+        )
+        self.use_transforms = widgets.Checkbox(True, description="jitter / scale / rotate", indent=False)
+        self.image = _default_image(probe) if image is None else image
         self.snapshot_every = snapshot_every
         self.run_button = widgets.Button(description="Run", icon="play", button_style="success")
         self.stop_button = widgets.Button(description="Stop", icon="stop")
@@ -82,7 +93,9 @@ class FilterExplorer(widgets.VBox):
         self.runner = Runner(on_error=self._show_error)
         enable_compilation_cache()  # the next session compiles nothing it compiled before
 
-        settings = widgets.VBox([self.steps, self.size, self.learning_rate, self.seed])
+        settings = widgets.VBox(
+            [self.steps, self.size, self.learning_rate, self.seed, self.parameterization, self.use_transforms]
+        )
         tabs = widgets.Accordion([widgets.HBox([settings, self.regularizer_panel])], titles=("settings",))
         tabs.selected_index = None
         bar = widgets.HBox([self.run_button, self.stop_button, self.progress, self.status])
@@ -98,6 +111,8 @@ class FilterExplorer(widgets.VBox):
             (self.size, "value"),
             (self.learning_rate, "value"),
             (self.seed, "value"),
+            (self.parameterization, "value"),
+            (self.use_transforms, "value"),
         ]:
             control.observe(lambda _change: self.run(), trait)
         self.run_button.on_click(lambda _b: self.run())
@@ -111,9 +126,7 @@ class FilterExplorer(widgets.VBox):
         """(Re)start the optimization with the controls' current values; returns its generation."""
         try:
             layer = self.probe.layer(self.layer_slider.value)
-            units = self.probe.check_units(
-                layer.name, parse_filters(self.filter_picker.value, layer.channels)
-            )
+            units = self.probe.check_units(layer.name, self._units(layer))
         except (ValueError, TypeError) as err:
             self.runner.cancel()
             self._show_error(err, "")
@@ -126,10 +139,20 @@ class FilterExplorer(widgets.VBox):
             seed=int(self.seed.value),
             weights=list(self.regularizer_panel.weights),
             optimizer=ascent.default_optimizer(float(self.learning_rate.value)),
+            param=_param(self.parameterization.value, self.probe.input_shape[-1]),
+            transforms=None if self.use_transforms.value else _no_transforms(),
         )
         self.runs_started += 1
         self.status.value = f"starting {layer.name} ({len(units)} filters)…"
         return self.runner.submit(lambda cancelled: self._job(request, cancelled))
+
+    def _units(self, layer):
+        """The picker's text as indices; "top16" = the 16 filters the explorer's image excites most."""
+        text = self.filter_picker.value.strip().lower()
+        match = re.fullmatch(r"top\s*(\d+)", text)
+        if match:
+            return most_activated(self.probe, self.image, layer.name, n=int(match.group(1))).units
+        return parse_filters(self.filter_picker.value, layer.channels)
 
     def stop(self) -> None:
         """Stop the current run after its current chunk of steps."""
@@ -169,6 +192,8 @@ class FilterExplorer(widgets.VBox):
             regularizers=PANEL_REGULARIZERS,
             weights=request["weights"],
             optimizer=request["optimizer"],
+            param=request["param"],
+            transforms=request["transforms"],
             snapshot_every=min(self.snapshot_every, request["steps"]),
             chunk=len(request["filters"]) if len(request["filters"]) <= 64 else None,  # whole grid live
             callback=on_progress,
@@ -231,3 +256,22 @@ class FilterExplorer(widgets.VBox):
             [str(u) for u in self.result.units],
             title=f"{self.probe.name} · {self.result.layer}",
         )
+
+
+@functools.lru_cache(maxsize=None)
+def _param(kind: str, channels: int) -> param.Param:
+    """One object per choice, so switching back reuses the compiled optimization."""
+    return ascent.default_param(channels) if kind == "fourier" else param.pixel()
+
+
+@functools.lru_cache(maxsize=1)
+def _no_transforms():
+    return transforms.identity()
+
+
+def _default_image(probe):
+    from cnnvis_widgets import data
+
+    if probe.input_shape[-1] == 1:
+        return data.fit_to(data.digits_split()[1].images[0], probe)[0]
+    return data.fit_to(data.photo("chelsea"), probe)[0]

@@ -91,3 +91,18 @@ def test_clicking_a_tile_selects_it(explorer):
     h = grid.mark.y[1]
     grid._on_click(grid.mark, {"data": {"x": 33 + 5, "y": h - 5}})  # second tile of the first row
     assert grid.selected == 1
+
+
+def test_top_n_filters_for_the_image_and_parameterization_switch(explorer):
+    from cnnvis_widgets.engine.activations import most_activated
+
+    explorer.filter_picker.value = "top5"
+    assert explorer.wait(120)
+    expected = most_activated(explorer.probe, explorer.image, explorer.result.layer, n=5).units
+    np.testing.assert_array_equal(explorer.result.units, expected)
+    fourier = explorer.result.images.copy()
+    explorer.parameterization.value = "pixel"
+    assert explorer.wait(120)
+    assert not np.allclose(explorer.result.images, fourier)
+    explorer.use_transforms.value = False
+    assert explorer.wait(120) and explorer.result.finite.all()
