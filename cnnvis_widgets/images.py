@@ -40,25 +40,39 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(images, np.float32) * 255), 0, 255).astype(np.uint8)
 
 
-def montage(images: np.ndarray, ncols: int | None = None, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
-    """N tiles (N, H, W, C) → one image (rows*(H+pad)-pad, cols*(W+pad)-pad, C), row-major."""
+def montage(
+    images: np.ndarray, ncols: int | None = None, pad: int = 1, pad_value: float = 1.0, row_gap: int = 0
+) -> np.ndarray:
+    """N tiles (N, H, W, C) → one image (rows*(H+pad+row_gap)-pad, cols*(W+pad)-pad, C), row-major.
+
+    ``row_gap`` leaves a band under each row (for labels).
+    """
     images = np.asarray(images)
     if images.ndim != 4:
         raise ValueError(f"montage expects tiles of shape (N, H, W, C), got {images.shape}.")
     n, h, w, c = images.shape
     rows, cols = grid_shape(n, ncols)
-    out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, c), pad_value, images.dtype)
+    step_y = h + pad + row_gap
+    out = np.full((rows * step_y - pad, cols * (w + pad) - pad, c), pad_value, images.dtype)
     for i, tile in enumerate(images):
         r, k = divmod(i, cols)
-        out[r * (h + pad) : r * (h + pad) + h, k * (w + pad) : k * (w + pad) + w] = tile
+        out[r * step_y : r * step_y + h, k * (w + pad) : k * (w + pad) + w] = tile
     return out
 
 
-def tile_at(y: float, x: float, n: int, tile_hw: tuple[int, int], ncols: int | None = None, pad: int = 1) -> int | None:
+def tile_at(
+    y: float,
+    x: float,
+    n: int,
+    tile_hw: tuple[int, int],
+    ncols: int | None = None,
+    pad: int = 1,
+    row_gap: int = 0,
+) -> int | None:
     """Index of the tile under montage pixel (y, x), or None on padding / outside."""
     rows, cols = grid_shape(n, ncols)
     h, w = tile_hw
-    r, dy = divmod(int(y), h + pad)
+    r, dy = divmod(int(y), h + pad + row_gap)
     k, dx = divmod(int(x), w + pad)
     if not (0 <= r < rows and 0 <= k < cols) or dy >= h or dx >= w:
         return None

@@ -44,11 +44,24 @@ class ImageGrid(widgets.VBox):
             scales={"x": self._x, "y": self._y, "image": bqplot.ColorScale(min=0, max=1)},
         )
         self.mark.on_element_click(self._on_click)
-        self.figure = bqplot.Figure(
-            marks=[self.mark], padding_x=0, padding_y=0, fig_margin=dict(top=4, bottom=4, left=4, right=4)
+        self.labels = bqplot.Label(
+            x=[],
+            y=[],
+            text=[],
+            scales={"x": self._x, "y": self._y},
+            align="middle",
+            default_size=10,
+            colors=["#333333"],
         )
-        self.caption = widgets.HTML()
-        super().__init__([self.figure, self.caption], **kwargs)
+        self._gap = 0
+        self._label_text: list[str] = []
+        self.figure = bqplot.Figure(
+            marks=[self.mark, self.labels],
+            padding_x=0,
+            padding_y=0,
+            fig_margin=dict(top=4, bottom=4, left=4, right=4),
+        )
+        super().__init__([self.figure], **kwargs)
         if tiles is not None:
             self.update(tiles, labels, force=True)
 
@@ -69,7 +82,10 @@ class ImageGrid(widgets.VBox):
         if tiles.ndim != 4:
             raise ValueError(f"ImageGrid expects tiles of shape (N, H, W, C), got {tiles.shape}.")
         rgb = px.colorize(tiles, self.cmap) if tiles.shape[-1] == 1 else tiles[..., :3]
-        montage = px.to_uint8(px.montage(rgb, self.ncols, pad=1, pad_value=1.0))
+        if self._shape != (len(tiles), *tiles.shape[1:3]):
+            # a band under each row for the labels: ~14 screen px, in tile pixels
+            self._gap = int(np.ceil(14 * tiles.shape[1] / self.tile_px)) if labels is not None else 0
+        montage = px.to_uint8(px.montage(rgb, self.ncols, pad=1, pad_value=1.0, row_gap=self._gap))
         h, w = montage.shape[:2]
         with self.hold_sync(), self.mark.hold_sync():
             if self._shape != (len(tiles), *tiles.shape[1:3]):
@@ -82,10 +98,22 @@ class ImageGrid(widgets.VBox):
                 self.mark.x, self.mark.y = (0, w), (0, h)
                 self._x.max, self._y.max = w, h
             self.mark.image = montage[::-1]  # bqplot's y axis points up
-        if labels is not None:
-            self.caption.value = " · ".join(str(label) for label in labels[:64])
+            text = [str(label) for label in labels] if labels is not None else []
+            if text != self._label_text:
+                self._place_labels(text, h)
         self.frames += 1
         return True
+
+    def _place_labels(self, text: list[str], height: int) -> None:
+        """One label centred in the band under each tile."""
+        n, th, tw = self._shape
+        _, cols = px.grid_shape(n, self.ncols)
+        rows_cols = [divmod(i, cols) for i in range(len(text))]
+        with self.labels.hold_sync():
+            self.labels.x = [k * (tw + 1) + tw / 2 for _, k in rows_cols]
+            self.labels.y = [height - (r * (th + 1 + self._gap) + th + self._gap * 0.6) for r, _ in rows_cols]
+            self.labels.text = text
+        self._label_text = text
 
     def tile_at(self, x: float, y: float) -> int | None:
         """The tile under figure coordinates (x right, y up), or None."""
@@ -93,7 +121,7 @@ class ImageGrid(widgets.VBox):
             return None
         n, th, tw = self._shape
         h = self.mark.y[1]
-        return px.tile_at(h - y, x, n, (th, tw), self.ncols, pad=1)
+        return px.tile_at(h - y, x, n, (th, tw), self.ncols, pad=1, row_gap=self._gap)
 
     def _on_click(self, _mark, event):
         data = event.get("data", {}) if isinstance(event, dict) else {}
