@@ -33,13 +33,19 @@ def cmd_filters(args) -> int:
     probe = load(args.model)
     layer = probe.layer(args.layer or _default_layer(probe)).name
     start = time.time()
-    bar = _bar(args.steps, f"{probe.name} {layer}")
+    from cnnvis_widgets.engine.ascent import default_chunk
+
+    filters = probe.check_units(layer, _parse_filters(args.filters))
+    groups = -(-len(filters) // default_chunk(len(filters)))  # filter groups run one after another
+    bar = _bar(args.steps * groups, f"{probe.name} {layer}")
+    last = [0]
 
     def on_progress(progress) -> None:  # returns None: never stops the run
-        bar.update(progress.step - bar.n)
+        bar.update(progress.step - last[0] if progress.step > last[0] else progress.step)
+        last[0] = progress.step
 
     result = visualize_filters(
-        probe, layer, _parse_filters(args.filters), steps=args.steps, size=args.size, seed=args.seed,
+        probe, layer, filters, steps=args.steps, size=args.size, seed=args.seed,
         snapshot_every=max(1, args.steps // 8), callback=on_progress,
     )
     bar.close()
