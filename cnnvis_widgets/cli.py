@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     from cnnvis_widgets.engine.sharding import use_all_cores
 
     use_all_cores()  # before JAX starts: one CPU device per core, the filter axis spread over them
-    from cnnvis_widgets.engine.compile_cache import enable_compilation_cache
+    from cnnvis_widgets.compile_cache import enable_compilation_cache
 
     enable_compilation_cache()
     try:

@@ -16,7 +16,7 @@ import ipywidgets as widgets
 
 from cnnvis_widgets.engine import ascent, param, transforms
 from cnnvis_widgets.engine.activations import most_activated
-from cnnvis_widgets.engine.compile_cache import enable_compilation_cache
+from cnnvis_widgets.compile_cache import enable_compilation_cache
 from cnnvis_widgets.widgets.controls import (
     PANEL_REGULARIZERS,
     FilterPicker,

@@ -153,7 +153,7 @@ def test_use_all_cores_exposes_one_cpu_device_per_core():
 def test_compilation_cache_fills_a_per_user_directory(tmp_path):
     script = (
         "import cnnvis_widgets as cw\n"
-        "from cnnvis_widgets.engine.compile_cache import enable_compilation_cache\n"
+        "from cnnvis_widgets.compile_cache import enable_compilation_cache\n"
         "print(enable_compilation_cache())\n"
         "cw.visualize_filters(cw.load('digits-cnn'), 'conv1', [0], steps=2)\n"
     )
