@@ -42,10 +42,8 @@ XLA:CPU's max-pool gradient.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -60,6 +58,7 @@ from flax import linen as nn
 import cnnvis_widgets as cw
 from cnnvis_widgets.engine import ascent, objectives, param, regularizers, transforms
 from cnnvis_widgets.engine.gradient_rules import with_gradient_rules
+from machine import machine_info
 
 jax.config.update("jax_enable_compilation_cache", False)  # compile times must be real compiles
 LAYER = "conv6"
@@ -264,15 +263,6 @@ class TwoDevices:
 
 
 # ------------------------------------------------------------------ main
-def machine_info():
-    import flax
-    return {"cpu_count": os.cpu_count(), "cpu_affinity": len(os.sched_getaffinity(0)),
-            "load_avg_1_5_15": os.getloadavg(), "platform": platform.platform(),
-            "processor": platform.processor(), "python": platform.python_version(), "jax": jax.__version__,
-            "flax": flax.__version__, "optax": optax.__version__,
-            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--filters", type=int, default=128, help="filters of conv6 to visualize (<= 128)")

@@ -35,10 +35,8 @@ next calls of the others several times slower.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -48,6 +46,7 @@ import numpy as np
 
 import cnnvis_widgets as cw
 from cnnvis_widgets.engine.saliency import _score_fn, _Target, saliency
+from machine import machine_info
 
 jax.config.update("jax_enable_compilation_cache", False)  # compile times must be real compiles
 NOISE = 0.15
@@ -176,24 +175,6 @@ def workload(name, probe, images, targets, samples, steps, rounds, naive: bool):
         "variants": rows,
         "targets": targets_met,
         "naive_vs_engine_max_rel_diff": check,
-    }
-
-
-def machine_info():
-    import flax
-
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)),
-        "load_avg_1_5_15": os.getloadavg(),
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
-        "flax": flax.__version__,
-        "numpy": np.__version__,
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
 
 
