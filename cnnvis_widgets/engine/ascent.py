@@ -186,7 +186,7 @@ def visualize_filters(
             done += k
             all_images[sl] = np.asarray(_to_images(setup.param)(state[0]))[:m]
             latest[sl] = curves[sl, done - 1]
-            snapshots.append(px_uint8(images))
+            snapshots.append(_snapshot_uint8(images))
             snapshot_steps.append(done)
             if callback is not None and callback(Progress(done, steps, units, images.copy(), latest.copy())):
                 stopped = True
@@ -200,7 +200,7 @@ def visualize_filters(
                         batch_images=all_images if batch > 1 else None)
 
 
-def px_uint8(images: np.ndarray) -> np.ndarray:
+def _snapshot_uint8(images: np.ndarray) -> np.ndarray:
     """Snapshots are kept as uint8 (display only): a quarter of the memory of float32."""
     return np.clip(np.nan_to_num(images, nan=0.5) * 255 + 0.5, 0, 255).astype(np.uint8)
 

@@ -64,11 +64,8 @@ class FilterExplorer(widgets.VBox):
         self.probe = probe
         self.result: ascent.AscentResult | None = None
         self.runs_started = 0
-        default = (
-            min(64, ascent.default_size(probe)[0])
-            if max(probe.input_shape[:2]) > 128
-            else ascent.default_size(probe)[0]
-        )
+        # ImageNet-size models: 64 px keeps a layer interactive on a CPU
+        default = min(64 if max(probe.input_shape[:2]) > 128 else 128, ascent.default_size(probe)[0])
         self.layer_slider = LayerSlider(probe, layer)
         self.filter_picker = FilterPicker(filters)
         self.regularizer_panel = RegularizerPanel()
