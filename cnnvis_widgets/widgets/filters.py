@@ -14,9 +14,9 @@ import time
 
 import ipywidgets as widgets
 
+from cnnvis_widgets.compile_cache import enable_compilation_cache
 from cnnvis_widgets.engine import ascent, param, transforms
 from cnnvis_widgets.engine.activations import most_activated
-from cnnvis_widgets.compile_cache import enable_compilation_cache
 from cnnvis_widgets.widgets.controls import (
     PANEL_REGULARIZERS,
     FilterPicker,
@@ -25,10 +25,10 @@ from cnnvis_widgets.widgets.controls import (
     parse_filters,
 )
 from cnnvis_widgets.widgets.grid import ImageGrid
-from cnnvis_widgets.widgets.runner import Runner
+from cnnvis_widgets.widgets.view import View, as_probe
 
 
-class FilterExplorer(widgets.VBox):
+class FilterExplorer(View):
     """Activation maximization of a layer's filters, live in the notebook.
 
     Args:
@@ -57,11 +57,8 @@ class FilterExplorer(widgets.VBox):
         image=None,
         autorun: bool = True,
     ):
-        if isinstance(probe, str):
-            from cnnvis_widgets.models.zoo import load
-
-            probe = load(probe)
-        self.probe = probe
+        super().__init__(name="cnnvis-filters")
+        self.probe = probe = as_probe(probe)
         self.result: ascent.AscentResult | None = None
         self.runs_started = 0
         # ImageNet-size models: 64 px keeps a layer interactive on a CPU
@@ -84,10 +81,8 @@ class FilterExplorer(widgets.VBox):
         self.run_button = widgets.Button(description="Run", icon="play", button_style="success")
         self.stop_button = widgets.Button(description="Stop", icon="stop")
         self.progress = widgets.IntProgress(0, 0, steps, description="")
-        self.status = widgets.HTML()
         self.grid = ImageGrid(cmap="gray")
         self.detail = widgets.Output()
-        self.runner = Runner(on_error=self._show_error)
         enable_compilation_cache()  # the next session compiles nothing it compiled before
 
         settings = widgets.VBox(
@@ -96,9 +91,13 @@ class FilterExplorer(widgets.VBox):
         tabs = widgets.Accordion([widgets.HBox([settings, self.regularizer_panel])], titles=("settings",))
         tabs.selected_index = None
         bar = widgets.HBox([self.run_button, self.stop_button, self.progress, self.status])
-        super().__init__(
-            [widgets.HBox([self.layer_slider, self.filter_picker]), tabs, bar, self.grid, self.detail]
-        )
+        self.children = [
+            widgets.HBox([self.layer_slider, self.filter_picker]),
+            tabs,
+            bar,
+            self.grid,
+            self.detail,
+        ]
 
         for control, trait in [
             (self.layer_slider, "value"),
@@ -126,7 +125,7 @@ class FilterExplorer(widgets.VBox):
             units = self.probe.check_units(layer.name, self._units(layer))
         except (ValueError, TypeError) as err:
             self.runner.cancel()
-            self._show_error(err, "")
+            self.show_error(err)
             return self.runner.generation
         request = dict(
             layer=layer.name,
@@ -155,14 +154,6 @@ class FilterExplorer(widgets.VBox):
         """Stop the current run after its current chunk of steps."""
         self.runner.cancel()
         self.status.value = "stopped"
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the current run ends (for scripts and tests)."""
-        return self.runner.wait(timeout)
-
-    def close(self):
-        self.runner.close()
-        super().close()
 
     def _job(self, request, cancelled):
         start = time.monotonic()
@@ -205,9 +196,6 @@ class FilterExplorer(widgets.VBox):
             f"{time.monotonic() - start:.1f} s" + (f" · {bad} diverged (grey)" if bad else "")
         )
 
-    def _show_error(self, err: BaseException, _trace: str) -> None:
-        self.status.value = f"<span style='color:#b00'>⚠ {type(err).__name__}: {err}</span>"
-
     # ----------------------------------------------------------------- detail
     def _show_detail(self, change):
         i = change["new"]
@@ -237,19 +225,6 @@ class FilterExplorer(widgets.VBox):
             raise RuntimeError("No finished run yet: call run() and wait().")
         return export.grid_figure(
             self.result.images,
-            [str(u) for u in self.result.units],
-            title=f"{self.probe.name} · {self.result.layer}",
-        )
-
-    def save(self, path):
-        """Save the last finished run as a labelled PNG grid; returns the path."""
-        from cnnvis_widgets import export
-
-        if self.result is None:
-            raise RuntimeError("No finished run yet: call run() and wait().")
-        return export.save_grid(
-            self.result.images,
-            path,
             [str(u) for u in self.result.units],
             title=f"{self.probe.name} · {self.result.layer}",
         )

@@ -38,7 +38,7 @@ def test_ten_quick_slider_moves_end_with_one_run_for_the_last_value(explorer):
     assert explorer.wait(120)
     assert explorer.runner.finished == finished + 1
     assert explorer.result.layer == explorer.layer_slider.names[0]
-    assert sum(t.name == "cnnvis-runner" and t.is_alive() for t in threading.enumerate()) >= 1
+    assert sum(t.name == "cnnvis-filters" and t.is_alive() for t in threading.enumerate()) >= 1
     assert explorer.runner._thread is not None and explorer.runner._thread.is_alive()
 
 
