@@ -128,3 +128,86 @@ class RegularizerPanel(widgets.VBox):
 
     def _sync(self, _change=None):
         self.weights = [s.value if t.value else 0.0 for t, s in zip(self.toggles, self.sliders)]
+
+
+class ImagePicker(widgets.VBox):
+    """Which input image: bundled ones, the caller's own, or an uploaded file.
+
+    ``value`` is the chosen name; ``image`` is that image fitted to the model, (H, W, C) in
+    [0, 1]. Defaults: the bundled photos for RGB models, 16 test digits for grayscale ones.
+    ``images`` may be a dict name → image, a list or an (N, H, W, C) array of any size.
+    """
+
+    value = traitlets.Unicode()
+
+    def __init__(self, probe, images=None, value: str | None = None, upload: bool = True, **kwargs):
+        self._probe = probe
+        self._images: dict[str, np.ndarray] = {}
+        for name, image in _named_images(probe, images).items():
+            self._images[name] = _fit(probe, image, name)
+        names = list(self._images)
+        if value is not None and value not in self._images:
+            raise ValueError(f"Unknown image {value!r}; choose one of: {', '.join(names)}.")
+        self.dropdown = widgets.Dropdown(options=names, value=value or names[0], description="image")
+        self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="your image")
+        self.message = widgets.HTML()
+        row = [self.dropdown] + ([self.upload] if upload else [])
+        super().__init__([widgets.HBox(row), self.message], **kwargs)
+        widgets.link((self.dropdown, "value"), (self, "value"))
+        self.upload.observe(self._uploaded, "value")
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._images)
+
+    @property
+    def image(self) -> np.ndarray:
+        return self._images[self.value]
+
+    def add(self, name: str, image, select: bool = True) -> None:
+        """Add (or replace) a named image, fitted to the model, and optionally select it."""
+        self._images[name] = _fit(self._probe, image, name)
+        self.dropdown.options = list(self._images)
+        if select:
+            self.value = name
+
+    def _uploaded(self, change):
+        import io
+
+        from PIL import Image
+
+        from cnnvis_widgets import data
+
+        for item in change["new"] or ():
+            name = item["name"]
+            try:
+                with Image.open(io.BytesIO(bytes(item["content"]))) as im:
+                    rgb = np.asarray(im.convert("RGB"))
+                self.add(name, data.to_float_image(rgb, source=name))
+                self.message.value = ""
+            except Exception as err:  # noqa: BLE001 - any unreadable upload is reported, not raised
+                self.message.value = (
+                    f"<span style='color:#b00'>⚠ cannot read {name!r} as an image: {err}</span>"
+                )
+
+
+def _named_images(probe, images) -> dict:
+    from cnnvis_widgets import data
+
+    if images is None:
+        if probe.input_shape[-1] == 1:
+            test = data.digits_split()[1]
+            return {f"test digit {i} (a {test.labels[i]})": test.images[i] for i in range(16)}
+        return {name: data.photo(name) for name in data.PHOTOS}
+    if isinstance(images, dict):
+        return dict(images)
+    if isinstance(images, np.ndarray) and images.ndim in (2, 3) and images.shape[-1] in (1, 3, 4):
+        images = [images]  # one image
+    return {f"image {i}": image for i, image in enumerate(images)}
+
+
+def _fit(probe, image, name: str) -> np.ndarray:
+    from cnnvis_widgets import data
+
+    image = data.to_float_image(image, source=f"image {name!r}")
+    return data.fit_to(image, probe)[0]
