@@ -6,6 +6,8 @@ import argparse
 import sys
 import time
 
+import numpy as np
+
 
 def _parse_filters(text: str | None):
     """'0:16' → range, '3,5,9' → list, None → all."""
@@ -45,21 +47,170 @@ def cmd_filters(args) -> int:
         last[0] = progress.step
 
     result = visualize_filters(
-        probe, layer, filters, steps=args.steps, size=args.size, seed=args.seed,
-        snapshot_every=max(1, args.steps // 8), callback=on_progress,
+        probe,
+        layer,
+        filters,
+        steps=args.steps,
+        size=args.size,
+        seed=args.seed,
+        snapshot_every=max(1, args.steps // 8),
+        callback=on_progress,
     )
     bar.close()
-    path = export.save_grid(result.images, args.out, labels=[str(u) for u in result.units],
-                            title=f"{probe.name} · {layer} · {result.steps_done} steps")
+    path = export.save_grid(
+        result.images,
+        args.out,
+        labels=[str(u) for u in result.units],
+        title=f"{probe.name} · {layer} · {result.steps_done} steps",
+    )
     print(f"wrote {path} ({len(result.units)} filters of {layer}, {time.time() - start:.1f} s)")
     return 0
 
 
 def cmd_demo(args) -> int:
-    args.model, args.layer, args.filters, args.steps, args.size, args.seed = "digits-cnn", "conv4", None, 128, None, 0
+    args.model, args.layer, args.filters, args.steps, args.size, args.seed = (
+        "digits-cnn",
+        "conv4",
+        None,
+        128,
+        None,
+        0,
+    )
     code = cmd_filters(args)
     print("Next: open the quickstart with  .venv/bin/jupyter lab notebooks/  (or `make lab`).")
     return code
+
+
+def cmd_maps(args) -> int:
+    """Feature maps of one image at one layer → a PNG grid (one colormapped tile per filter)."""
+    from cnnvis_widgets import export, load
+    from cnnvis_widgets import images as px
+    from cnnvis_widgets.engine.activations import feature_maps
+
+    probe = load(args.model)
+    layer = probe.layer(args.layer or _default_layer(probe))
+    if not layer.spatial:
+        spatial = ", ".join(name for name in probe.layer_names if probe.layer(name).spatial)
+        raise ValueError(
+            f"Layer {layer.name!r} has no feature maps ({layer.kind}); spatial layers: {spatial}."
+        )
+    image, name = _input_image(args.image, probe)
+    units = probe.check_units(layer.name, _parse_filters(args.filters))
+    maps = feature_maps(probe, image, layer.name)[..., units]  # (H', W', n)
+    tiles = px.normalize(np.moveaxis(maps, -1, 0)[..., None], axis=(1, 2, 3))
+    path = export.save_grid(
+        px.colorize(tiles, args.cmap),
+        args.out,
+        labels=[str(u) for u in units],
+        title=f"{probe.name} · {layer.name} · {name}",
+    )
+    print(f"wrote {path} ({len(units)} feature maps of {layer.name}, {maps.shape[0]}x{maps.shape[1]} each)")
+    return 0
+
+
+def cmd_classes(args) -> int:
+    """Class visualizations (maximize each class logit) → a PNG grid labelled with p(class)."""
+    from cnnvis_widgets import export, load
+    from cnnvis_widgets.engine.ascent import visualize_classes
+
+    probe = load(args.model)
+    classes = _class_indices(probe, args.classes)
+    bar = _bar(args.steps, f"{probe.name} classes")
+    last = [0]
+
+    def on_progress(progress) -> None:
+        bar.update(max(progress.step - last[0], 0))
+        last[0] = progress.step
+
+    result = visualize_classes(
+        probe,
+        classes,
+        steps=args.steps,
+        size=args.size,
+        seed=args.seed,
+        snapshot_every=max(1, args.steps // 8),
+        callback=on_progress,
+    )
+    bar.close()
+    names = probe.class_names or [str(c) for c in range(max(classes) + 1)]
+    labels = [f"{names[c]} p={p:.2f}" for c, p in zip(result.units, result.scores)]
+    path = export.save_grid(result.images, args.out, labels=labels, title=f"{probe.name} · classes")
+    print(f"wrote {path} ({len(classes)} classes, min p(class) = {result.scores.min():.3f})")
+    return 0
+
+
+def _input_image(text: str | None, probe):
+    """A bundled photo name, 'digit:N' (a test digit) or an image file → (image fitted to the model, name)."""
+    from cnnvis_widgets import data
+
+    if text is None:
+        text = "digit:0" if probe.input_shape[-1] == 1 else "chelsea"
+    if text.startswith("digit:"):
+        test = data.digits_split()[1]
+        try:
+            i = int(text.split(":", 1)[1])
+            image = test.images[i]
+        except (ValueError, IndexError):
+            raise ValueError(f"Image {text!r}: give digit:N with N in 0..{len(test.labels) - 1}.") from None
+    elif text in data.PHOTOS:
+        image = data.photo(text)
+    else:
+        import os
+
+        if not os.path.exists(text):
+            raise FileNotFoundError(
+                f"Image {text!r} is neither a file nor a bundled image; bundled: {', '.join(data.PHOTOS)}, digit:N."
+            )
+        image = data.load_image(text)
+    return data.fit_to(image, probe)[0], text
+
+
+def _class_indices(probe, text: str | None) -> list[int]:
+    """'0:10', '3,5' or class names 'tabby,espresso' → indices (default: the first 10 classes)."""
+    n = probe.layer(probe.layer_names[-1]).channels
+    if text is None:
+        return list(range(min(n, 10)))
+    names = probe.class_names or []
+    out = []
+    for part in (t.strip() for t in text.split(",") if t.strip()):
+        if part in names:
+            out.append(names.index(part))
+        elif ":" in part or part.isdigit():
+            out.extend(_parse_filters(part))
+        else:
+            import difflib
+
+            close = difflib.get_close_matches(part, names, n=3)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise ValueError(f"Unknown class {part!r}.{hint} Give class names or indices 0..{n - 1}.")
+    bad = [c for c in out if not 0 <= c < n]
+    if bad or not out:
+        raise ValueError(f"Classes {text!r}: indices must be in 0..{n - 1}, got {bad or 'none'}.")
+    return out
+
+
+def cmd_app(args) -> int:
+    """Serve the explore() dashboard as a Voila app (blocks until interrupted)."""
+    import importlib.util
+    import os
+    import subprocess
+    from importlib.resources import files
+
+    from cnnvis_widgets.models.zoo import MODELS
+
+    if args.model not in MODELS:
+        raise ValueError(f"Unknown model {args.model!r}; zoo models: {', '.join(MODELS)}.")
+    if importlib.util.find_spec("voila") is None:
+        raise ModuleNotFoundError("The app needs Voila: pip install 'cnnvis_widgets[notebook]'.")
+    notebook = files("cnnvis_widgets") / "apps" / "explore.ipynb"
+    command = [sys.executable, "-m", "voila", str(notebook), f"--port={args.port}", f"--Voila.ip={args.ip}"]
+    if not args.browser:
+        command.append("--no-browser")
+    print(f"serving the {args.model} dashboard on http://{args.ip}:{args.port}/ (Ctrl-C stops)")
+    try:
+        return subprocess.call(command, env={**os.environ, "CNNVIS_MODEL": args.model})
+    except KeyboardInterrupt:
+        return 0
 
 
 def _default_layer(probe) -> str:
@@ -91,6 +242,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="out/filters.png")
     p.set_defaults(fn=cmd_filters)
+    p = sub.add_parser("maps", help="feature maps of one image at a layer → PNG grid")
+    p.add_argument("--model", default="digits-cnn")
+    p.add_argument("--image", help="a bundled photo (chelsea, coffee, …), digit:N, or an image file")
+    p.add_argument("--layer", help="layer name (see `cnnvis layers`); default a middle conv layer")
+    p.add_argument("--filters", help="'0:16' or '3,5,9' (default all)")
+    p.add_argument("--cmap", default="magma", help="a matplotlib colormap name")
+    p.add_argument("--out", default="out/maps.png")
+    p.set_defaults(fn=cmd_maps)
+    p = sub.add_parser("classes", help="class visualizations (maximize class logits) → PNG grid")
+    p.add_argument("--model", default="digits-cnn")
+    p.add_argument("--classes", help="'0:10', '3,5' or names 'tabby,espresso' (default the first 10)")
+    p.add_argument("--steps", type=int, default=128)
+    p.add_argument("--size", type=int, help="image size in pixels (default the model's, at most 128)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="out/classes.png")
+    p.set_defaults(fn=cmd_classes)
+    p = sub.add_parser("app", help="serve the explore() dashboard as a web app (Voila)")
+    p.add_argument("--model", default="digits-cnn")
+    p.add_argument("--port", type=int, default=8866)
+    p.add_argument("--ip", default="127.0.0.1")
+    p.add_argument("--browser", action="store_true", help="open a browser tab")
+    p.set_defaults(fn=cmd_app)
     return parser
 
 
