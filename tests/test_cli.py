@@ -24,3 +24,51 @@ def test_user_errors_exit_2_without_traceback(capsys):
     assert "Unknown layer 'conv9'" in err and "Traceback" not in err
     assert cli.main(["layers", "--model", "resnet"]) == 2
     assert "Models in the zoo: digits-cnn" in capsys.readouterr().err
+
+
+def test_maps_writes_one_tile_per_filter_of_the_chosen_image(tmp_path, capsys):
+    out = tmp_path / "maps.png"
+    assert cli.main(["maps", "--layer", "conv1", "--image", "digit:3", "--out", str(out)]) == 0
+    assert "16 feature maps of conv1, 32x32 each" in capsys.readouterr().out
+    assert Image.open(out).size[0] > 300
+
+
+def test_maps_errors_name_what_is_valid(tmp_path, capsys):
+    assert cli.main(["maps", "--layer", "fc1", "--out", str(tmp_path / "m.png")]) == 2
+    assert "spatial layers: conv1, conv2" in capsys.readouterr().err
+    assert cli.main(["maps", "--image", "no-such.jpg"]) == 2
+    assert "bundled: chelsea" in capsys.readouterr().err
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    assert cli.main(["maps", "--image", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "Cannot read" in err and "Traceback" not in err
+    assert cli.main(["maps", "--image", "digit:9999"]) == 2
+    assert "digit:N with N in 0..449" in capsys.readouterr().err
+
+
+def test_classes_grid_labels_show_the_class_probability(tmp_path, capsys):
+    out = tmp_path / "classes.png"
+    assert cli.main(["classes", "--classes", "3,7", "--steps", "48", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "2 classes" in text
+    assert float(text.split("min p(class) = ")[1].split(")")[0]) > 0.5  # the digits really are 3 and 7
+    assert cli.main(["classes", "--classes", "12"]) == 2
+    assert "indices must be in 0..9" in capsys.readouterr().err
+    assert cli.main(["classes", "--classes", "seven"]) == 2
+    assert "Unknown class 'seven'" in capsys.readouterr().err
+
+
+def test_app_refuses_an_unknown_model_before_starting_a_server(capsys):
+    assert cli.main(["app", "--model", "resnet"]) == 2
+    assert "zoo models: digits-cnn" in capsys.readouterr().err
+
+
+def test_every_subcommand_has_help(capsys):
+    import pytest
+
+    for command in ["demo", "layers", "filters", "maps", "classes", "app"]:
+        with pytest.raises(SystemExit) as exit_:
+            cli.main([command, "--help"])
+        assert exit_.value.code == 0
+        assert "usage: cnnvis " + command in capsys.readouterr().out
