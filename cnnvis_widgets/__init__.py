@@ -30,10 +30,20 @@ from cnnvis_widgets.models.probe import Layer, Probe
 from cnnvis_widgets.models.zoo import MODELS, load
 
 __version__ = "0.1.0"
+
+
+def explore(model="digits-cnn", images=None, dataset=None, views=None, start=None):
+    """Every view of ``model`` (a Probe or a zoo name) in one tabbed dashboard (see widgets.dashboard)."""
+    from cnnvis_widgets.widgets.dashboard import explore as _explore
+
+    return _explore(model, images=images, dataset=dataset, views=views, start=start)
+
+
 __all__ = [
     "MODELS",
     "SALIENCY_METHODS",
     "embed",
+    "explore",
     "feature_maps",
     "features",
     "filter_stats",

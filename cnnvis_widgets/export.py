@@ -40,7 +40,9 @@ def grid_figure(
 
     tiles = np.asarray(tiles)
     rows, cols = px.grid_shape(len(tiles), ncols)
-    fig = _figure_class()(figsize=(cols * tile_inches, rows * tile_inches + (0.4 if title else 0)), layout="constrained")
+    fig = _figure_class()(
+        figsize=(cols * tile_inches, rows * tile_inches + (0.4 if title else 0)), layout="constrained"
+    )
     axes = fig.subplots(rows, cols, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()
@@ -58,6 +60,11 @@ def grid_figure(
     return fig
 
 
+def figure(**kwargs):
+    """A new matplotlib Figure (``figsize=``, ``layout=``…) that Jupyter shows as PNG; no pyplot state."""
+    return _figure_class()(**kwargs)
+
+
 @functools.lru_cache(maxsize=1)
 def _figure_class():
     """A matplotlib Figure that shows itself in Jupyter as PNG, with no pyplot state involved."""
@@ -72,7 +79,9 @@ def _figure_class():
     return DisplayFigure
 
 
-def save_grid(tiles: np.ndarray, path: str | os.PathLike, labels=None, title=None, ncols=None, dpi: int = 150) -> Path:
+def save_grid(
+    tiles: np.ndarray, path: str | os.PathLike, labels=None, title=None, ncols=None, dpi: int = 150
+) -> Path:
     """Save N tiles as a labelled figure PNG (``grid_figure``) and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -164,6 +164,11 @@ class ImagePicker(widgets.VBox):
     def image(self) -> np.ndarray:
         return self._images[self.value]
 
+    @property
+    def images(self) -> dict[str, np.ndarray]:
+        """Every image by name, fitted to the model."""
+        return dict(self._images)
+
     def add(self, name: str, image, select: bool = True) -> None:
         """Add (or replace) a named image, fitted to the model, and optionally select it."""
         self._images[name] = _fit(self._probe, image, name)

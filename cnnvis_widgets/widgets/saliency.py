@@ -1,0 +1,551 @@
+"""SaliencyExplorer: which pixels make the network's score what it is, live.
+
+Controls (image picker, method, target, mode, batch size, sanity check) change traits; any
+change submits one job to the view's worker, which calls the engine (``saliency``, whose
+compiled functions are cached per method, so switching back and forth compiles nothing new)
+and, with the sanity check on, ``randomization_cascade``. The overlay opacity only re-blends
+the kept maps on the kernel: no job. Three modes: "single" (the image and its overlay),
+"batch" (one method over many images) and "compare" (every method on one image).
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import html
+import re
+import threading
+import time
+
+import ipywidgets as widgets
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cnnvis_widgets import images as px
+from cnnvis_widgets.compile_cache import enable_compilation_cache
+from cnnvis_widgets.engine.saliency import CAM_METHODS, METHODS, method_options, normalize_maps, saliency
+from cnnvis_widgets.engine.sanity import randomization_cascade
+from cnnvis_widgets.widgets.controls import ImagePicker
+from cnnvis_widgets.widgets.grid import ImageGrid
+from cnnvis_widgets.widgets.view import View, as_probe
+
+MODES = ("single", "batch", "compare")
+PREDICTED = "predicted class"
+# Methods whose maps are signed attributions: shown with a diverging colormap, zero in the middle.
+SIGNED_METHODS = ("grad_x_input", "integrated_gradients", "occlusion")
+LABELS = {
+    "vanilla": "vanilla gradient",
+    "grad_x_input": "gradient × input",
+    "smoothgrad": "SmoothGrad",
+    "integrated_gradients": "integrated gradients",
+    "guided_backprop": "guided backprop",
+    "deconvnet": "deconvnet",
+    "gradcam": "Grad-CAM",
+    "gradcam_pp": "Grad-CAM++",
+    "scorecam": "Score-CAM",
+    "occlusion": "occlusion",
+}
+
+
+class SaliencyExplorer(View):
+    """Saliency maps of an image (or many) for a class or a layer unit, live in the notebook.
+
+    Args:
+      probe: a Probe or a zoo name ("digits-cnn", "efficientnet-lite0").
+      images: the picker's images (dict name → image, a list or an (N, H, W, C) array); default
+        the bundled photos (RGB models) or 16 test digits (grayscale models).
+      method: one of the engine's ``METHODS``.
+      target: None (each image's predicted class), a class index or name, or a layer unit
+        ``("conv3", 5)`` / ``"conv3:5"`` (``"conv3:*"``: the whole layer).
+      mode: "single", "batch" or "compare".
+      batch_size: images in batch mode (the picker's first N; 0: all).
+      opacity: weight of the heat map over the image, in [0, 1].
+      sanity: show the cascading-randomization row (Adebayo et al. 2018) under the maps.
+      cascade_steps: parameter modules the sanity row randomizes, top down (None: all; the default 12
+        covers digits-cnn's 6, while efficientnet-lite0 has 99, each re-running the method).
+      options: per-method engine options, e.g. ``{"smoothgrad": {"n_samples": 16}}``.
+      cmap, signed_cmap: colormaps of unsigned maps and of signed attributions.
+      autorun: compute at once.
+    """
+
+    def __init__(
+        self,
+        probe,
+        images=None,
+        *,
+        method: str = "vanilla",
+        target=None,
+        mode: str = "single",
+        batch_size: int = 0,
+        opacity: float = 0.5,
+        sanity: bool = False,
+        cascade_steps: int | None = 12,
+        options: dict | None = None,
+        cmap: str = "jet",
+        signed_cmap: str = "RdBu_r",
+        autorun: bool = True,
+    ):
+        super().__init__(name="cnnvis-saliency")
+        self.probe = probe = as_probe(probe)
+        if method not in METHODS:
+            close = difflib.get_close_matches(str(method), METHODS, n=2)
+            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise ValueError(
+                f"Unknown saliency method {method!r}.{hint} Valid methods: {', '.join(METHODS)}."
+            )
+        if mode not in MODES:
+            raise ValueError(f"Unknown mode {mode!r}; valid modes: {', '.join(MODES)}.")
+        self.options = _check_options(options or {})
+        self.cascade_steps = cascade_steps
+        self.cmap, self.signed_cmap = cmap, signed_cmap
+        self.n_classes = _num_classes(probe)
+        target_text = target_to_text(probe, target)
+        parse_target(probe, target_text, self.n_classes)  # a bad target fails here, not in the status line
+
+        # what the last finished job computed (for tests, export and dashboards)
+        self.result = None  # SaliencyResult of the method shown (in compare mode: the dropdown's)
+        self.results: dict = {}  # method → SaliencyResult
+        self.maps: np.ndarray | None = None  # (N, H, W) in [0, 1]: the maps blended over the images
+        self.cascade = None  # CascadeResult of the sanity row, or None
+        self.top5: list[tuple[str, float]] = []  # (class name, probability) of the picker's image
+        self.request: dict | None = None  # the request of the last finished job
+        self._display = None  # (base (N,H,W,3), heat (N,H,W,3), has_map (N,), labels) of the main grid
+        self._cascade_display = None
+        self._draw_lock = threading.Lock()
+        enable_compilation_cache()  # the next session compiles nothing it compiled before
+
+        self.image_picker = ImagePicker(probe, images)
+        self.method = widgets.Dropdown(
+            options=[(LABELS.get(m, m), m) for m in METHODS], value=method, description="method"
+        )
+        names = [str(n) for n in (probe.class_names or [])]
+        layers = [f"{layer.name}:0" for layer in probe.layers]
+        self.target = widgets.Combobox(
+            value=target_text,
+            options=[PREDICTED, *names, *layers],
+            ensure_option=False,
+            continuous_update=False,
+            description="target",
+            placeholder="predicted class, a class name or index, conv3:5",
+            layout=widgets.Layout(width="320px"),
+        )
+        self.mode = widgets.ToggleButtons(options=list(MODES), value=mode, description="mode")
+        self.mode.style.button_width = "80px"
+        self.batch_size = widgets.BoundedIntText(
+            batch_size, min=0, max=100000, description="first N", tooltip="images in batch mode (0: all)"
+        )
+        self.batch_size.layout.width = "160px"
+        self.opacity = widgets.FloatSlider(
+            opacity, min=0.0, max=1.0, step=0.05, description="opacity", continuous_update=True
+        )
+        self.sanity = widgets.Checkbox(sanity, description="sanity check (randomize layers)", indent=False)
+        self.grid = ImageGrid(tile_px=128)
+        self.top5_html = widgets.HTML(layout=widgets.Layout(min_width="220px", margin="0 0 0 12px"))
+        self.cascade_title = widgets.HTML()
+        self.cascade_grid = ImageGrid(tile_px=96)
+        self.cascade_box = widgets.VBox([self.cascade_title, self.cascade_grid])
+        self.cascade_box.layout.display = None if sanity else "none"
+
+        self.children = [
+            widgets.HBox([self.image_picker, self.method, self.target]),
+            widgets.HBox([self.mode, self.batch_size, self.opacity, self.sanity]),
+            self.status,
+            widgets.HBox([self.grid, self.top5_html]),
+            self.cascade_box,
+        ]
+        self._sync_batch_control()
+
+        for control in (self.image_picker, self.method, self.target):
+            control.observe(lambda _change: self.run(), "value")
+        self.mode.observe(self._mode_changed, "value")
+        self.batch_size.observe(lambda _change: self.mode.value == "batch" and self.run(), "value")
+        self.sanity.observe(self._sanity_changed, "value")
+        self.opacity.observe(lambda _change: self.redraw(), "value")
+        self.grid.observe(self._tile_clicked, "selected")
+        if autorun:
+            self.run()
+
+    # --------------------------------------------------------------- the image
+    @property
+    def image(self) -> np.ndarray:
+        """The picker's current image, fitted to the model: (H, W, C) in [0, 1]."""
+        return self.image_picker.image
+
+    def set_image(self, image, name: str | None = None) -> str:
+        """Show another image: a name of the picker, or an array (added to the picker as ``name``).
+
+        Returns the picker's name of the image (a dashboard shares images this way).
+        """
+        if isinstance(image, str):
+            if image not in self.image_picker.names:
+                raise ValueError(
+                    f"Unknown image {image!r}; choose one of: {', '.join(self.image_picker.names)}."
+                )
+            self.image_picker.value = image
+            return image
+        name = name or f"image {len(self.image_picker.names)}"
+        self.image_picker.add(name, image)
+        return name
+
+    # --------------------------------------------------------------- running
+    def run(self) -> int:
+        """Recompute with the controls' current values; returns the job's generation."""
+        try:
+            target = parse_target(self.probe, self.target.value, self.n_classes)
+        except (ValueError, TypeError) as err:
+            self.runner.cancel()
+            self.show_error(err)
+            return self.runner.generation
+        mode = self.mode.value
+        picker = self.image_picker
+        if mode == "batch":
+            names = picker.names[: self.batch_size.value or None]
+            # ImagePicker keeps fitted images by name but has no public accessor for them
+            images = np.stack([picker.images[n] for n in names])
+        else:
+            names, images = [picker.value], picker.image[None]
+        request = {
+            "mode": mode,
+            "method": self.method.value,
+            "methods": list(METHODS) if mode == "compare" else [self.method.value],
+            "target": target,
+            "target_text": self.target.value,
+            "names": names,
+            "images": images,
+            "image": picker.image,
+            "image_name": picker.value,
+            "sanity": bool(self.sanity.value),
+        }
+        what = "every method" if mode == "compare" else LABELS.get(request["method"], request["method"])
+        self.show_status(f"computing {what} on {len(names)} image(s)…")
+        return self.runner.submit(lambda cancelled: self._job(request, cancelled))
+
+    def options_for(self, method: str, target) -> dict:
+        """The engine options of ``method`` for ``target``: the user's, and a CAM at a unit target's layer."""
+        opts = dict(self.options.get(method, {}))
+        if method in CAM_METHODS and isinstance(target, tuple) and "layer" not in opts:
+            info = self.probe.layer(target[0])
+            spatial = [layer.name for layer in self.probe.layers if layer.spatial]
+            order = self.probe.layer_names
+            if info.spatial and order.index(info.name) < order.index(spatial[-1]):
+                opts["layer"] = info.name  # a CAM must sit at or before the layer it explains
+        return opts
+
+    def _job(self, request, cancelled):
+        start = time.monotonic()
+        probe, target, images = self.probe, request["target"], request["images"]
+        base = _rgb(images)
+        results = {}
+        for method in request["methods"]:
+            if cancelled():
+                return
+            results[method] = saliency(probe, images, method, target, **self.options_for(method, target))
+            if request["mode"] == "compare" and len(results) < len(request["methods"]):
+                self._show_main(*self._compare_tiles(base[0], results, request["methods"]), force=False)
+        if cancelled():
+            return
+        probs = np.asarray(_probabilities(probe)(probe.variables, jnp.asarray(request["image"][None])))[0]
+        top = np.argsort(-probs)[:5]
+        top5 = [(self.class_name(int(i)), float(probs[i])) for i in top]
+        cascade = None
+        if request["sanity"]:
+            method = request["method"]
+            cascade = randomization_cascade(
+                probe,
+                request["image"][None],
+                (method,),
+                target,
+                max_steps=self.cascade_steps,
+                **self.options_for(method, target),
+            )
+        if cancelled():
+            return
+
+        result = results[request["method"]]
+        if request["mode"] == "compare":
+            tiles = self._compare_tiles(base[0], results, request["methods"])
+        elif request["mode"] == "batch":
+            maps = self._display_maps(result)
+            labels = [f"{i}: {self.target_label(result, i)}" for i in range(len(maps))]
+            tiles = (base, self._heat(maps, result.method), np.ones(len(maps), bool), labels, maps)
+        else:
+            maps = self._display_maps(result)
+            labels = ["image", f"{LABELS.get(result.method, result.method)} → {self.target_label(result, 0)}"]
+            heat = self._heat(maps, result.method)
+            tiles = (
+                np.concatenate([base, base]),
+                np.concatenate([np.zeros_like(heat), heat]),
+                np.array([False, True]),
+                labels,
+                maps,
+            )
+        self.results, self.result, self.request, self.top5, self.cascade = (
+            results,
+            result,
+            request,
+            top5,
+            cascade,
+        )
+        self._show_main(*tiles, force=True)
+        self._show_cascade(request, cascade)
+        self.top5_html.value = self._top5_table(top5, result)
+        what = "every method" if request["mode"] == "compare" else LABELS.get(result.method, result.method)
+        self.show_status(
+            f"{what} · target {self.target_label(result, 0)}"
+            + (f" (first of {len(images)} images)" if len(images) > 1 else "")
+            + f" · {time.monotonic() - start:.2f} s"
+        )
+
+    # --------------------------------------------------------------- display
+    def redraw(self) -> None:
+        """Re-blend the kept maps with the current opacity (no recomputation, no job)."""
+        with self._draw_lock:
+            for grid, display in ((self.grid, self._display), (self.cascade_grid, self._cascade_display)):
+                if display is not None:
+                    grid.update(self._blend(display), display[3], force=True)
+
+    def _blend(self, display) -> np.ndarray:
+        base, heat, has_map, _labels = display
+        a = float(self.opacity.value)
+        return np.where(has_map[:, None, None, None], (1 - a) * base + a * heat, base)
+
+    def _show_main(self, base, heat, has_map, labels, maps, force=True) -> None:
+        with self._draw_lock:
+            display = (base, heat, has_map, labels)
+            if force:
+                self._display, self.maps = display, maps
+            self.grid.update(self._blend(display), labels, force=force)
+
+    def _show_cascade(self, request, cascade) -> None:
+        with self._draw_lock:
+            if cascade is None:
+                self._cascade_display = None
+                self.cascade_title.value = ""
+                return
+            maps = cascade.maps[:, 0, 0]  # (steps, H, W), each min-max scaled by the engine
+            rho = cascade.spearman[:, 0, 0]
+            labels = [f"{step} ρ={r:.2f}" for step, r in zip(cascade.steps, rho)]
+            base = np.repeat(_rgb(request["image"][None]), len(maps), axis=0)
+            self._cascade_display = (base, px.colorize(maps, self.cmap), np.ones(len(maps), bool), labels)
+            self.cascade_grid.ncols = len(maps)
+            self.cascade_grid.update(self._blend(self._cascade_display), labels, force=True)
+            method = LABELS.get(cascade.methods[0], cascade.methods[0])
+            self.cascade_title.value = (
+                f"<b>Sanity check</b>: {html.escape(method)} with the model's parameters randomized from the "
+                "top layer down; ρ = Spearman rank correlation with the trained model's map "
+                "(a method that explains the model should drop well below 1)."
+            )
+
+    def _compare_tiles(self, image_rgb, results: dict, methods: list[str]):
+        """One tile per method; methods not computed yet show the bare image."""
+        h, w = image_rgb.shape[:2]
+        maps = np.zeros((len(methods), h, w), np.float32)
+        heat = np.zeros((len(methods), h, w, 3), np.float32)
+        done = np.zeros(len(methods), bool)
+        for i, method in enumerate(methods):
+            if method in results:
+                maps[i] = self._display_maps(results[method])[0]
+                heat[i] = self._heat(maps[i : i + 1], method)[0]
+                done[i] = True
+        labels = [LABELS.get(m, m) + ("" if d else " …") for m, d in zip(methods, done)]
+        return np.repeat(image_rgb[None], len(methods), axis=0), heat, done, labels, maps
+
+    def _display_maps(self, result) -> np.ndarray:
+        """Maps in [0, 1] for colouring: signed attributions centred at 0.5, others min-max scaled."""
+        if result.method in SIGNED_METHODS:
+            scale = np.abs(result.maps).max(axis=(1, 2), keepdims=True)
+            return (0.5 + 0.5 * result.maps / np.where(scale > 0, scale, 1)).astype(np.float32)
+        return normalize_maps(result.maps)
+
+    def _heat(self, maps, method: str) -> np.ndarray:
+        return px.colorize(maps, self.signed_cmap if method in SIGNED_METHODS else self.cmap)
+
+    def _top5_table(self, top5, result) -> str:
+        rows = "".join(
+            f"<tr><td>{html.escape(name)}</td><td style='text-align:right'>{p:.3f}</td>"
+            f"<td><div style='background:#4a90d9;height:10px;width:{max(1, round(80 * p))}px'></div></td></tr>"
+            for name, p in top5
+        )
+        unit = result.target_layer is not None
+        score = f"{'mean activation' if unit else 'logit'} {result.scores[0]:.3g}"
+        return (
+            f"<b>top-5</b> <small>({html.escape(self.image_picker.value)})</small>"
+            f"<table style='font-size:12px'>{rows}</table>"
+            f"<small>target {html.escape(self.target_label(result, 0))}: {score}</small>"
+        )
+
+    # --------------------------------------------------------------- naming
+    def class_name(self, index: int) -> str:
+        names = self.probe.class_names
+        return str(names[index]) if names and 0 <= index < len(names) else str(index)
+
+    def target_label(self, result, i: int) -> str:
+        """The resolved target of image ``i`` of ``result``, readable."""
+        if result.target_layer is None:
+            return self.class_name(int(result.targets[i]))
+        unit = int(result.targets[i])
+        return f"{result.target_layer}:{'*' if unit < 0 else unit}"
+
+    # --------------------------------------------------------------- control reactions
+    def _sync_batch_control(self) -> None:
+        self.batch_size.disabled = self.mode.value != "batch"
+
+    def _mode_changed(self, _change) -> None:
+        self._sync_batch_control()
+        self.run()
+
+    def _sanity_changed(self, change) -> None:
+        self.cascade_box.layout.display = None if change["new"] else "none"
+        if change["new"]:
+            self.run()
+
+    def _tile_clicked(self, change) -> None:
+        i = change["new"]
+        if i < 0 or self.request is None:
+            return
+        request = self.request
+        if request["mode"] == "batch" and i < len(request["names"]):
+            self.image_picker.value = request["names"][i]
+        elif request["mode"] == "compare" and i < len(request["methods"]):
+            self.method.value = request["methods"][i]
+        self.grid.selected = -1  # so a second click on the same tile reports again
+
+    # --------------------------------------------------------------- export
+    def to_figure(self):
+        """A matplotlib figure of what the view shows: the tiles, the top-5 and the sanity row."""
+        from cnnvis_widgets import export
+
+        if self._display is None:
+            raise RuntimeError("Nothing computed yet: call run() and wait().")
+        tiles, labels = self._blend(self._display), self._display[3]
+        rows, cols = px.grid_shape(len(tiles), 2 if len(tiles) == 2 else None)
+        cascade = self._cascade_display if self.sanity.value else None
+        width = max(cols * 1.6 + 2.2, len(cascade[0]) * 1.3 if cascade else 0)
+        height = rows * 1.7 + (1.8 if cascade else 0) + 0.4
+        fig = export.figure(figsize=(width, height), layout="constrained")
+        parts = fig.subfigures(2, 1, height_ratios=[rows * 1.7, 1.8]) if cascade else [fig]
+        main, side = parts[0].subfigures(1, 2, width_ratios=[cols * 1.6, 2.2])
+        _draw_tiles(main, tiles, labels, cols)
+        ax = side.add_subplot()
+        ax.set_axis_off()
+        text = "top-5\n" + "\n".join(f"{p:6.3f}  {name}" for name, p in self.top5)
+        ax.text(0, 1, text, va="top", family="monospace", fontsize=8, transform=ax.transAxes)
+        if cascade:
+            _draw_tiles(parts[1], self._blend(cascade), cascade[3], len(cascade[0]))
+            parts[1].suptitle("sanity check: randomized from the top (ρ: Spearman vs trained)", fontsize=8)
+        method = "every method" if self.request["mode"] == "compare" else self.result.method
+        fig.suptitle(f"{self.probe.name} · {method} · {self.request['mode']}", fontsize=10)
+        return fig
+
+
+# ------------------------------------------------------------------ targets
+def parse_target(probe, text: str, n_classes: int | None = None):
+    """A target as the engine takes it, from the text of the target box.
+
+    "" or "predicted class" → None; a class name → its index; "7" or "#7" → class 7;
+    "conv3:5" → ("conv3", 5); "conv3:*" or "conv3" → ("conv3", None) (the whole layer).
+    Errors name what is valid.
+    """
+    text = (text or "").strip()
+    if text.lower() in ("", PREDICTED, "predicted"):
+        return None
+    names = [str(n) for n in (probe.class_names or [])]
+    n_classes = n_classes if n_classes is not None else _num_classes(probe)
+    if text in names:
+        return names.index(text)
+    match = re.fullmatch(r"#?\s*(\d+)", text)
+    if match:
+        index = int(match.group(1))
+        if index >= n_classes:
+            raise ValueError(f"Class {index} is out of range for {probe.name} (valid: 0..{n_classes - 1}).")
+        return index
+    layer, sep, unit = text.rpartition(":") if ":" in text else (text, "", "")
+    layer = layer.strip()
+    if sep or layer in probe.layer_names:
+        info = probe.layer(layer)  # an unknown layer lists the valid ones
+        unit = unit.strip()
+        if unit in ("", "*", "all"):
+            return (info.name, None)
+        if not re.fullmatch(r"\d+", unit):
+            raise ValueError(
+                f"Unit {unit!r} of layer {info.name!r} is not a channel index: give one of "
+                f"0..{info.channels - 1}, or * for the whole layer."
+            )
+        probe.check_units(info.name, [int(unit)])  # out of range: names 0..C-1
+        return (info.name, int(unit))
+    close = difflib.get_close_matches(text, names, n=3)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    if names:
+        shown = ", ".join(names) if len(names) <= 20 else ", ".join(names[:8]) + ", …"
+        classes = f"a class name ({shown}), a class index 0..{n_classes - 1}"
+    else:
+        classes = f"a class index 0..{n_classes - 1}"
+    raise ValueError(
+        f"Unknown target {text!r} for {probe.name}.{hint} Give {classes}, '{PREDICTED}', or a layer unit "
+        f"like {probe.layer_names[0]}:0 (layers: {', '.join(probe.layer_names)})."
+    )
+
+
+def target_to_text(probe, target) -> str:
+    """The target box's text for a target given as the engine takes it."""
+    if target is None:
+        return PREDICTED
+    if isinstance(target, tuple):
+        if len(target) != 2:
+            raise ValueError(
+                f"A layer-unit target is (layer_name, unit or None), e.g. ('conv3', 5); got {target!r}."
+            )
+        return f"{target[0]}:{'*' if target[1] is None else int(target[1])}"
+    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+        names = probe.class_names
+        return str(names[target]) if names and 0 <= target < len(names) else str(int(target))
+    if isinstance(target, str):
+        return target
+    raise TypeError(f"A target is None, a class index or name, or (layer, unit); got {target!r}.")
+
+
+# ------------------------------------------------------------------ helpers
+def _check_options(options: dict) -> dict:
+    out = {}
+    for method, opts in options.items():
+        if method not in METHODS:
+            raise ValueError(f"Options for unknown method {method!r}; valid methods: {', '.join(METHODS)}.")
+        bad = sorted(set(opts) - set(method_options(method)))
+        if bad:
+            raise TypeError(
+                f"Method {method!r} has no option(s) {', '.join(bad)}; "
+                f"its options: {', '.join(method_options(method)) or 'none'}."
+            )
+        out[method] = dict(opts)
+    return out
+
+
+def _num_classes(probe) -> int:
+    shape = jax.eval_shape(lambda x: probe.forward(probe.variables, x)[0], jnp.zeros((1, *probe.input_shape)))
+    return int(np.prod(shape.shape[1:]))
+
+
+@functools.lru_cache(maxsize=8)
+def _probabilities(probe):
+    """Jitted softmax of the model's output, once per probe."""
+
+    def probs(variables, x):
+        out = probe.forward(variables, x)[0]
+        return jax.nn.softmax(out.reshape(out.shape[0], -1), axis=-1)
+
+    return jax.jit(probs)
+
+
+def _rgb(images) -> np.ndarray:
+    images = np.asarray(images, np.float32)
+    return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images[..., :3]
+
+
+def _draw_tiles(subfig, tiles, labels, ncols) -> None:
+    rows, cols = px.grid_shape(len(tiles), ncols)
+    for i, ax in enumerate(subfig.subplots(rows, cols, squeeze=False).flat):
+        ax.set_axis_off()
+        if i < len(tiles):
+            ax.imshow(np.clip(tiles[i], 0, 1), interpolation="nearest")
+            ax.set_title(str(labels[i]), fontsize=7, pad=2)
