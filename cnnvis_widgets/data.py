@@ -57,6 +57,7 @@ def _skimage(name):
 
         img = getattr(skimage.data, name)()
         return img[0] if name == "stereo_motorcycle" else img  # (left, right, disparity)
+
     return load
 
 
@@ -65,6 +66,7 @@ def _sklearn(filename):
         from sklearn.datasets import load_sample_image
 
         return load_sample_image(filename)
+
     return load
 
 
@@ -132,7 +134,9 @@ def to_float_image(image, source: str = "image") -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{source}: image contains NaN or Inf values.")
     if arr.min() < 0 or arr.max() > 1:
-        raise ValueError(f"{source}: float images must be in [0, 1], got range [{arr.min():.3g}, {arr.max():.3g}].")
+        raise ValueError(
+            f"{source}: float images must be in [0, 1], got range [{arr.min():.3g}, {arr.max():.3g}]."
+        )
     return arr[..., :3] if arr.shape[-1] == 4 else arr
 
 

@@ -47,6 +47,8 @@ def test_quickstart_runs_in_a_fresh_environment_from_binder_requirements(tmp_pat
         """
     )
     env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "CNNVIS_FAST": "1"}
-    out = subprocess.run([str(py), "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    out = subprocess.run(
+        [str(py), "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "QUICKSTART_OK" in out.stdout and " 0 widget outputs" not in out.stdout, out.stdout

@@ -13,7 +13,9 @@ def test_layers_lists_the_model(capsys):
 
 def test_filters_writes_a_grid(tmp_path, capsys):
     out = tmp_path / "grid.png"
-    assert cli.main(["filters", "--layer", "conv2", "--filters", "0:4", "--steps", "8", "--out", str(out)]) == 0
+    assert (
+        cli.main(["filters", "--layer", "conv2", "--filters", "0:4", "--steps", "8", "--out", str(out)]) == 0
+    )
     assert Image.open(out).size[0] > 100
     assert "4 filters of conv2" in capsys.readouterr().out
 

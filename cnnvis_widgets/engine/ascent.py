@@ -144,27 +144,38 @@ def visualize_filters(
     units = probe.check_units(info.name, filters)
     steps = _positive_int(steps, "steps")
     batch = _positive_int(batch, "batch")
-    snapshot_every = steps if snapshot_every is None else min(_positive_int(snapshot_every, "snapshot_every"), steps)
+    snapshot_every = (
+        steps if snapshot_every is None else min(_positive_int(snapshot_every, "snapshot_every"), steps)
+    )
     chunk = default_chunk(len(units)) if chunk is None else _positive_int(chunk, "chunk")
     if init_images is not None:
-        init_images = probe.check_images(np.asarray(init_images)[None] if np.ndim(init_images) == 3 else init_images)
+        init_images = probe.check_images(
+            np.asarray(init_images)[None] if np.ndim(init_images) == 3 else init_images
+        )
         if len(init_images) not in (1, len(units)):
-            raise ValueError(f"init_images must hold 1 or {len(units)} images (one per filter), got {len(init_images)}.")
+            raise ValueError(
+                f"init_images must hold 1 or {len(units)} images (one per filter), got {len(init_images)}."
+            )
         size = tuple(init_images.shape[1:3])
     size = _check_size(probe, size)
     setup = _setup(probe, info, objective, size, param, transforms, regularizers, optimizer, relu_rule)
     w = reg_lib.default_weights(setup.regs) if weights is None else jnp.asarray(weights, jnp.float32)
     if w.shape != (len(setup.regs),):
-        raise ValueError(f"weights must have one value per regularizer ({len(setup.regs)}: "
-                         f"{[r.name for r in setup.regs]}), got shape {w.shape}.")
+        raise ValueError(
+            f"weights must have one value per regularizer ({len(setup.regs)}: "
+            f"{[r.name for r in setup.regs]}), got shape {w.shape}."
+        )
     variables = probe.variables if variables is None else variables
     shape = (batch, *size, probe.input_shape[-1])
     init, run = _compiled(probe, setup, shape, snapshot_every)
 
     n = len(units)
     keys = jax.vmap(lambda u: jax.random.fold_in(jax.random.key(seed), u))(jnp.asarray(units))
-    starts = None if init_images is None else jnp.broadcast_to(
-        init_images[:, None], (n, batch, *init_images.shape[1:]))
+    starts = (
+        None
+        if init_images is None
+        else jnp.broadcast_to(init_images[:, None], (n, batch, *init_images.shape[1:]))
+    )
     all_images = np.array(_to_images(setup.param)(init(keys, starts)[0]))  # (N, B, H, W, C)
     images = all_images[:, 0]
     latest = np.full(n, np.nan, np.float32)
@@ -195,9 +206,18 @@ def visualize_filters(
     ran = ~np.isnan(curves).all(axis=1)
     finite = np.isfinite(all_images).reshape(n, -1).all(axis=1) & (~ran | np.isfinite(latest))
     all_images[~finite] = 0.5
-    return AscentResult(info.name, units, images, curves[:, :done] if n == chunk else curves,
-                        np.stack(snapshots), snapshot_steps, done, stopped, finite,
-                        batch_images=all_images if batch > 1 else None)
+    return AscentResult(
+        info.name,
+        units,
+        images,
+        curves[:, :done] if n == chunk else curves,
+        np.stack(snapshots),
+        snapshot_steps,
+        done,
+        stopped,
+        finite,
+        batch_images=all_images if batch > 1 else None,
+    )
 
 
 def _snapshot_uint8(images: np.ndarray) -> np.ndarray:
@@ -205,7 +225,9 @@ def _snapshot_uint8(images: np.ndarray) -> np.ndarray:
     return np.clip(np.nan_to_num(images, nan=0.5) * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
-def visualize_classes(probe, classes: Sequence[int] | None = None, *, layer: str | None = None, **kwargs) -> AscentResult:
+def visualize_classes(
+    probe, classes: Sequence[int] | None = None, *, layer: str | None = None, **kwargs
+) -> AscentResult:
     """Class model visualization (Simonyan et al. 2013): maximize each class logit.
 
     ``result.scores`` holds the model's softmax probability of each class for its own image.
@@ -213,13 +235,16 @@ def visualize_classes(probe, classes: Sequence[int] | None = None, *, layer: str
     layer = layer or probe.layer_names[-1]
     kwargs.setdefault("objective", objectives_lib.class_logit(probe.layer(layer).name))
     result = visualize_filters(probe, layer, classes, **kwargs)
-    probs = jax.nn.softmax(probe.logits(kwargs.get("variables") or probe.variables,
-                                        _resize(result.images, probe)), axis=-1)
+    probs = jax.nn.softmax(
+        probe.logits(kwargs.get("variables") or probe.variables, _resize(result.images, probe)), axis=-1
+    )
     result.scores = np.asarray(probs)[np.arange(len(result.units)), result.units]
     return result
 
 
-def visualize_neuron(probe, layer: str, filters=None, *, y: int | None = None, x: int | None = None, **kwargs) -> AscentResult:
+def visualize_neuron(
+    probe, layer: str, filters=None, *, y: int | None = None, x: int | None = None, **kwargs
+) -> AscentResult:
     """Maximize one spatial position of each filter (default the centre) instead of its mean."""
     kwargs.setdefault("objective", objectives_lib.neuron(probe.layer(layer).name, y, x))
     return visualize_filters(probe, layer, filters, **kwargs)
@@ -241,8 +266,10 @@ def _check_size(probe, size) -> tuple[int, int]:
         raise ValueError(f"{probe.name} takes only {h}x{w} images; got size {size}.")
     smallest = min(8, h, w)
     if min(size) < smallest:
-        raise ValueError(f"size {tuple(size)} is too small for {probe.name}: use at least {smallest}x{smallest} "
-                         f"(its input is {h}x{w}).")
+        raise ValueError(
+            f"size {tuple(size)} is too small for {probe.name}: use at least {smallest}x{smallest} "
+            f"(its input is {h}x{w})."
+        )
     return int(size[0]), int(size[1])
 
 
@@ -282,7 +309,9 @@ def _setup(probe, info, objective, size, param, transforms, regularizers, optimi
     channels = probe.input_shape[-1]
     if isinstance(objective, str):
         if objective == "neuron" and not info.spatial:
-            raise ValueError(f"A neuron objective needs a spatial layer; {info.name!r} has shape {info.shape}.")
+            raise ValueError(
+                f"A neuron objective needs a spatial layer; {info.name!r} has shape {info.shape}."
+            )
         objective = named_objective(objective, info.name)
     if not isinstance(objective, objectives_lib.Objective):
         raise TypeError(f"objective must be a name or an Objective, got {type(objective).__name__}.")
@@ -337,10 +366,15 @@ def _compiled(probe, setup: _Setup, shape, n_steps):
     def run(state, units, variables, weights):
         def body(s, _):
             return jax.vmap(step_one, in_axes=(0, 0, None, None))(s, units, variables, weights)
+
         return jax.lax.scan(body, state, None, length=n_steps)
 
     def init(keys, starts):
-        return jax.vmap(init_one)(keys, starts) if starts is not None else jax.vmap(lambda k: init_one(k, None))(keys)
+        return (
+            jax.vmap(init_one)(keys, starts)
+            if starts is not None
+            else jax.vmap(lambda k: init_one(k, None))(keys)
+        )
 
     return jax.jit(init), jax.jit(run, donate_argnums=0)
 

@@ -48,7 +48,9 @@ _HWIO = (3, 2, 0, 1)
 def _swappable(params) -> bool:
     dn = params["dimension_numbers"]
     return (
-        tuple(dn.lhs_spec) == _NHWC and tuple(dn.rhs_spec) == _HWIO and tuple(dn.out_spec) == _NHWC
+        tuple(dn.lhs_spec) == _NHWC
+        and tuple(dn.rhs_spec) == _HWIO
+        and tuple(dn.out_spec) == _NHWC
         and params["batch_group_count"] == 1
         and all(d == 1 for d in params["lhs_dilation"])
         and params.get("preferred_element_type") is None
@@ -66,8 +68,9 @@ def _transposed_kernel(rhs: jax.Array, groups: int) -> jax.Array:
 def _input_grad_padding(params, in_hw, k_hw, out_hw):
     """Padding of the transposed conv so its output has the input's spatial size."""
     pads = []
-    for (lo, _hi), n, k, s, d, m in zip(params["padding"], in_hw, k_hw, params["window_strides"],
-                                        params["rhs_dilation"], out_hw):
+    for (lo, _hi), n, k, s, d, m in zip(
+        params["padding"], in_hw, k_hw, params["window_strides"], params["rhs_dilation"], out_hw
+    ):
         k_eff = d * (k - 1) + 1
         before = k_eff - 1 - lo
         dilated = (m - 1) * s + 1
@@ -92,9 +95,14 @@ def _fast_conv(frozen_params):
         lhs, rhs = res
         padding = _input_grad_padding(params, lhs.shape[1:3], rhs.shape[:2], g.shape[1:3])
         d_lhs = lax.conv_general_dilated(
-            g, _transposed_kernel(rhs, params["feature_group_count"]), (1, 1), padding,
-            lhs_dilation=params["window_strides"], rhs_dilation=params["rhs_dilation"],
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=params["feature_group_count"],
+            g,
+            _transposed_kernel(rhs, params["feature_group_count"]),
+            (1, 1),
+            padding,
+            lhs_dilation=params["window_strides"],
+            rhs_dilation=params["rhs_dilation"],
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=params["feature_group_count"],
             precision=params["precision"],
         )
         d_rhs = jax.vjp(lambda r: conv(lhs, r), rhs)[1](g)[0]  # dropped by XLA when unused
@@ -109,10 +117,14 @@ def _poolable(eqn) -> bool:
     dims, strides = tuple(p["window_dimensions"]), tuple(p["window_strides"])
     shape = eqn.invars[0].aval.shape
     return (
-        len(shape) == 4 and dims == strides and dims[0] == dims[3] == 1
+        len(shape) == 4
+        and dims == strides
+        and dims[0] == dims[3] == 1
         and all(lo == hi == 0 for lo, hi in p["padding"])
-        and all(d == 1 for d in p["base_dilation"]) and all(d == 1 for d in p["window_dilation"])
-        and shape[1] % dims[1] == 0 and shape[2] % dims[2] == 0
+        and all(d == 1 for d in p["base_dilation"])
+        and all(d == 1 for d in p["window_dilation"])
+        and shape[1] % dims[1] == 0
+        and shape[2] % dims[2] == 0
     )
 
 

@@ -13,8 +13,17 @@ from cnnvis_widgets.engine import objectives, param, regularizers, transforms
 from cnnvis_widgets.engine.ascent import AscentResult, visualize_filters
 
 
-def invert_features(probe, image, layer: str, *, steps: int = 256, tv: float = 2.0, alpha: float = 0.1,
-                    seed: int = 0, **kwargs) -> AscentResult:
+def invert_features(
+    probe,
+    image,
+    layer: str,
+    *,
+    steps: int = 256,
+    tv: float = 2.0,
+    alpha: float = 0.1,
+    seed: int = 0,
+    **kwargs,
+) -> AscentResult:
     """An image whose ``layer`` features match those of ``image`` (H, W, C in [0, 1]).
 
     Regularized by total variation and an alpha-norm, the natural-image priors of the paper;
@@ -28,12 +37,22 @@ def invert_features(probe, image, layer: str, *, steps: int = 256, tv: float = 2
     kwargs.setdefault("regularizers", (regularizers.total_variation(tv), regularizers.alpha_norm(alpha)))
     kwargs.setdefault("param", param.pixel(sd=0.1))
     kwargs.setdefault("transforms", transforms.compose(transforms.jitter(max(1, x.shape[1] // 32))))
-    return visualize_filters(probe, layer, [0], objective=objectives.feature_match(layer, target), steps=steps,
-                             size=x.shape[1:3], seed=seed, relu_rule=None, **kwargs)
+    return visualize_filters(
+        probe,
+        layer,
+        [0],
+        objective=objectives.feature_match(layer, target),
+        steps=steps,
+        size=x.shape[1:3],
+        seed=seed,
+        relu_rule=None,
+        **kwargs,
+    )
 
 
-def deep_dream(probe, image, layer: str, *, steps: int = 32, learning_rate: float = 0.005, seed: int = 0,
-               **kwargs) -> AscentResult:
+def deep_dream(
+    probe, image, layer: str, *, steps: int = 32, learning_rate: float = 0.005, seed: int = 0, **kwargs
+) -> AscentResult:
     """``image`` changed to excite ``layer`` as a whole: the network's patterns grow into it.
 
     References: Mordvintsev et al. 2015, "Inceptionism: Going Deeper into Neural Networks".
@@ -45,8 +64,17 @@ def deep_dream(probe, image, layer: str, *, steps: int = 32, learning_rate: floa
     kwargs.setdefault("param", param.pixel())
     kwargs.setdefault("transforms", transforms.jitter(max(1, x.shape[1] // 28)))
     kwargs.setdefault("optimizer", optax.adam(learning_rate))
-    return visualize_filters(probe, layer, [0], objective=objectives.activation_energy(layer), steps=steps,
-                             init_images=x, seed=seed, relu_rule=None, **kwargs)
+    return visualize_filters(
+        probe,
+        layer,
+        [0],
+        objective=objectives.activation_energy(layer),
+        steps=steps,
+        init_images=x,
+        seed=seed,
+        relu_rule=None,
+        **kwargs,
+    )
 
 
 def _one_image(probe, image) -> np.ndarray:
@@ -57,6 +85,8 @@ def _one_image(probe, image) -> np.ndarray:
         if len(arr) != 1:
             raise ValueError(f"Give one image (H, W, C), got a batch of {len(arr)}.")
         arr = arr[0]
-    if arr.shape[-1] == probe.input_shape[-1] and (not probe.fixed_size or arr.shape[:2] == probe.input_shape[:2]):
+    if arr.shape[-1] == probe.input_shape[-1] and (
+        not probe.fixed_size or arr.shape[:2] == probe.input_shape[:2]
+    ):
         return np.asarray(probe.check_images(arr[None]))
     return fit_to(arr, probe)

@@ -104,10 +104,14 @@ def randomization_cascade(
     for label, paths in groups:
         variables = randomize(variables, paths, jax.random.fold_in(key, len(steps)))
         steps.append(label)
-        all_maps.append([
-            saliency(probe, images, m, fixed_target, normalize=True, variables=variables, **_opts(m, options)).maps
-            for m in methods
-        ])
+        all_maps.append(
+            [
+                saliency(
+                    probe, images, m, fixed_target, normalize=True, variables=variables, **_opts(m, options)
+                ).maps
+                for m in methods
+            ]
+        )
     maps = np.asarray(all_maps, np.float32)  # (S, M, N, H, W)
     s, m, n = maps.shape[:3]
     rho = np.zeros((s, m, n), np.float32)
@@ -122,22 +126,27 @@ def randomization_cascade(
     return CascadeResult(steps, list(methods), rho, sim, maps, np.asarray(targets))
 
 
-def regularizer_ablation(probe, layer: str, filters=None, *, regularizers_: Sequence | None = None,
-                         **kwargs) -> dict[str, ascent.AscentResult]:
+def regularizer_ablation(
+    probe, layer: str, filters=None, *, regularizers_: Sequence | None = None, **kwargs
+) -> dict[str, ascent.AscentResult]:
     """Activation maximization with all regularizers, then with each one off (same seed).
 
     Returns ``{"all": result, "no <name>": result, ...}``. Weights are traced, so this
     compiles once.
     """
-    regs = tuple(regularizers_ if regularizers_ is not None
-                 else ascent.default_regularizers(probe.input_shape[-1]))
+    regs = tuple(
+        regularizers_ if regularizers_ is not None else ascent.default_regularizers(probe.input_shape[-1])
+    )
     weights = np.asarray(regularizers.default_weights(regs))
-    out = {"all": ascent.visualize_filters(probe, layer, filters, regularizers=regs, weights=weights, **kwargs)}
+    out = {
+        "all": ascent.visualize_filters(probe, layer, filters, regularizers=regs, weights=weights, **kwargs)
+    }
     for i, reg in enumerate(regs):
         off = weights.copy()
         off[i] = 0.0
-        out[f"no {reg.name}"] = ascent.visualize_filters(probe, layer, filters, regularizers=regs, weights=off,
-                                                         **kwargs)
+        out[f"no {reg.name}"] = ascent.visualize_filters(
+            probe, layer, filters, regularizers=regs, weights=off, **kwargs
+        )
     return out
 
 

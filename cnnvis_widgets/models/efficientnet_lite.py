@@ -64,23 +64,21 @@ def expand_stages(stages: Sequence[tuple[int, int, int, int, int]]) -> tuple[Blo
 
     Only the first block of a stage has the stage's stride; the rest use stride 1.
     """
-    return tuple(
-        BlockSpec(e, k, s if r == 0 else 1, c)
-        for e, k, s, c, n in stages
-        for r in range(n)
-    )
+    return tuple(BlockSpec(e, k, s if r == 0 else 1, c) for e, k, s, c, n in stages for r in range(n))
 
 
 # The EfficientNet-B0 table; Lite0 (width = depth = 1.0) keeps it unchanged.
-EFFICIENTNET_LITE0_BLOCKS = expand_stages([
-    (1, 3, 1, 16, 1),
-    (6, 3, 2, 24, 2),
-    (6, 5, 2, 40, 2),
-    (6, 3, 2, 80, 3),
-    (6, 5, 1, 112, 3),
-    (6, 5, 2, 192, 4),
-    (6, 3, 1, 320, 1),
-])
+EFFICIENTNET_LITE0_BLOCKS = expand_stages(
+    [
+        (1, 3, 1, 16, 1),
+        (6, 3, 2, 24, 2),
+        (6, 5, 2, 40, 2),
+        (6, 3, 2, 80, 3),
+        (6, 5, 1, 112, 3),
+        (6, 5, 2, 192, 4),
+        (6, 3, 1, 320, 1),
+    ]
+)
 
 
 def _padding(kernel: int, tf_same: bool):
@@ -105,9 +103,13 @@ class _ConvBN(nn.Module):
     @nn.compact
     def __call__(self, x):
         x = nn.Conv(
-            self.features, (self.kernel, self.kernel), strides=(self.stride, self.stride),
-            padding=_padding(self.kernel, self.tf_same), feature_group_count=self.groups,
-            use_bias=False, name="conv",
+            self.features,
+            (self.kernel, self.kernel),
+            strides=(self.stride, self.stride),
+            padding=_padding(self.kernel, self.tf_same),
+            feature_group_count=self.groups,
+            use_bias=False,
+            name="conv",
         )(x)
         x = nn.BatchNorm(use_running_average=True, epsilon=self.bn_eps, name="bn")(x)
         return jax.nn.relu6(x) if self.relu6 else x
@@ -186,8 +188,12 @@ class WeightsConversionError(ValueError):
     """A torch state dict does not match the Flax model (missing, extra or misshaped)."""
 
 
-BN_FIELDS = (("weight", "params", "scale"), ("bias", "params", "bias"),
-             ("running_mean", "batch_stats", "mean"), ("running_var", "batch_stats", "var"))
+BN_FIELDS = (
+    ("weight", "params", "scale"),
+    ("bias", "params", "bias"),
+    ("running_mean", "batch_stats", "mean"),
+    ("running_var", "batch_stats", "var"),
+)
 """torch BatchNorm field -> (Flax collection, Flax name)."""
 
 KeyMap = Iterator[tuple[str, str, tuple[str, ...]]]
@@ -268,9 +274,7 @@ def convert_with_key_map(
     if bad_shapes:
         problems.append("shape mismatches:\n  " + "\n  ".join(bad_shapes))
     if problems:
-        raise WeightsConversionError(
-            "state dict does not match the model; " + "; ".join(problems)
-        )
+        raise WeightsConversionError("state dict does not match the model; " + "; ".join(problems))
     return variables
 
 

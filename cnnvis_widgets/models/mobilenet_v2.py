@@ -67,15 +67,17 @@ def PREPROCESS(x):
 INPUT_SHAPE = (224, 224, 3)
 
 # torchvision's inverted_residual_setting: (t, c, n, s) reordered to (t, k, s, c, n).
-MOBILENET_V2_BLOCKS = expand_stages([
-    (1, 3, 1, 16, 1),
-    (6, 3, 2, 24, 2),
-    (6, 3, 2, 32, 3),
-    (6, 3, 2, 64, 4),
-    (6, 3, 1, 96, 3),
-    (6, 3, 2, 160, 3),
-    (6, 3, 1, 320, 1),
-])
+MOBILENET_V2_BLOCKS = expand_stages(
+    [
+        (1, 3, 1, 16, 1),
+        (6, 3, 2, 24, 2),
+        (6, 3, 2, 32, 3),
+        (6, 3, 2, 64, 4),
+        (6, 3, 1, 96, 3),
+        (6, 3, 2, 160, 3),
+        (6, 3, 1, 320, 1),
+    ]
+)
 
 
 class MobileNetV2(InvertedResidualNet):

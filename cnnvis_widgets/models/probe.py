@@ -138,9 +138,13 @@ class Probe:
             return np.arange(info.channels)
         units = np.asarray(units).reshape(-1)
         if units.size == 0:
-            raise ValueError(f"Empty list of filters for layer {info.name!r}; give at least one of 0..{info.channels - 1}.")
+            raise ValueError(
+                f"Empty list of filters for layer {info.name!r}; give at least one of 0..{info.channels - 1}."
+            )
         if not np.issubdtype(units.dtype, np.integer):
-            raise TypeError(f"Filter indices must be integers, got {units.dtype} values {units[:5].tolist()}.")
+            raise TypeError(
+                f"Filter indices must be integers, got {units.dtype} values {units[:5].tolist()}."
+            )
         bad = units[(units < 0) | (units >= info.channels)]
         if bad.size:
             raise ValueError(
@@ -201,8 +205,11 @@ class Probe:
         ``layers`` as a name gives one array; as a list (or None: all) a dict.
         """
         single = isinstance(layers, (str, Layer))
-        names = [self.layer(layers).name] if single else (
-            self.layer_names if layers is None else [self.layer(n).name for n in layers])
+        names = (
+            [self.layer(layers).name]
+            if single
+            else (self.layer_names if layers is None else [self.layer(n).name for n in layers])
+        )
         _, acts = self.forward(variables, self.check_images(images))
         picked = {n: acts[n] for n in names}
         return picked[names[0]] if single else picked
@@ -240,6 +247,7 @@ def _linen_forward(module, variables, input_shape, kwargs):
     if sown:
         capture = False
     else:
+
         def capture(mdl, method_name):
             if method_name != "__call__" or isinstance(mdl, _LINEN_SKIP) or not mdl.scope.path:
                 return False

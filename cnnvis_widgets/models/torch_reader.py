@@ -164,8 +164,7 @@ def _storage_from_pid(pid: Any, storages: dict[str, _StorageRef]) -> _StorageRef
     """Turn ``('storage', type, key, location, numel, view_metadata)`` into a ref."""
     if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == "storage"):
         raise WeightsFormatError(
-            "persistent id must be ('storage', type, key, location, numel, view_metadata), "
-            f"got {pid!r}"
+            f"persistent id must be ('storage', type, key, location, numel, view_metadata), got {pid!r}"
         )
     _, storage_type, key, _location, numel, view_metadata = pid
     if not isinstance(storage_type, _StorageType):
@@ -200,8 +199,16 @@ def _load_restricted(stream: io.BufferedIOBase, what: str, storages=None) -> Any
         return _RestrictedUnpickler(stream, storages).load()
     except (UnsafeWeightsError, WeightsFormatError):
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError,
-            AttributeError, struct.error) as exc:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        struct.error,
+    ) as exc:
         raise WeightsFormatError(f"could not read the {what} pickle: {type(exc).__name__}: {exc}") from exc
 
 
@@ -257,9 +264,7 @@ def _read_storages(
         nbytes = count * ref.dtype.itemsize
         got = min(nbytes, len(data) - pos)
         if got < nbytes:
-            raise WeightsFormatError(
-                f"file truncated in storage {key!r}: expected {nbytes} bytes, got {got}"
-            )
+            raise WeightsFormatError(f"file truncated in storage {key!r}: expected {nbytes} bytes, got {got}")
         arrays[key] = np.frombuffer(data, dtype=ref.dtype, count=count, offset=pos)
         pos += nbytes
     missing = sorted(set(storages) - set(arrays))
@@ -271,7 +276,7 @@ def _read_storages(
 def _materialize(t: _PendingTensor, arrays: dict[str, np.ndarray]) -> np.ndarray:
     """Copy a strided view of its storage into a fresh, contiguous numpy array."""
     ref = t.storage
-    base = arrays[ref.key][ref.view_offset:]
+    base = arrays[ref.key][ref.view_offset :]
     if ref.view_numel is not None:
         base = base[: ref.view_numel]
     if any(s == 0 for s in t.size):
@@ -284,7 +289,7 @@ def _materialize(t: _PendingTensor, arrays: dict[str, np.ndarray]) -> np.ndarray
         )
     item = base.itemsize
     view = np.lib.stride_tricks.as_strided(
-        base[t.offset:], shape=t.size, strides=tuple(s * item for s in t.stride), writeable=False
+        base[t.offset :], shape=t.size, strides=tuple(s * item for s in t.stride), writeable=False
     )
     return np.array(view, copy=True, order="C")
 
@@ -310,8 +315,6 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise WeightsFormatError(f"{path} holds a {type(obj).__name__}, expected a state dict (a mapping)")
     bad = [k for k, v in obj.items() if not (isinstance(k, str) and isinstance(v, _PendingTensor))]
     if bad:
-        raise WeightsFormatError(
-            f"{path} is not a flat state dict of tensors; offending keys: {bad[:5]!r}"
-        )
+        raise WeightsFormatError(f"{path} is not a flat state dict of tensors; offending keys: {bad[:5]!r}")
     arrays = _read_storages(memoryview(raw), stream.tell(), keys, storages)
     return {k: _materialize(v, arrays) for k, v in obj.items()}
