@@ -1,5 +1,9 @@
 """cnnvis_widgets: see inside convolutional networks, live, in Jupyter."""
 
+from cnnvis_widgets.memory import limit_malloc_arenas
+
+limit_malloc_arenas()  # before JAX starts its threads: see memory.py
+
 from cnnvis_widgets import data, export
 from cnnvis_widgets.engine import (
     AscentResult,

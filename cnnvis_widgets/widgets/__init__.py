@@ -3,6 +3,7 @@
 from cnnvis_widgets.widgets.activations import ActivationExplorer
 from cnnvis_widgets.widgets.controls import FilterPicker, ImagePicker, LayerSlider, RegularizerPanel
 from cnnvis_widgets.widgets.dashboard import Dashboard, explore
+from cnnvis_widgets.widgets.embedding import EmbeddingExplorer
 from cnnvis_widgets.widgets.filters import FilterExplorer
 from cnnvis_widgets.widgets.grid import ImageGrid
 from cnnvis_widgets.widgets.runner import Runner
@@ -13,6 +14,7 @@ from cnnvis_widgets.widgets.weights import WeightsView
 __all__ = [
     "ActivationExplorer",
     "Dashboard",
+    "EmbeddingExplorer",
     "FilterExplorer",
     "FilterPicker",
     "ImageGrid",

@@ -13,6 +13,7 @@ import ipywidgets as widgets
 import numpy as np
 import traitlets
 from bqplot_image_gl import ImageGL
+from bqplot_image_gl.interacts import MouseInteraction
 
 from cnnvis_widgets import images as px
 
@@ -43,7 +44,10 @@ class ImageGrid(widgets.VBox):
             y=(0, 1),
             scales={"x": self._x, "y": self._y, "image": bqplot.ColorScale(min=0, max=1)},
         )
-        self.mark.on_element_click(self._on_click)
+        # ImageGL marks send no element_click in the browser: a MouseInteraction reports clicks
+        # in the scales' coordinates (x right, y up) instead
+        self.mouse = MouseInteraction(x_scale=self._x, y_scale=self._y, events=["click"])
+        self.mouse.on_msg(self._on_mouse)
         self.labels = bqplot.Label(
             x=[],
             y=[],
@@ -60,6 +64,7 @@ class ImageGrid(widgets.VBox):
             padding_x=0,
             padding_y=0,
             fig_margin=dict(top=4, bottom=4, left=4, right=4),
+            interaction=self.mouse,
         )
         super().__init__([self.figure], **kwargs)
         if tiles is not None:
@@ -123,8 +128,15 @@ class ImageGrid(widgets.VBox):
         h = self.mark.y[1]
         return px.tile_at(h - y, x, n, (th, tw), self.ncols, pad=1, row_gap=self._gap)
 
-    def _on_click(self, _mark, event):
-        data = event.get("data", {}) if isinstance(event, dict) else {}
-        index = self.tile_at(float(data.get("x", -1)), float(data.get("y", -1)))
+    def click(self, x: float, y: float) -> int | None:
+        """Select the tile under figure coordinates (x right, y up), as a mouse click does."""
+        index = self.tile_at(x, y)
         if index is not None:
             self.selected = index
+        return index
+
+    def _on_mouse(self, _interaction, content, _buffers=None):
+        """``{"event": "click", "domain": {"x": .., "y": ..}}`` from the browser."""
+        domain = content.get("domain", {}) if isinstance(content, dict) else {}
+        if content.get("event") == "click" and "x" in domain and "y" in domain:
+            self.click(float(domain["x"]), float(domain["y"]))

@@ -59,9 +59,8 @@ def click_tile(grid, i):
     cols = int(np.ceil(np.sqrt(n)))
     r, k = divmod(i, cols)
     h = grid.mark.y[1]
-    grid._on_click(
-        grid.mark, {"data": {"x": k * (tw + 1) + tw / 2, "y": h - (r * (th + 1 + grid._gap) + th / 2)}}
-    )
+    x, y = k * (tw + 1) + tw / 2, h - (r * (th + 1 + grid._gap) + th / 2)
+    grid.mouse._handle_custom_msg({"event": "click", "domain": {"x": x, "y": y}}, [])  # as the browser sends
 
 
 def expected_viridis(tile):

@@ -89,7 +89,8 @@ def test_save_writes_a_png_whose_tiles_match_the_engine(explorer, tmp_path):
 def test_clicking_a_tile_selects_it(explorer):
     grid = explorer.grid
     h = grid.mark.y[1]
-    grid._on_click(grid.mark, {"data": {"x": 33 + 5, "y": h - 5}})  # second tile of the first row
+    # the message the browser's MouseInteraction sends: the second tile of the first row
+    grid.mouse._handle_custom_msg({"event": "click", "domain": {"x": 33 + 5, "y": h - 5}}, [])
     assert grid.selected == 1
 
 
