@@ -44,7 +44,9 @@ class DigitsCNN(nn.Module):
     @nn.compact
     def __call__(self, x):
         def conv(x, i):
-            x = nn.relu(nn.Conv(self.widths[i], (3, 3), padding="SAME", kernel_init=_he, name=f"conv{i + 1}_op")(x))
+            x = nn.relu(
+                nn.Conv(self.widths[i], (3, 3), padding="SAME", kernel_init=_he, name=f"conv{i + 1}_op")(x)
+            )
             self.sow("intermediates", f"conv{i + 1}", x)
             return x
 
@@ -83,11 +85,20 @@ def init_variables(seed: int = 0) -> dict:
 
 def accuracy(variables, dataset: data.Dataset, batch: int = 512) -> float:
     """Fraction of ``dataset`` that DigitsCNN with ``variables`` classifies right."""
-    predict = jax.jit(lambda v, x: DigitsCNN().apply(v, preprocess(x)).argmax(-1))
+    predict = _predict()
     preds = np.concatenate(
-        [np.asarray(predict(variables, dataset.images[i : i + batch])) for i in range(0, len(dataset.labels), batch)]
+        [
+            np.asarray(predict(variables, dataset.images[i : i + batch]))
+            for i in range(0, len(dataset.labels), batch)
+        ]
     )
     return float((preds == dataset.labels).mean())
+
+
+@functools.lru_cache(maxsize=1)
+def _predict():
+    """One jitted classifier for every ``accuracy`` call (a fresh jit per call would recompile)."""
+    return jax.jit(lambda v, x: DigitsCNN().apply(v, preprocess(x)).argmax(-1))
 
 
 def _augment(key, images):
@@ -103,18 +114,25 @@ def train_digits_cnn(
     seed: int = 0,
     progress: bool = True,
     callback: Callable[[int, dict, float], bool | None] | None = None,
+    warmup: bool = True,
 ) -> TrainResult:
     """Train DigitsCNN with optax Adam on the fixed split of ``data.digits_split()``.
 
     ``callback(step, variables, loss)`` runs after every step; returning True stops.
+    ``warmup=False`` starts at the full learning rate (cosine decay only), which with a
+    large rate silences ReLU filters for good: the dead filters the TrainingMonitor shows.
     Returns the variables and the train/test accuracy.
     """
     train, test = data.digits_split()
+    check_settings(epochs, batch_size, learning_rate)
     module = DigitsCNN()
     variables = init_variables(seed)
     total = epochs * (len(train.labels) // batch_size)
-    # Warm-up: large early Adam steps are what silence ReLU filters for good (dead filters).
-    schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, min(100, total // 4), total)
+    if warmup:
+        # Warm-up: large early Adam steps are what silence ReLU filters for good (dead filters).
+        schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, min(100, total // 4), total)
+    else:
+        schedule = optax.cosine_decay_schedule(learning_rate, total)
     opt = optax.adamw(schedule, weight_decay=1e-4)
     opt_state = opt.init(variables["params"])
 
@@ -151,6 +169,23 @@ def train_digits_cnn(
     bar.close()
     variables = {"params": params}
     return TrainResult(variables, accuracy(variables, train), accuracy(variables, test), np.asarray(losses))
+
+
+def check_settings(epochs, batch_size, learning_rate) -> None:
+    """Raise a readable ValueError for training settings that would crash or train nothing."""
+    n_train = len(data.digits_split()[0].labels)
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or not 1 <= batch_size <= n_train
+    ):
+        raise ValueError(f"batch_size must be an integer in 1..{n_train}, got {batch_size!r}.")
+    if not isinstance(learning_rate, (int, float, np.number)) or not (
+        np.isfinite(learning_rate) and learning_rate > 0
+    ):
+        raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate!r}.")
 
 
 def _progress(total: int, enabled: bool):

@@ -8,6 +8,7 @@ from cnnvis_widgets.widgets.filters import FilterExplorer
 from cnnvis_widgets.widgets.grid import ImageGrid
 from cnnvis_widgets.widgets.runner import Runner
 from cnnvis_widgets.widgets.saliency import SaliencyExplorer
+from cnnvis_widgets.widgets.training import TrainingMonitor
 from cnnvis_widgets.widgets.view import View
 from cnnvis_widgets.widgets.weights import WeightsView
 
@@ -23,6 +24,7 @@ __all__ = [
     "RegularizerPanel",
     "Runner",
     "SaliencyExplorer",
+    "TrainingMonitor",
     "View",
     "WeightsView",
     "explore",

@@ -74,9 +74,22 @@ def test_a_view_that_fails_to_start_says_why_in_its_tab(monkeypatch):
         board.close()
 
 
-def test_closing_the_dashboard_stops_every_worker():
-    board = cw.explore("digits-cnn", views=["filters", "weights"])
-    board.open_view("weights")
+def test_every_view_opens_and_closing_the_dashboard_stops_every_worker():
+    board = cw.explore("digits-cnn")
+    assert len(board.tabs.children) == len(VIEWS)
+    for key, _, _ in VIEWS:
+        view = board.open_view(key)
+        assert hasattr(view, "save"), f"{key}: {getattr(view, 'value', view)}"  # not an error note
+    assert [type(v).__name__ for v in board.views.values()] == [
+        "FilterExplorer",
+        "SaliencyExplorer",
+        "ActivationExplorer",
+        "WeightsView",
+        "EmbeddingExplorer",
+        "TrainingMonitor",
+    ]
+    threads = [v.runner._thread for v in board.views.values() if v.runner._thread is not None]
+    assert threads, "no view started its worker"
     board.close()
-    alive = [t.name for t in threading.enumerate() if t.name.startswith("cnnvis-") and t.is_alive()]
-    assert not [n for n in alive if n in ("cnnvis-filters", "cnnvis-weights")], alive
+    alive = [t.name for t in threads if t.is_alive()]
+    assert not alive, alive

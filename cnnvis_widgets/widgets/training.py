@@ -1,0 +1,408 @@
+"""TrainingMonitor: train the digits CNN from scratch and watch it learn, live.
+
+Start trains ``DigitsCNN`` with optax (``models.digits.train_digits_cnn``) on the view's
+worker thread. Every ``every`` steps one jitted forward pass over the 450 test digits
+(plus a fixed slice of training digits) gives the accuracies, each conv layer's dead
+filters (never active on any test digit: ReLU output <= 0 everywhere) and one digit's
+conv1/conv2 feature maps; the curves, the first-layer kernels and the maps update in
+place. A large learning rate without warm-up kills filters for good; the counts show it.
+After a run (finished or stopped) ``monitor.variables`` and ``monitor.probe`` hold the
+trained model for the other views.
+
+References: Yosinski et al. 2015 (watching a network's activations live); Lu et al. 2019,
+"Dying ReLU and Initialization" (filters that never fire again).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import html
+import math
+import time
+
+import bqplot
+import ipywidgets as widgets
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cnnvis_widgets import data
+from cnnvis_widgets.compile_cache import enable_compilation_cache
+from cnnvis_widgets.engine.activations import kernels_as_images
+from cnnvis_widgets.models import digits
+from cnnvis_widgets.models.probe import Probe
+from cnnvis_widgets.widgets.grid import ImageGrid
+from cnnvis_widgets.widgets.view import View
+
+MAP_LAYERS = ("conv1", "conv2")  # the feature maps shown for one test digit
+N_TRAIN_EVAL = 128  # training digits whose accuracy is tracked (unaugmented, fixed)
+KERNEL_ZOOM = 8  # 3x3 kernels drawn as 24x24 tiles, so the 1 px grid lines stay thin
+
+
+class TrainingMonitor(View):
+    """Trains digits-cnn from scratch with live loss / accuracy curves, filters and dead filters.
+
+    Args:
+      epochs, learning_rate, batch_size, seed, warmup: the training (``train_digits_cnn``);
+        the controls start with these values. ``learning_rate=0.3, warmup=False`` provokes
+        dead filters.
+      every: steps between display updates (each costs one forward pass over ~580 digits).
+      image_index: the test digit whose feature maps are shown.
+      autorun: start training at once; otherwise the untrained model is shown until Start.
+    """
+
+    def __init__(
+        self,
+        *,
+        epochs: int = 15,
+        learning_rate: float = 3e-3,
+        batch_size: int = 64,
+        seed: int = 0,
+        every: int = 10,
+        warmup: bool = True,
+        image_index: int = 0,
+        autorun: bool = False,
+    ):
+        super().__init__(name="cnnvis-training")
+        train, test = data.digits_split()
+        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+            raise ValueError(f"every must be a positive integer (steps between updates), got {every!r}.")
+        if not 0 <= image_index < len(test.labels):
+            raise ValueError(
+                f"image_index must be in 0..{len(test.labels) - 1} (a test digit), got {image_index}."
+            )
+        self.every, self.image_index = int(every), int(image_index)
+        self._test_set, self._train_set = test, train
+        self._template = _template_probe()
+        self.conv_layers = tuple(layer.name for layer in self._template.layers if layer.kind == "conv")
+        self.variables: dict | None = None  # the latest trained variables
+        self.probe: Probe | None = None  # a Probe over them, for the other views
+        self.result: digits.TrainResult | None = None  # the last run that returned
+        self.steps_done = 0
+        self.runs_started = 0
+        self.dead_counts: dict[str, int] = {}  # dead filters per conv layer, as shown
+        self.kernel_tiles: np.ndarray | None = None  # conv1 kernels as shown, (16, 3, 3, 1) in [0, 1]
+        self.history: dict[str, list] = {}
+        self._closed = False
+        self._stopping = False  # Stop was pressed (not a newer run replacing this one)
+        self._stale = False  # the grids skipped the last frame (frame-rate limit)
+        self._reset_history()
+
+        self.learning_rate = widgets.FloatText(learning_rate, description="learning rate", step=1e-3)
+        self.epochs = widgets.BoundedIntText(epochs, min=1, max=500, description="epochs")
+        self.batch_size = widgets.BoundedIntText(
+            batch_size, min=1, max=len(train.labels), description="batch"
+        )
+        self.seed = widgets.IntText(seed, description="seed")
+        self.warmup = widgets.Checkbox(
+            warmup, description="warm-up (the first steps ramp the rate up)", indent=False
+        )
+        self.start_button = widgets.Button(description="Start", icon="play", button_style="success")
+        self.stop_button = widgets.Button(description="Stop", icon="stop")
+        self.progress = widgets.IntProgress(0, 0, 1, description="")
+
+        self.loss_lines, loss_figure = _curve_figure("training loss", ["loss"], ["#1f77b4"])
+        self.accuracy_lines, accuracy_figure = _curve_figure(
+            "accuracy",
+            ["test (450 digits)", f"train ({N_TRAIN_EVAL} digits)"],
+            ["#d62728", "#2ca02c"],
+            (0, 1),
+        )
+        self.kernel_grid = ImageGrid(cmap="gray", ncols=8, tile_px=40)
+        self.digit_grid = ImageGrid(cmap="gray", tile_px=96)
+        self.map_grid = ImageGrid(cmap="viridis", ncols=16, tile_px=44)
+        self.dead_html = widgets.HTML()
+        enable_compilation_cache()
+
+        settings = widgets.HBox(
+            [
+                widgets.VBox([self.learning_rate, self.epochs]),
+                widgets.VBox([self.batch_size, self.seed]),
+                self.warmup,
+            ]
+        )
+        bar = widgets.HBox([self.start_button, self.stop_button, self.progress, self.status])
+        title = lambda text: widgets.HTML(f"<b>{html.escape(text)}</b>")
+        digit = int(test.labels[self.image_index])
+        self.children = [
+            settings,
+            bar,
+            widgets.HBox([loss_figure, accuracy_figure]),
+            widgets.HBox(
+                [
+                    widgets.VBox([title("conv1 kernels (grey = 0)"), self.kernel_grid]),
+                    widgets.VBox([title("dead filters"), self.dead_html]),
+                ]
+            ),
+            title(
+                f"feature maps of test digit #{self.image_index} (a {digit}): conv1 (first row), "
+                "conv2; a × marks a dead filter"
+            ),
+            widgets.HBox([self.digit_grid, self.map_grid]),
+        ]
+        self.start_button.on_click(lambda _b: self.start())
+        self.stop_button.on_click(lambda _b: self.stop())
+        if autorun:
+            self.start()
+        else:
+            self.show_status("computing the untrained model…")
+            self.runner.submit(lambda cancelled: self._preview(int(self.seed.value), cancelled))
+
+    # --------------------------------------------------------------- running
+    def start(self) -> int:
+        """Train from scratch with the controls' current values; returns the job's generation."""
+        settings = {
+            "epochs": self.epochs.value,
+            "learning_rate": self.learning_rate.value,
+            "batch_size": self.batch_size.value,
+            "seed": int(self.seed.value),
+            "warmup": bool(self.warmup.value),
+        }
+        try:
+            digits.check_settings(settings["epochs"], settings["batch_size"], settings["learning_rate"])
+        except ValueError as err:
+            self.show_error(err)
+            return self.runner.generation
+        self.runs_started += 1
+        self._stopping = False
+        self.progress.max = settings["epochs"] * (len(self._train_set.labels) // settings["batch_size"])
+        self.progress.value = 0
+        self.show_status("compiling the training step…")
+        return self.runner.submit(lambda cancelled: self._train(settings, cancelled))
+
+    def stop(self) -> None:
+        """End the run after its current step; the variables trained so far are kept."""
+        self._stopping = True
+        was_busy = self.runner.busy
+        self.runner.cancel()
+        if was_busy and not self.runner.busy:  # the job had not begun: nothing else will report
+            self.show_status("stopped before training began")
+
+    def close(self):
+        self._closed = True
+        super().close()
+
+    @property
+    def planned_steps(self) -> int:
+        return int(self.epochs.value) * (len(self._train_set.labels) // max(int(self.batch_size.value), 1))
+
+    def _preview(self, seed: int, cancelled) -> None:
+        variables = digits.init_variables(seed)
+        if not cancelled():
+            self._show(0, variables)
+            self.show_status(f"untrained model (seed {seed}): press Start")
+
+    def _train(self, settings: dict, cancelled) -> None:
+        total = settings["epochs"] * (len(self._train_set.labels) // settings["batch_size"])
+        self._reset_history()
+        self._show(0, digits.init_variables(settings["seed"]))
+        clock = {"first": None}
+        last = {"step": 0, "variables": None}
+        diverged = []
+
+        def on_step(step, variables, loss):
+            last.update(step=step, variables=variables)
+            self.history["loss_step"].append(step)
+            self.history["loss"].append(loss)
+            now = time.monotonic()
+            clock["first"] = clock["first"] or now
+            if cancelled():
+                return True
+            if not math.isfinite(loss):
+                diverged.append(step)
+                return True
+            if step % self.every == 0 or step == total:
+                rate = (step - 1) / max(now - clock["first"], 1e-6)
+                self._show(step, variables, force=step == total)
+                self.show_status(
+                    f"step {step}/{total} · loss {loss:.3f} · test accuracy "
+                    f"{self.history['test_accuracy'][-1]:.2f} · {rate:.1f} steps/s"
+                )
+                self.progress.value = step  # last: a watcher of the bar sees the rest done
+            return None
+
+        start = time.monotonic()
+        result = digits.train_digits_cnn(callback=on_step, progress=False, **settings)
+        self.result, self.variables = result, result.variables
+        self.steps_done = len(result.losses)
+        self.probe = _probe_over(self._template, result.variables)
+        if self._closed or (cancelled() and not self._stopping):
+            return  # closed, or replaced by a newer run (which reports)
+        if (self.history["eval_step"][-1] != last["step"] or self._stale) and last["variables"] is not None:
+            self._show(last["step"], last["variables"])  # the final state, shown
+        self.progress.value = self.steps_done
+        summary = (
+            f"{self.steps_done} steps in {time.monotonic() - start:.1f} s · test accuracy "
+            f"{result.test_accuracy:.3f} · train accuracy {result.train_accuracy:.3f} · "
+            f"dead filters {sum(self.dead_counts.values())}"
+        )
+        if diverged:
+            self.show_error(
+                FloatingPointError(f"the loss diverged (NaN/Inf) at step {diverged[0]}; {summary}")
+            )
+        elif self.steps_done < total:
+            self.show_status(f"stopped at step {self.steps_done}/{total}: {summary}")
+        else:
+            self.show_status(f"done: {summary}")
+
+    # --------------------------------------------------------------- display
+    def _reset_history(self) -> None:
+        self.history = {
+            "loss_step": [],
+            "loss": [],
+            "eval_step": [],
+            "test_accuracy": [],
+            "train_accuracy": [],
+            "dead": [],
+        }
+
+    def _show(self, step: int, variables, force: bool = True) -> None:
+        """Evaluate ``variables`` once (jitted) and update every display; record the numbers.
+
+        Unless ``force``, image frames beyond the grids' frame rate are skipped (``_stale``).
+        """
+        test_acc, train_acc, peaks, maps = _evaluate(self._template, self.conv_layers, self.image_index)(
+            variables, *_eval_data()
+        )
+        dead = {name: np.asarray(peaks[name]) <= 0 for name in self.conv_layers}
+        self.dead_counts = {name: int(mask.sum()) for name, mask in dead.items()}
+        h = self.history
+        if h["eval_step"] and h["eval_step"][-1] == step:  # shown again (forced): one point per step
+            for key in ("eval_step", "test_accuracy", "train_accuracy", "dead"):
+                h[key].pop()
+        h["eval_step"].append(step)
+        h["test_accuracy"].append(float(test_acc))
+        h["train_accuracy"].append(float(train_acc))
+        h["dead"].append(dict(self.dead_counts))
+
+        tiles = kernels_as_images(self._template, "conv1", "mean", variables=variables)
+        self.kernel_tiles = np.nan_to_num(tiles, nan=0.5)  # a diverged run shows grey, not an error
+        zoomed = np.repeat(np.repeat(self.kernel_tiles, KERNEL_ZOOM, axis=1), KERNEL_ZOOM, axis=2)
+        mark = lambda name, i: f"{i}×" if dead[name][i] else str(i)
+        map_tiles, map_labels = [], []
+        for name in MAP_LAYERS:
+            m = np.nan_to_num(np.moveaxis(np.asarray(maps[name]), -1, 0)[..., None], nan=0.0)  # (C, H, W, 1)
+            map_tiles.append(m / max(float(m.max()), 1e-8))  # per layer: weak filters look dark
+            map_labels += [mark(name, i) for i in range(len(m))]
+        with self.loss_lines.hold_sync(), self.accuracy_lines.hold_sync():
+            self.loss_lines.x, self.loss_lines.y = (
+                np.asarray(h["loss_step"], float),
+                np.asarray(h["loss"], float),
+            )
+            self.accuracy_lines.x = np.asarray(h["eval_step"], float)
+            self.accuracy_lines.y = np.asarray([h["test_accuracy"], h["train_accuracy"]], float)
+        sent = self.kernel_grid.update(zoomed, [mark("conv1", i) for i in range(len(zoomed))], force=force)
+        sent &= self.map_grid.update(np.concatenate(map_tiles), map_labels, force=force)
+        self._stale = not sent
+        if self.digit_grid.frames == 0:
+            self.digit_grid.update(
+                self._test_set.images[self.image_index][None],
+                [f"digit {self._test_set.labels[self.image_index]}"],
+            )
+        rows = "".join(
+            f"<tr><td>{name}</td><td style='text-align:right'><b>{n}</b> / {len(dead[name])}</td></tr>"
+            for name, n in self.dead_counts.items()
+        )
+        self.dead_html.value = (
+            f"<table>{rows}</table><small>never active on the 450 test digits (step {step})</small>"
+        )
+
+    # ----------------------------------------------------------------- export
+    def to_figure(self):
+        """A matplotlib figure: loss and accuracy curves, the conv1 kernels, dead-filter counts."""
+        from cnnvis_widgets import export
+
+        h = self.history
+        if not h["eval_step"]:
+            raise RuntimeError("Nothing to show yet: wait for the untrained model or a run (monitor.wait()).")
+        fig = export._figure_class()(figsize=(9, 6.5), layout="constrained")
+        top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1.1])
+        ax_loss, ax_acc = top.subplots(1, 2)
+        ax_loss.plot(h["loss_step"], h["loss"], lw=1)
+        ax_loss.set(xlabel="step", ylabel="training loss", title="loss")
+        ax_acc.plot(h["eval_step"], h["test_accuracy"], label="test (450 digits)", color="#d62728")
+        ax_acc.plot(
+            h["eval_step"], h["train_accuracy"], label=f"train ({N_TRAIN_EVAL} digits)", color="#2ca02c"
+        )
+        ax_acc.set(xlabel="step", ylabel="accuracy", ylim=(0, 1), title="accuracy")
+        ax_acc.legend(loc="lower right", fontsize=8)
+        tiles = self.kernel_tiles
+        axes = bottom.subplots(2, math.ceil(len(tiles) / 2), squeeze=False)
+        for i, ax in enumerate(axes.flat):
+            ax.set_axis_off()
+            if i < len(tiles):
+                ax.imshow(tiles[i, ..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+                ax.set_title(str(i), fontsize=7, pad=2)
+        dead = " · ".join(f"{name} {n}" for name, n in self.dead_counts.items())
+        bottom.suptitle(f"conv1 kernels at step {h['eval_step'][-1]} · dead filters: {dead}", fontsize=10)
+        return fig
+
+
+# ------------------------------------------------------------------ helpers
+def _curve_figure(title: str, labels: list[str], colors: list[str], y_range=None):
+    x, y = (
+        bqplot.LinearScale(),
+        bqplot.LinearScale(**({"min": y_range[0], "max": y_range[1]} if y_range else {})),
+    )
+    lines = bqplot.Lines(
+        x=np.zeros(0),
+        y=np.zeros((len(labels), 0)) if len(labels) > 1 else np.zeros(0),
+        scales={"x": x, "y": y},
+        labels=labels,
+        colors=colors,
+        display_legend=len(labels) > 1,
+    )
+    figure = bqplot.Figure(
+        marks=[lines],
+        axes=[
+            bqplot.Axis(scale=x, label="step"),
+            bqplot.Axis(scale=y, side="left", tick_format=".2f"),
+        ],
+        title=title,
+        legend_location="bottom-right",
+        layout=widgets.Layout(width="420px", height="260px"),
+        fig_margin={"top": 40, "bottom": 40, "left": 50, "right": 10},
+    )
+    return lines, figure
+
+
+@functools.lru_cache(maxsize=1)
+def _template_probe() -> Probe:
+    """digits-cnn's Probe (module, layers, preprocessing): its variables are swapped per use."""
+    from cnnvis_widgets.models.zoo import load
+
+    return load("digits-cnn")
+
+
+def _probe_over(template: Probe, variables) -> Probe:
+    """A Probe like ``template`` (same module, layers, conventions) over other variables."""
+    probe = copy.copy(template)
+    probe.variables = variables
+    probe.name = f"{template.name} (trained here)"
+    return probe
+
+
+@functools.lru_cache(maxsize=1)
+def _eval_data():
+    """The 450 test digits and labels, then N_TRAIN_EVAL training ones, on the device."""
+    train, test = data.digits_split()
+    return (
+        jnp.asarray(np.concatenate([test.images, train.images[:N_TRAIN_EVAL]])),
+        jnp.asarray(np.concatenate([test.labels, train.labels[:N_TRAIN_EVAL]])),
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _evaluate(probe: Probe, conv_layers: tuple[str, ...], image_index: int):
+    """Jitted: (test accuracy, train accuracy, {conv: peak over test digits}, {layer: maps of one digit})."""
+    n_test = len(data.digits_split()[1].labels)
+
+    def evaluate(variables, x, y):
+        logits, acts = probe.forward(variables, x)
+        right = logits.argmax(-1) == y
+        peaks = {name: acts[name][:n_test].max(axis=(0, 1, 2)) for name in conv_layers}
+        maps = {name: acts[name][image_index] for name in MAP_LAYERS}
+        return right[:n_test].mean(), right[n_test:].mean(), peaks, maps
+
+    return jax.jit(evaluate)
