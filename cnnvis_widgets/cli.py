@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -79,6 +80,60 @@ def cmd_demo(args) -> int:
     code = cmd_filters(args)
     print("Next: open the quickstart with  .venv/bin/jupyter lab notebooks/  (or `make lab`).")
     return code
+
+
+def cmd_saliency(args) -> int:
+    """Saliency maps of one image (one or more methods) → a PNG: the image, then one overlay per method."""
+    import jax
+
+    from cnnvis_widgets import export, load
+    from cnnvis_widgets import images as px
+    from cnnvis_widgets.engine import saliency as sal
+
+    probe = load(args.model)
+    methods = [_method_name(m) for m in args.method.split(",") if m.strip()]
+    image, name = _input_image(args.image, probe)
+    target = sal.parse_target(probe, args.target)
+    probs = np.asarray(jax.nn.softmax(probe.logits(probe.variables, image[None]), axis=-1))[0]
+    names = probe.class_names or [str(i) for i in range(len(probs))]
+    top = int(probs.argmax())
+    tiles, labels = [px.to_rgb(image)], [f"{name}: {names[top]} {probs[top]:.2f}"]
+    bar = _bar(len(methods), f"{probe.name} saliency")
+    for method in methods:
+        result = sal.saliency(probe, image[None], method, target)
+        heat = px.colorize(
+            px.display_maps(result.maps, signed=method in sal.SIGNED_METHODS),
+            "RdBu_r" if method in sal.SIGNED_METHODS else args.cmap,
+        )
+        tiles.append(px.overlay(image, heat[0], args.opacity))
+        unit = int(result.targets[0])
+        what = (
+            names[unit]
+            if result.target_layer is None
+            else f"{result.target_layer}:{'*' if unit < 0 else unit}"
+        )
+        labels.append(f"{method} → {what}")
+        bar.update(1)
+    bar.close()
+    figure = export.grid_figure(np.stack(tiles), labels, ncols=len(tiles), tile_inches=2.4)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=150)
+    print(f"wrote {out} ({', '.join(methods)} on {name}; predicted {names[top]} p={probs[top]:.3f})")
+    return 0
+
+
+def _method_name(text: str) -> str:
+    """'grad-cam', 'Grad_CAM', 'gradcam' → 'gradcam' (the engine's names, spelled loosely)."""
+    from cnnvis_widgets.engine.saliency import METHODS
+
+    squash = lambda s: s.lower().replace("-", "").replace("_", "").replace(" ", "")
+    by_squash = {squash(m): m for m in METHODS}
+    by_squash.update({"integratedgradient": "integrated_gradients", "ig": "integrated_gradients"})
+    found = by_squash.get(squash(text))
+    if found is None:
+        raise ValueError(f"Unknown saliency method {text.strip()!r}; methods: {', '.join(METHODS)}.")
+    return found
 
 
 def cmd_maps(args) -> int:
@@ -242,6 +297,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="out/filters.png")
     p.set_defaults(fn=cmd_filters)
+    p = sub.add_parser("saliency", help="saliency maps of one image → PNG (image + one overlay per method)")
+    p.add_argument("--model", default="digits-cnn")
+    p.add_argument("--image", help="a bundled photo (chelsea, coffee, …), digit:N, or an image file")
+    p.add_argument(
+        "--method",
+        default="gradcam",
+        help="one or more of the engine's methods, comma-separated "
+        "(vanilla, grad_x_input, smoothgrad, integrated_gradients, guided_backprop, deconvnet, "
+        "gradcam, gradcam_pp, scorecam, occlusion; 'grad-cam' works too)",
+    )
+    p.add_argument(
+        "--target", help="a class name or index, or a layer unit like conv3:5 (default: the predicted class)"
+    )
+    p.add_argument("--opacity", type=float, default=0.5)
+    p.add_argument("--cmap", default="jet", help="a matplotlib colormap for unsigned maps")
+    p.add_argument("--out", default="out/saliency.png")
+    p.set_defaults(fn=cmd_saliency)
     p = sub.add_parser("maps", help="feature maps of one image at a layer → PNG grid")
     p.add_argument("--model", default="digits-cnn")
     p.add_argument("--image", help="a bundled photo (chelsea, coffee, …), digit:N, or an image file")

@@ -78,3 +78,23 @@ def tile_at(
         return None
     i = r * cols + k
     return i if i < n else None
+
+
+def to_rgb(images: np.ndarray) -> np.ndarray:
+    """(..., H, W, 1|3|4) → (..., H, W, 3): grey repeated, alpha dropped."""
+    images = np.asarray(images, np.float32)
+    return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images[..., :3]
+
+
+def display_maps(maps: np.ndarray, signed: bool = False) -> np.ndarray:
+    """(N, H, W) maps → [0, 1] for colouring: min-max per map, or signed maps with 0 at 0.5."""
+    maps = np.asarray(maps, np.float32)
+    if signed:
+        scale = np.abs(maps).max(axis=(1, 2), keepdims=True)
+        return 0.5 + 0.5 * maps / np.where(scale > 0, scale, 1)
+    return normalize(maps, axis=(1, 2))
+
+
+def overlay(images: np.ndarray, heat: np.ndarray, opacity: float = 0.5) -> np.ndarray:
+    """Heat maps (RGB) blended over images: ``(1 - opacity) * image + opacity * heat``."""
+    return (1.0 - opacity) * to_rgb(images) + opacity * np.asarray(heat, np.float32)

@@ -69,8 +69,28 @@ def test_app_refuses_an_unknown_model_before_starting_a_server(capsys):
 def test_every_subcommand_has_help(capsys):
     import pytest
 
-    for command in ["demo", "layers", "filters", "maps", "classes", "app"]:
+    for command in ["demo", "layers", "filters", "saliency", "maps", "classes", "app"]:
         with pytest.raises(SystemExit) as exit_:
             cli.main([command, "--help"])
         assert exit_.value.code == 0
         assert "usage: cnnvis " + command in capsys.readouterr().out
+
+
+def test_saliency_writes_the_image_and_one_overlay_per_method(tmp_path, capsys):
+    out = tmp_path / "sal.png"
+    args = ["saliency", "--image", "digit:2", "--method", "grad-cam,Vanilla", "--out", str(out)]
+    assert cli.main(args) == 0
+    text = capsys.readouterr().out
+    assert "gradcam, vanilla on digit:2" in text and "predicted 8" in text  # test digit 2 is an 8
+    width, height = Image.open(out).size
+    assert width > 2.5 * height  # three tiles side by side: the digit and two overlays
+
+
+def test_saliency_errors_name_what_is_valid(capsys):
+    assert cli.main(["saliency", "--method", "gradcamm"]) == 2
+    assert "methods: vanilla, grad_x_input" in capsys.readouterr().err
+    assert cli.main(["saliency", "--target", "conv3:99"]) == 2
+    assert "valid: 0..47" in capsys.readouterr().err
+    assert cli.main(["saliency", "--target", "conv9:1"]) == 2
+    err = capsys.readouterr().err
+    assert "conv9" in err and "conv4" in err and "Traceback" not in err

@@ -32,6 +32,7 @@ import dataclasses
 import difflib
 import functools
 import inspect
+import re
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -67,6 +68,9 @@ class SaliencyResult:
     target_layer: str | None = None
     layer: str | None = None
     attributions: np.ndarray | None = None
+
+
+PREDICTED = "predicted class"  # the text for target=None
 
 
 class _Target(NamedTuple):
@@ -118,6 +122,53 @@ def saliency(
     if normalize:
         result = dataclasses.replace(result, maps=normalize_maps(result.maps))
     return result
+
+
+def parse_target(probe, text: str, n_classes: int | None = None):
+    """A target as ``saliency`` takes it, from text (a widget's target box, a command line).
+
+    "" or "predicted class" → None; a class name → its index; "7" or "#7" → class 7;
+    "conv3:5" → ("conv3", 5); "conv3:*" or "conv3" → ("conv3", None) (the whole layer).
+    Errors name what is valid.
+    """
+    text = (text or "").strip()
+    if text.lower() in ("", PREDICTED, "predicted"):
+        return None
+    names = [str(n) for n in (probe.class_names or [])]
+    n_classes = n_classes if n_classes is not None else num_classes(probe)
+    if text in names:
+        return names.index(text)
+    match = re.fullmatch(r"#?\s*(\d+)", text)
+    if match:
+        index = int(match.group(1))
+        if index >= n_classes:
+            raise ValueError(f"Class {index} is out of range for {probe.name} (valid: 0..{n_classes - 1}).")
+        return index
+    layer, sep, unit = text.rpartition(":") if ":" in text else (text, "", "")
+    layer = layer.strip()
+    if sep or layer in probe.layer_names:
+        info = probe.layer(layer)  # an unknown layer lists the valid ones
+        unit = unit.strip()
+        if unit in ("", "*", "all"):
+            return (info.name, None)
+        if not re.fullmatch(r"\d+", unit):
+            raise ValueError(
+                f"Unit {unit!r} of layer {info.name!r} is not a channel index: give one of "
+                f"0..{info.channels - 1}, or * for the whole layer."
+            )
+        probe.check_units(info.name, [int(unit)])  # out of range: names 0..C-1
+        return (info.name, int(unit))
+    close = difflib.get_close_matches(text, names, n=3)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    if names:
+        shown = ", ".join(names) if len(names) <= 20 else ", ".join(names[:8]) + ", …"
+        classes = f"a class name ({shown}), a class index 0..{n_classes - 1}"
+    else:
+        classes = f"a class index 0..{n_classes - 1}"
+    raise ValueError(
+        f"Unknown target {text!r} for {probe.name}.{hint} Give {classes}, '{PREDICTED}', or a layer unit "
+        f"like {probe.layer_names[0]}:0 (layers: {', '.join(probe.layer_names)})."
+    )
 
 
 def method_options(method: str) -> list[str]:
@@ -325,6 +376,8 @@ METHODS: dict[str, Callable[..., SaliencyResult]] = {
     "occlusion": occlusion,
 }
 CAM_METHODS = ("gradcam", "gradcam_pp", "scorecam")
+# Methods whose maps are signed attributions (show them with 0 in the middle of a diverging colormap).
+SIGNED_METHODS = ("grad_x_input", "integrated_gradients", "occlusion")
 
 
 # ------------------------------------------------------------------ CAM formulas (pure, one image)
@@ -366,7 +419,7 @@ def _resolve_target(probe, target, n: int) -> tuple[_Target, np.ndarray]:
         return _Target(layer, False), _broadcast_targets(units, n, f"units of layer {layer!r}")
     if target is None:
         return _Target(None, False), np.full(n, -1, np.int32)
-    n_classes = _num_classes(probe)
+    n_classes = num_classes(probe)
     if isinstance(target, str):
         names = probe.class_names or []
         if target not in names:
@@ -399,7 +452,8 @@ def _broadcast_targets(values, n: int, what: str) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
-def _num_classes(probe) -> int:
+def num_classes(probe) -> int:
+    """The size of the model's output."""
     out = jax.eval_shape(lambda x: probe.forward(probe.variables, x)[0], jnp.zeros((1, *probe.input_shape)))
     return int(out.shape[-1])
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import difflib
 import functools
 import html
-import re
 import threading
 import time
 
@@ -24,16 +23,22 @@ import numpy as np
 
 from cnnvis_widgets import images as px
 from cnnvis_widgets.compile_cache import enable_compilation_cache
-from cnnvis_widgets.engine.saliency import CAM_METHODS, METHODS, method_options, normalize_maps, saliency
+from cnnvis_widgets.engine.saliency import (
+    CAM_METHODS,
+    METHODS,
+    PREDICTED,
+    SIGNED_METHODS,
+    method_options,
+    num_classes,
+    parse_target,
+    saliency,
+)
 from cnnvis_widgets.engine.sanity import randomization_cascade
 from cnnvis_widgets.widgets.controls import ImagePicker
 from cnnvis_widgets.widgets.grid import ImageGrid
 from cnnvis_widgets.widgets.view import View, as_probe
 
 MODES = ("single", "batch", "compare")
-PREDICTED = "predicted class"
-# Methods whose maps are signed attributions: shown with a diverging colormap, zero in the middle.
-SIGNED_METHODS = ("grad_x_input", "integrated_gradients", "occlusion")
 LABELS = {
     "vanilla": "vanilla gradient",
     "grad_x_input": "gradient × input",
@@ -99,7 +104,7 @@ class SaliencyExplorer(View):
         self.options = _check_options(options or {})
         self.cascade_steps = cascade_steps
         self.cmap, self.signed_cmap = cmap, signed_cmap
-        self.n_classes = _num_classes(probe)
+        self.n_classes = num_classes(probe)
         target_text = target_to_text(probe, target)
         parse_target(probe, target_text, self.n_classes)  # a bad target fails here, not in the status line
 
@@ -144,8 +149,8 @@ class SaliencyExplorer(View):
         self.top5_html = widgets.HTML(layout=widgets.Layout(min_width="220px", margin="0 0 0 12px"))
         self.cascade_title = widgets.HTML()
         self.cascade_grid = ImageGrid(tile_px=96)
-        self.cascade_box = widgets.VBox([self.cascade_title, self.cascade_grid])
-        self.cascade_box.layout.display = None if sanity else "none"
+        # shown only with the sanity check on: a bqplot figure laid out hidden (0×0) errs in the browser
+        self.cascade_box = widgets.VBox([self.cascade_title, self.cascade_grid] if sanity else [])
 
         self.children = [
             widgets.HBox([self.image_picker, self.method, self.target]),
@@ -235,7 +240,7 @@ class SaliencyExplorer(View):
     def _job(self, request, cancelled):
         start = time.monotonic()
         probe, target, images = self.probe, request["target"], request["images"]
-        base = _rgb(images)
+        base = px.to_rgb(images)
         results = {}
         for method in request["methods"]:
             if cancelled():
@@ -308,7 +313,7 @@ class SaliencyExplorer(View):
     def _blend(self, display) -> np.ndarray:
         base, heat, has_map, _labels = display
         a = float(self.opacity.value)
-        return np.where(has_map[:, None, None, None], (1 - a) * base + a * heat, base)
+        return np.where(has_map[:, None, None, None], px.overlay(base, heat, a), base)
 
     def _show_main(self, base, heat, has_map, labels, maps, force=True) -> None:
         with self._draw_lock:
@@ -326,7 +331,7 @@ class SaliencyExplorer(View):
             maps = cascade.maps[:, 0, 0]  # (steps, H, W), each min-max scaled by the engine
             rho = cascade.spearman[:, 0, 0]
             labels = [f"{step} ρ={r:.2f}" for step, r in zip(cascade.steps, rho)]
-            base = np.repeat(_rgb(request["image"][None]), len(maps), axis=0)
+            base = np.repeat(px.to_rgb(request["image"][None]), len(maps), axis=0)
             self._cascade_display = (base, px.colorize(maps, self.cmap), np.ones(len(maps), bool), labels)
             self.cascade_grid.ncols = len(maps)
             self.cascade_grid.update(self._blend(self._cascade_display), labels, force=True)
@@ -353,10 +358,7 @@ class SaliencyExplorer(View):
 
     def _display_maps(self, result) -> np.ndarray:
         """Maps in [0, 1] for colouring: signed attributions centred at 0.5, others min-max scaled."""
-        if result.method in SIGNED_METHODS:
-            scale = np.abs(result.maps).max(axis=(1, 2), keepdims=True)
-            return (0.5 + 0.5 * result.maps / np.where(scale > 0, scale, 1)).astype(np.float32)
-        return normalize_maps(result.maps)
+        return px.display_maps(result.maps, signed=result.method in SIGNED_METHODS)
 
     def _heat(self, maps, method: str) -> np.ndarray:
         return px.colorize(maps, self.signed_cmap if method in SIGNED_METHODS else self.cmap)
@@ -396,7 +398,7 @@ class SaliencyExplorer(View):
         self.run()
 
     def _sanity_changed(self, change) -> None:
-        self.cascade_box.layout.display = None if change["new"] else "none"
+        self.cascade_box.children = [self.cascade_title, self.cascade_grid] if change["new"] else []
         if change["new"]:
             self.run()
 
@@ -440,53 +442,6 @@ class SaliencyExplorer(View):
 
 
 # ------------------------------------------------------------------ targets
-def parse_target(probe, text: str, n_classes: int | None = None):
-    """A target as the engine takes it, from the text of the target box.
-
-    "" or "predicted class" → None; a class name → its index; "7" or "#7" → class 7;
-    "conv3:5" → ("conv3", 5); "conv3:*" or "conv3" → ("conv3", None) (the whole layer).
-    Errors name what is valid.
-    """
-    text = (text or "").strip()
-    if text.lower() in ("", PREDICTED, "predicted"):
-        return None
-    names = [str(n) for n in (probe.class_names or [])]
-    n_classes = n_classes if n_classes is not None else _num_classes(probe)
-    if text in names:
-        return names.index(text)
-    match = re.fullmatch(r"#?\s*(\d+)", text)
-    if match:
-        index = int(match.group(1))
-        if index >= n_classes:
-            raise ValueError(f"Class {index} is out of range for {probe.name} (valid: 0..{n_classes - 1}).")
-        return index
-    layer, sep, unit = text.rpartition(":") if ":" in text else (text, "", "")
-    layer = layer.strip()
-    if sep or layer in probe.layer_names:
-        info = probe.layer(layer)  # an unknown layer lists the valid ones
-        unit = unit.strip()
-        if unit in ("", "*", "all"):
-            return (info.name, None)
-        if not re.fullmatch(r"\d+", unit):
-            raise ValueError(
-                f"Unit {unit!r} of layer {info.name!r} is not a channel index: give one of "
-                f"0..{info.channels - 1}, or * for the whole layer."
-            )
-        probe.check_units(info.name, [int(unit)])  # out of range: names 0..C-1
-        return (info.name, int(unit))
-    close = difflib.get_close_matches(text, names, n=3)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    if names:
-        shown = ", ".join(names) if len(names) <= 20 else ", ".join(names[:8]) + ", …"
-        classes = f"a class name ({shown}), a class index 0..{n_classes - 1}"
-    else:
-        classes = f"a class index 0..{n_classes - 1}"
-    raise ValueError(
-        f"Unknown target {text!r} for {probe.name}.{hint} Give {classes}, '{PREDICTED}', or a layer unit "
-        f"like {probe.layer_names[0]}:0 (layers: {', '.join(probe.layer_names)})."
-    )
-
-
 def target_to_text(probe, target) -> str:
     """The target box's text for a target given as the engine takes it."""
     if target is None:
@@ -521,11 +476,6 @@ def _check_options(options: dict) -> dict:
     return out
 
 
-def _num_classes(probe) -> int:
-    shape = jax.eval_shape(lambda x: probe.forward(probe.variables, x)[0], jnp.zeros((1, *probe.input_shape)))
-    return int(np.prod(shape.shape[1:]))
-
-
 @functools.lru_cache(maxsize=8)
 def _probabilities(probe):
     """Jitted softmax of the model's output, once per probe."""
@@ -535,11 +485,6 @@ def _probabilities(probe):
         return jax.nn.softmax(out.reshape(out.shape[0], -1), axis=-1)
 
     return jax.jit(probs)
-
-
-def _rgb(images) -> np.ndarray:
-    images = np.asarray(images, np.float32)
-    return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images[..., :3]
 
 
 def _draw_tiles(subfig, tiles, labels, ncols) -> None:

@@ -39,8 +39,10 @@ def test_each_live_filter_is_excited_most_by_its_own_image(probe):
     assert 0.0 <= result.images.min() and result.images.max() <= 1.0
     live = live_filters(probe, "conv4")
     wins = own_image_wins(probe, result)
-    print(f"conv4: {wins.sum()}/64 filters top-activated by their own image; "
-          f"{wins[live].sum()}/{len(live)} of the live ones ({64 - len(live)} dead on all digits)")
+    print(
+        f"conv4: {wins.sum()}/64 filters top-activated by their own image; "
+        f"{wins[live].sum()}/{len(live)} of the live ones ({64 - len(live)} dead on all digits)"
+    )
     assert wins.mean() >= 0.9  # issue 3: at least 90 % of the layer's filters
     # the objective really rose: last value far above the first for live filters
     assert np.median(result.objective[live, -1] - result.objective[live, 0]) > 1.0
@@ -66,11 +68,15 @@ def test_results_do_not_depend_on_batch_composition_or_chunking(probe):
 
 def test_callback_sees_every_snapshot_and_can_stop(probe):
     seen = []
-    full = visualize_filters(probe, "conv1", [0, 1], steps=40, snapshot_every=10, callback=lambda p: seen.append(p.step))
+    full = visualize_filters(
+        probe, "conv1", [0, 1], steps=40, snapshot_every=10, callback=lambda p: seen.append(p.step)
+    )
     assert seen == [10, 20, 30, 40] and full.snapshot_steps == seen and full.snapshots.shape[:2] == (4, 2)
     assert full.objective.shape == (2, 40) and not full.stopped
 
-    stopped = visualize_filters(probe, "conv1", [0, 1], steps=40, snapshot_every=10, callback=lambda p: p.step >= 20)
+    stopped = visualize_filters(
+        probe, "conv1", [0, 1], steps=40, snapshot_every=10, callback=lambda p: p.step >= 20
+    )
     assert stopped.stopped and stopped.steps_done == 20 and stopped.objective.shape == (2, 20)
     np.testing.assert_allclose(stopped.objective, full.objective[:, :20], rtol=1e-5, atol=1e-6)
 
@@ -110,7 +116,11 @@ def test_sharded_over_four_devices_equals_unsharded(probe, tmp_path):
         (dict(steps=0), ValueError, "steps must be a positive integer, got 0"),
         (dict(steps=-3), ValueError, "steps must be a positive integer"),
         (dict(size=4), ValueError, r"size \(4, 4\) is too small for digits-cnn: use at least 8x8"),
-        (dict(objective="fancy"), ValueError, r"Unknown objective 'fancy'; give one of \['channel', 'neuron'\]"),
+        (
+            dict(objective="fancy"),
+            ValueError,
+            r"Unknown objective 'fancy'; give one of \['channel', 'neuron'\]",
+        ),
         (dict(weights=[1.0]), ValueError, "weights must have one value per regularizer"),
         (dict(layer="fc1", objective="neuron"), ValueError, "A neuron objective needs a spatial layer"),
     ],
@@ -146,7 +156,9 @@ def test_diversity_makes_a_filters_images_differ(probe):
 
 def test_use_all_cores_exposes_one_cpu_device_per_core():
     script = "import cnnvis_widgets as cw; n = cw.use_all_cores(3); import jax; print(n, len(jax.devices()))"
-    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=120
+    )
     assert out.stdout.split() == ["3", "3"]
 
 
@@ -159,8 +171,9 @@ def test_compilation_cache_fills_a_per_user_directory(tmp_path):
     )
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
     env["XDG_CACHE_HOME"] = str(tmp_path)
-    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, env=env,
-                         timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True, env=env, timeout=300
+    )
     cache = tmp_path / "cnnvis_widgets" / "jax"
     assert out.stdout.strip() == str(cache)
     assert any(cache.iterdir()), "nothing was written to the cache"

@@ -24,8 +24,15 @@ def test_fast_conv_gradients_equal_jax(lhs, rhs, strides, padding, dilation, gro
     r = jax.random.normal(jax.random.key(1), rhs)
 
     def f(l, r):
-        y = lax.conv_general_dilated(l, r, strides, padding, rhs_dilation=dilation,
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+        y = lax.conv_general_dilated(
+            l,
+            r,
+            strides,
+            padding,
+            rhs_dilation=dilation,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=groups,
+        )
         return jnp.sin(y).sum()
 
     fast = with_gradient_rules(f)
@@ -44,7 +51,9 @@ def test_model_gradients_unchanged_and_inside_scan():
     np.testing.assert_allclose(jax.jit(jax.grad(fast, 1))(probe.variables, x), expected, rtol=1e-4, atol=1e-6)
 
     def scanned(x):
-        return lax.scan(lambda c, _: (c + 0.01 * jax.grad(fast, 1)(probe.variables, c), None), x, None, length=3)[0]
+        return lax.scan(
+            lambda c, _: (c + 0.01 * jax.grad(fast, 1)(probe.variables, c), None), x, None, length=3
+        )[0]
 
     assert np.isfinite(np.asarray(jax.jit(scanned)(x))).all()
 

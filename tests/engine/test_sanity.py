@@ -36,7 +36,9 @@ def test_randomize_redraws_only_the_chosen_leaves(probe):
     old_k, new_k = probe.variables["params"]["conv4_op"]["kernel"], new["params"]["conv4_op"]["kernel"]
     assert not np.allclose(old_k, new_k)
     assert abs(float(new_k.std()) - float(old_k.std())) < 0.1 * float(old_k.std())
-    np.testing.assert_array_equal(new["params"]["conv3_op"]["kernel"], probe.variables["params"]["conv3_op"]["kernel"])
+    np.testing.assert_array_equal(
+        new["params"]["conv3_op"]["kernel"], probe.variables["params"]["conv3_op"]["kernel"]
+    )
 
 
 @pytest.mark.slow

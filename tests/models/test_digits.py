@@ -41,4 +41,6 @@ def test_save_and_load_round_trip(tmp_path):
     from flax import serialization
 
     restored = serialization.msgpack_restore(path.read_bytes())
-    np.testing.assert_array_equal(restored["params"]["conv1_op"]["kernel"], variables["params"]["conv1_op"]["kernel"])
+    np.testing.assert_array_equal(
+        restored["params"]["conv1_op"]["kernel"], variables["params"]["conv1_op"]["kernel"]
+    )

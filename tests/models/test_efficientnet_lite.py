@@ -17,7 +17,7 @@ def square_224(image: np.ndarray) -> np.ndarray:
     h, w = image.shape[:2]
     s = min(h, w)
     y, x = (h - s) // 2, (w - s) // 2
-    crop = image[y:y + s, x:x + s]
+    crop = image[y : y + s, x : x + s]
     return transform.resize(crop, (224, 224), anti_aliasing=True).astype(np.float32)
 
 
@@ -95,8 +95,13 @@ def test_stem_uses_tf_same_padding_and_bn_eps_1e_3(state_dict):
     module = eff.EfficientNetLite0()
     stem = jax.jit(lambda v, x: module.apply(v, x, mutable=["intermediates"])[1]["intermediates"]["stem"][0])
     got = np.asarray(stem(eff.load_variables(), x))  # jit prunes everything after the stem
-    y = lax.conv_general_dilated(x, state_dict["_conv_stem.weight"], (2, 2), ((0, 1), (0, 1)),
-                                 dimension_numbers=("NHWC", "OIHW", "NHWC"))
+    y = lax.conv_general_dilated(
+        x,
+        state_dict["_conv_stem.weight"],
+        (2, 2),
+        ((0, 1), (0, 1)),
+        dimension_numbers=("NHWC", "OIHW", "NHWC"),
+    )
     bn = {k: state_dict[f"_bn0.{k}"] for k in ("weight", "bias", "running_mean", "running_var")}
     y = (y - bn["running_mean"]) / np.sqrt(bn["running_var"] + 1e-3) * bn["weight"] + bn["bias"]
     np.testing.assert_allclose(got, np.clip(y, 0, 6), rtol=1e-4, atol=1e-4)
@@ -111,21 +116,26 @@ def test_conversion_maps_every_key(state_dict):
         state_dict["_blocks.1._depthwise_conv.weight"][5, 0],
     )
     np.testing.assert_array_equal(variables["params"]["fc"]["kernel"], state_dict["_fc.weight"].T)
-    np.testing.assert_array_equal(variables["batch_stats"]["conv_head"]["bn"]["var"],
-                                  state_dict["_bn1.running_var"])
+    np.testing.assert_array_equal(
+        variables["batch_stats"]["conv_head"]["bn"]["var"], state_dict["_bn1.running_var"]
+    )
 
 
 def test_conversion_reports_missing_key(state_dict):
     broken = {k: v for k, v in state_dict.items() if k != "_blocks.3._bn1.running_var"}
-    with pytest.raises(eff.WeightsConversionError, match=r"missing keys: \['_blocks\.3\._bn1\.running_var'\]"):
+    with pytest.raises(
+        eff.WeightsConversionError, match=r"missing keys: \['_blocks\.3\._bn1\.running_var'\]"
+    ):
         eff.convert_state_dict(broken)
 
 
 def test_conversion_reports_wrong_shape(state_dict):
     broken = dict(state_dict)
     broken["_conv_head.weight"] = np.zeros((1280, 321, 1, 1), np.float32)
-    with pytest.raises(eff.WeightsConversionError,
-                       match=r"_conv_head\.weight \(1280, 321, 1, 1\).*expected \(1, 1, 320, 1280\)"):
+    with pytest.raises(
+        eff.WeightsConversionError,
+        match=r"_conv_head\.weight \(1280, 321, 1, 1\).*expected \(1, 1, 320, 1280\)",
+    ):
         eff.convert_state_dict(broken)
 
 
@@ -139,7 +149,11 @@ def test_class_names_are_readable_and_unique():
     names = eff.class_names()
     assert len(names) == len(set(names)) == 1000
     assert (names[281], names[282], names[285], names[967]) == (
-        "tabby", "tiger cat", "Egyptian cat", "espresso")
+        "tabby",
+        "tiger cat",
+        "Egyptian cat",
+        "espresso",
+    )
 
 
 def test_preprocess_maps_unit_range_to_about_plus_minus_one():

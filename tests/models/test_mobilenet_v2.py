@@ -23,7 +23,7 @@ def square_224(image: np.ndarray) -> np.ndarray:
     h, w = image.shape[:2]
     s = min(h, w)
     y, x = (h - s) // 2, (w - s) // 2
-    crop = image[y:y + s, x:x + s]
+    crop = image[y : y + s, x : x + s]
     return transform.resize(crop, (224, 224), anti_aliasing=True).astype(np.float32)
 
 
@@ -62,8 +62,9 @@ def test_sown_layers_in_forward_order():
         order.extend(state["intermediates"])  # recorded while tracing: outputs get sorted keys
         return state["intermediates"]
 
-    inter = jax.eval_shape(forward, mob.load_variables(),
-                           jax.ShapeDtypeStruct((1, *mob.INPUT_SHAPE), np.float32))
+    inter = jax.eval_shape(
+        forward, mob.load_variables(), jax.ShapeDtypeStruct((1, *mob.INPUT_SHAPE), np.float32)
+    )
     expected = ["stem"]
     for i, spec in enumerate(mob.MOBILENET_V2_BLOCKS):
         expected += [f"block{i}.expand"] * (spec.expand != 1)
@@ -85,8 +86,9 @@ def test_stem_uses_symmetric_padding_and_bn_eps_1e_5():
     module = mob.MobileNetV2()
     stem = jax.jit(lambda v, x: module.apply(v, x, mutable=["intermediates"])[1]["intermediates"]["stem"][0])
     got = np.asarray(stem(mob.load_variables(), x))
-    y = lax.conv_general_dilated(x, sd["features.0.0.weight"], (2, 2), ((1, 1), (1, 1)),
-                                 dimension_numbers=("NHWC", "OIHW", "NHWC"))
+    y = lax.conv_general_dilated(
+        x, sd["features.0.0.weight"], (2, 2), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "OIHW", "NHWC")
+    )
     bn = {k: sd[f"features.0.1.{k}"] for k in ("weight", "bias", "running_mean", "running_var")}
     y = (y - bn["running_mean"]) / np.sqrt(bn["running_var"] + 1e-5) * bn["weight"] + bn["bias"]
     np.testing.assert_allclose(got, np.clip(y, 0, 6), rtol=1e-4, atol=1e-4)
@@ -108,7 +110,8 @@ def test_conversion_uses_every_float_tensor():
 def test_missing_weights_package_names_the_install_command(monkeypatch):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec",
+        importlib.util,
+        "find_spec",
         lambda name, *a: None if name == mob.WEIGHTS_PACKAGE else real_find_spec(name, *a),
     )
     mob.load_variables.cache_clear()

@@ -69,14 +69,19 @@ def test_linen_capture_matches_direct_calls(linen_probe, images):
     assert [layer.kind for layer in p.layers] == ["conv", "conv", "block", "dense"]
     params = p.variables["params"]
     x = 2 * images - 1  # the probe's preprocessing, applied by hand
-    conv_a = jax.lax.conv_general_dilated(
-        x, params["conv_a"]["kernel"], (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-    ) + params["conv_a"]["bias"]
+    conv_a = (
+        jax.lax.conv_general_dilated(
+            x, params["conv_a"]["kernel"], (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        + params["conv_a"]["bias"]
+    )
     acts = p.activations(p.variables, images)
     np.testing.assert_allclose(acts["conv_a"], conv_a, rtol=1e-5, atol=1e-5)
     block = LinenBlock().apply({"params": params["block"]}, jax.nn.relu(conv_a))
     np.testing.assert_allclose(acts["block"], block, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(p.logits(p.variables, images), LinenNet().apply(p.variables, x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        p.logits(p.variables, images), LinenNet().apply(p.variables, x), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_geometry_of_a_user_model(linen_probe):
@@ -104,7 +109,9 @@ def test_receptive_field_against_linear_network():
     assert p.layer_names == ["Conv_0", "Conv_1"]
     last = p.layer("Conv_1")  # the dilated conv, after the pool
     assert last.stride == 4
-    g = jax.grad(lambda x: p.activations(p.variables, x, last.name)[0, 8, 8].sum())(jnp.full((1, 64, 64, 1), 0.5))
+    g = jax.grad(lambda x: p.activations(p.variables, x, last.name)[0, 8, 8].sum())(
+        jnp.full((1, 64, 64, 1), 0.5)
+    )
     rows = np.nonzero(np.abs(np.asarray(g[0, :, :, 0])).sum(axis=1) > 1e-9)[0]
     assert last.receptive_field == rows.max() - rows.min() + 1 == 5 + 2 * 2 + 2 * 2 * 4
 
@@ -144,7 +151,9 @@ def test_linen_and_nnx_probes_agree(images):
     lp = cw.Probe(One(), {"params": {"conv_a": {"kernel": kernel, "bias": bias}}}, input_shape=(16, 16, 3))
     npb = cw.Probe(nmodel, input_shape=(16, 16, 3))
     np.testing.assert_allclose(
-        lp.activations(lp.variables, images, "conv_a"), npb.activations(npb.variables, images, "conv_a"), rtol=1e-6
+        lp.activations(lp.variables, images, "conv_a"),
+        npb.activations(npb.variables, images, "conv_a"),
+        rtol=1e-6,
     )
 
 
@@ -174,10 +183,12 @@ def test_unknown_layer_lists_valid_names():
 
 @pytest.mark.parametrize(
     "units, message",
-    [([16], r"Filter 16 is out of range for layer 'conv1' with 16 channels \(valid: 0..15\)"),
-     ([-1], "Filter -1 is out of range"),
-     ([], "Empty list of filters"),
-     ([0.5], "must be integers")],
+    [
+        ([16], r"Filter 16 is out of range for layer 'conv1' with 16 channels \(valid: 0..15\)"),
+        ([-1], "Filter -1 is out of range"),
+        ([], "Empty list of filters"),
+        ([0.5], "must be integers"),
+    ],
 )
 def test_bad_filter_indices(units, message):
     p = cw.load("digits-cnn")
@@ -187,8 +198,10 @@ def test_bad_filter_indices(units, message):
 
 @pytest.mark.parametrize(
     "shape, message",
-    [((32, 32, 1), r"shape \(N, H, W, C\) = \(N, 32, 32, 1\).*got shape \(32, 32, 1\)"),
-     ((2, 32, 32, 3), "grayscale images with 1 channel.*got 3 channels")],
+    [
+        ((32, 32, 1), r"shape \(N, H, W, C\) = \(N, 32, 32, 1\).*got shape \(32, 32, 1\)"),
+        ((2, 32, 32, 3), "grayscale images with 1 channel.*got 3 channels"),
+    ],
 )
 def test_bad_image_shapes(shape, message):
     p = cw.load("digits-cnn")

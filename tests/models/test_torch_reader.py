@@ -24,11 +24,15 @@ from cnnvis_widgets.models.torch_reader import (
 # reader is checked against the format rather than against itself.
 
 MAGIC = 0x1950A86A20F9469CFC6C
-SYS_INFO = {"protocol_version": 1001, "little_endian": True,
-            "type_sizes": {"short": 2, "int": 4, "long": 4}}
-STORAGE_CLASS = {np.dtype("float32"): "FloatStorage", np.dtype("float64"): "DoubleStorage",
-                 np.dtype("float16"): "HalfStorage", np.dtype("int64"): "LongStorage",
-                 np.dtype("int32"): "IntStorage", np.dtype("uint8"): "ByteStorage"}
+SYS_INFO = {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}}
+STORAGE_CLASS = {
+    np.dtype("float32"): "FloatStorage",
+    np.dtype("float64"): "DoubleStorage",
+    np.dtype("float16"): "HalfStorage",
+    np.dtype("int64"): "LongStorage",
+    np.dtype("int32"): "IntStorage",
+    np.dtype("uint8"): "ByteStorage",
+}
 
 
 def op_str(s: str) -> bytes:
@@ -53,12 +57,25 @@ def op_call(fn: bytes, *args: bytes) -> bytes:
 
 
 def op_tensor(key: str, storage_class: str, numel: int, offset: int, size, stride) -> bytes:
-    pid = op_tuple(op_str("storage"), op_global("torch", storage_class), op_str(key),
-                   op_str("cpu"), op_int(numel), b"N") + b"Q"
+    pid = (
+        op_tuple(
+            op_str("storage"),
+            op_global("torch", storage_class),
+            op_str(key),
+            op_str("cpu"),
+            op_int(numel),
+            b"N",
+        )
+        + b"Q"
+    )
     return op_call(
         op_global("torch._utils", "_rebuild_tensor_v2"),
-        pid, op_int(offset), op_tuple(*map(op_int, size)), op_tuple(*map(op_int, stride)),
-        b"\x89", op_call(op_global("collections", "OrderedDict")),
+        pid,
+        op_int(offset),
+        op_tuple(*map(op_int, size)),
+        op_tuple(*map(op_int, stride)),
+        b"\x89",
+        op_call(op_global("collections", "OrderedDict")),
     )
 
 
@@ -74,8 +91,13 @@ def as_pickle(ops: bytes) -> bytes:
 def legacy_bytes(object_ops: bytes, storages: dict[str, np.ndarray]) -> bytes:
     """Header pickles + object pickle + sorted key list + (count, raw bytes) per storage."""
     keys = sorted(storages)
-    out = [pickle.dumps(MAGIC, protocol=2), pickle.dumps(1001, protocol=2),
-           pickle.dumps(SYS_INFO, protocol=2), as_pickle(object_ops), pickle.dumps(keys, protocol=2)]
+    out = [
+        pickle.dumps(MAGIC, protocol=2),
+        pickle.dumps(1001, protocol=2),
+        pickle.dumps(SYS_INFO, protocol=2),
+        as_pickle(object_ops),
+        pickle.dumps(keys, protocol=2),
+    ]
     for k in keys:
         arr = np.ascontiguousarray(storages[k]).astype(storages[k].dtype.newbyteorder("<"))
         out.append(struct.pack("<q", arr.size) + arr.tobytes())
@@ -85,20 +107,22 @@ def legacy_bytes(object_ops: bytes, storages: dict[str, np.ndarray]) -> bytes:
 @pytest.fixture
 def small_file(tmp_path):
     """A legacy file with strided, offset, shared, scalar and mixed-dtype tensors."""
-    shared = np.arange(20, dtype=np.float32) * 0.5 - 3.0          # two tensors share it
+    shared = np.arange(20, dtype=np.float32) * 0.5 - 3.0  # two tensors share it
     fortran = np.arange(6, dtype=np.float64).reshape(3, 2) + 0.25  # stored column-major
     scalar = np.array([7], dtype=np.int64)
     half = np.array([1.5, -2.0, 65504.0], dtype=np.float16)
     raw = np.array([0, 1, 255], dtype=np.uint8)
     storages = {"10": shared, "2": fortran.T.ravel(), "3": scalar, "4": half, "5": raw}
-    ops = op_ordered_dict([
-        ("a.weight", op_tensor("10", "FloatStorage", 20, 0, (2, 3), (3, 1))),
-        ("a.bias", op_tensor("10", "FloatStorage", 20, 6, (4,), (2,))),  # offset + stride
-        ("b.kernel", op_tensor("2", "DoubleStorage", 6, 0, (3, 2), (1, 3))),  # transposed
-        ("n", op_tensor("3", "LongStorage", 1, 0, (), ())),
-        ("h", op_tensor("4", "HalfStorage", 3, 0, (3,), (1,))),
-        ("u", op_tensor("5", "ByteStorage", 3, 0, (3,), (1,))),
-    ])
+    ops = op_ordered_dict(
+        [
+            ("a.weight", op_tensor("10", "FloatStorage", 20, 0, (2, 3), (3, 1))),
+            ("a.bias", op_tensor("10", "FloatStorage", 20, 6, (4,), (2,))),  # offset + stride
+            ("b.kernel", op_tensor("2", "DoubleStorage", 6, 0, (3, 2), (1, 3))),  # transposed
+            ("n", op_tensor("3", "LongStorage", 1, 0, (), ())),
+            ("h", op_tensor("4", "HalfStorage", 3, 0, (3,), (1,))),
+            ("u", op_tensor("5", "ByteStorage", 3, 0, (3,), (1,))),
+        ]
+    )
     expected = {
         "a.weight": shared[:6].reshape(2, 3),
         "a.bias": shared[6:14:2],
@@ -144,13 +168,16 @@ def payloads(marker) -> dict[str, bytes]:
     """Object pickles that create ``marker`` when unpickled by a normal unpickler."""
     return {
         "os.system": op_call(op_global("os", "system"), op_str(f"touch '{marker}'")),
-        "builtins.exec": op_call(op_global("builtins", "exec"),
-                                 op_str(f"open({str(marker)!r}, 'w').close()")),
+        "builtins.exec": op_call(
+            op_global("builtins", "exec"), op_str(f"open({str(marker)!r}, 'w').close()")
+        ),
         # hidden after a valid tensor, inside the state dict
-        "nested os.system": op_ordered_dict([
-            ("ok", op_tensor("1", "FloatStorage", 1, 0, (1,), (1,))),
-            ("evil", op_call(op_global("os", "system"), op_str(f"touch '{marker}'"))),
-        ]),
+        "nested os.system": op_ordered_dict(
+            [
+                ("ok", op_tensor("1", "FloatStorage", 1, 0, (1,), (1,))),
+                ("evil", op_call(op_global("os", "system"), op_str(f"touch '{marker}'"))),
+            ]
+        ),
     }
 
 
@@ -159,8 +186,9 @@ def test_payload_is_live_with_a_plain_unpickler(tmp_path, kind):
     """Control: the crafted payload really runs code when unpickled normally."""
     marker = tmp_path / "control-marker"
     code = "import pickle, sys; pickle.loads(sys.stdin.buffer.read())"
-    subprocess.run([sys.executable, "-c", code], input=as_pickle(payloads(marker)[kind]),
-                   check=True, timeout=60)
+    subprocess.run(
+        [sys.executable, "-c", code], input=as_pickle(payloads(marker)[kind]), check=True, timeout=60
+    )
     assert marker.exists()
 
 
@@ -168,8 +196,13 @@ def test_payload_is_live_with_a_plain_unpickler(tmp_path, kind):
 def test_code_execution_payload_is_refused_and_nothing_runs(tmp_path, kind):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
-    path.write_bytes(header() + as_pickle(payloads(marker)[kind]) + pickle.dumps(["1"], 2)
-                     + struct.pack("<q", 1) + np.float32(1).tobytes())
+    path.write_bytes(
+        header()
+        + as_pickle(payloads(marker)[kind])
+        + pickle.dumps(["1"], 2)
+        + struct.pack("<q", 1)
+        + np.float32(1).tobytes()
+    )
     refused = kind.split()[-1]
     with pytest.raises(UnsafeWeightsError, match=refused.replace(".", r"\.")) as info:
         read_state_dict(path)
@@ -183,8 +216,13 @@ def test_code_execution_payload_is_refused_and_nothing_runs(tmp_path, kind):
 def test_globals_in_header_pickles_are_refused(tmp_path, where):
     marker = tmp_path / "pwned"
     evil = as_pickle(op_call(op_global("os", "system"), op_str(f"touch '{marker}'")))
-    parts = [pickle.dumps(MAGIC, 2), pickle.dumps(1001, 2), pickle.dumps(SYS_INFO, 2),
-             as_pickle(op_ordered_dict([])), pickle.dumps([], 2)]
+    parts = [
+        pickle.dumps(MAGIC, 2),
+        pickle.dumps(1001, 2),
+        pickle.dumps(SYS_INFO, 2),
+        as_pickle(op_ordered_dict([])),
+        pickle.dumps([], 2),
+    ]
     parts[{"magic": 0, "sys_info": 2, "keys": 4}[where]] = evil
     path = tmp_path / "evil.pth"
     path.write_bytes(b"".join(parts))
@@ -194,9 +232,19 @@ def test_globals_in_header_pickles_are_refused(tmp_path, where):
 
 
 def test_unlisted_torch_global_is_refused(tmp_path):
-    ops = op_ordered_dict([("p", op_call(op_global("torch._utils", "_rebuild_parameter"),
-                                         op_tensor("1", "FloatStorage", 1, 0, (1,), (1,)),
-                                         b"\x89", op_call(op_global("collections", "OrderedDict"))))])
+    ops = op_ordered_dict(
+        [
+            (
+                "p",
+                op_call(
+                    op_global("torch._utils", "_rebuild_parameter"),
+                    op_tensor("1", "FloatStorage", 1, 0, (1,), (1,)),
+                    b"\x89",
+                    op_call(op_global("collections", "OrderedDict")),
+                ),
+            )
+        ]
+    )
     path = tmp_path / "param.pth"
     path.write_bytes(legacy_bytes(ops, {"1": np.ones(1, np.float32)}))
     with pytest.raises(UnsafeWeightsError, match=r"torch\._utils\._rebuild_parameter"):
@@ -217,7 +265,7 @@ def test_truncated_storage_names_key_and_byte_counts(small_file, tmp_path):
 def test_truncated_inside_size_header(small_file, tmp_path):
     path, _ = small_file
     cut = tmp_path / "cut.pth"
-    cut.write_bytes(path.read_bytes()[:-(3 + 5)])  # 3 data bytes + 5 of the 8-byte count
+    cut.write_bytes(path.read_bytes()[: -(3 + 5)])  # 3 data bytes + 5 of the 8-byte count
     with pytest.raises(WeightsFormatError, match=r"truncated.*'5'"):
         read_state_dict(cut)
 

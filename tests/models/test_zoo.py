@@ -6,7 +6,10 @@ import cnnvis_widgets as cw
 
 
 def test_unknown_model_lists_the_zoo():
-    with pytest.raises(ValueError, match=r"Unknown model 'digits'\. Did you mean 'digits-cnn'\?.*digits-cnn, efficientnet-lite0"):
+    with pytest.raises(
+        ValueError,
+        match=r"Unknown model 'digits'\. Did you mean 'digits-cnn'\?.*digits-cnn, efficientnet-lite0",
+    ):
         cw.load("digits")
 
 
