@@ -86,13 +86,18 @@ def to_rgb(images: np.ndarray) -> np.ndarray:
     return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images[..., :3]
 
 
-def display_maps(maps: np.ndarray, signed: bool = False) -> np.ndarray:
-    """(N, H, W) maps → [0, 1] for colouring: min-max per map, or signed maps with 0 at 0.5."""
+def display_maps(maps: np.ndarray, signed: bool = False, percentile: float = 99.5) -> np.ndarray:
+    """(N, H, W) maps → [0, 1] for colouring: 0 → 0 (unsigned) or 0.5 (signed, ± around it).
+
+    Each map is scaled by its ``percentile`` of |value| and clipped, so a few extreme pixels
+    (common in gradient maps) do not leave the rest dark.
+    """
     maps = np.asarray(maps, np.float32)
-    if signed:
-        scale = np.abs(maps).max(axis=(1, 2), keepdims=True)
-        return 0.5 + 0.5 * maps / np.where(scale > 0, scale, 1)
-    return normalize(maps, axis=(1, 2))
+    lo = np.zeros((len(maps), 1, 1), np.float32) if signed else maps.min(axis=(1, 2), keepdims=True)
+    scale = np.percentile(np.abs(maps - lo), percentile, axis=(1, 2), keepdims=True)
+    scale = np.where(scale > 0, scale, np.abs(maps - lo).max(axis=(1, 2), keepdims=True))
+    scaled = (maps - lo) / np.where(scale > 0, scale, 1)
+    return np.clip(0.5 + 0.5 * scaled if signed else scaled, 0.0, 1.0)
 
 
 def overlay(images: np.ndarray, heat: np.ndarray, opacity: float = 0.5) -> np.ndarray:
