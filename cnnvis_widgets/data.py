@@ -29,6 +29,8 @@ def digits(size: int = 32) -> Dataset:
     """scikit-learn's 1797 real 8x8 handwritten digits, bilinearly upsampled to size x size."""
     from sklearn.datasets import load_digits
 
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 1 <= size <= 1024:
+        raise ValueError(f"size must be an integer in 1..1024 (pixels a side), got {size!r}.")
     raw = load_digits()
     small = raw.images.astype(np.float32) / 16.0  # sklearn digits hold 0..16
     images = resize(small[..., None], (size, size))
@@ -131,6 +133,8 @@ def to_float_image(image, source: str = "image") -> np.ndarray:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
         raise ValueError(f"{source}: expected an image of shape (H, W), (H, W, 1|3|4), got {arr.shape}.")
+    if arr.size == 0:
+        raise ValueError(f"{source}: the image is empty (shape {arr.shape}).")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{source}: image contains NaN or Inf values.")
     if arr.min() < 0 or arr.max() > 1:
@@ -146,6 +150,11 @@ def resize(images: np.ndarray, size: Sequence[int]) -> np.ndarray:
     import jax.numpy as jnp
 
     images = np.asarray(images, np.float32)
+    size = tuple(np.atleast_1d(size).tolist())
+    if len(size) != 2 or not all(isinstance(v, int) and v >= 1 for v in size):
+        raise ValueError(f"size must be (height, width) of positive integers, got {size!r}.")
+    if images.ndim < 3:
+        raise ValueError(f"resize takes images (..., H, W, C), got shape {images.shape}.")
     shape = (*images.shape[:-3], int(size[0]), int(size[1]), images.shape[-1])
     return np.asarray(jax.image.resize(jnp.asarray(images), shape, "linear", antialias=True))
 
@@ -168,9 +177,15 @@ def fit_to(images, target, crop: bool = True) -> np.ndarray:
     ``target`` is a Probe or an (H, W, C) shape. Accepts one image (H, W[, C])
     or a list/batch; returns (N, H, W, C) float32 in [0, 1].
     """
-    shape = tuple(getattr(target, "input_shape", target))
+    shape = tuple(np.atleast_1d(getattr(target, "input_shape", target)).tolist())
+    if len(shape) != 3 or not all(isinstance(v, int) and v >= 1 for v in shape) or shape[-1] not in (1, 3):
+        raise ValueError(
+            f"fit_to needs a Probe or an input shape (H, W, C) with C in (1, 3), got {target!r}."
+        )
     h, w, c = shape
     batch = images if isinstance(images, (list, tuple)) or np.ndim(images) == 4 else [images]
+    if len(batch) == 0:
+        raise ValueError("fit_to got no images: give one image (H, W[, C]) or a list / batch of them.")
     out = []
     for i, img in enumerate(batch):
         img = to_float_image(img, source=f"image {i}")

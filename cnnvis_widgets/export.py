@@ -17,7 +17,12 @@ def save_png(image: np.ndarray, path: str | os.PathLike, scale: int = 1) -> Path
     """Save one (H, W, C) [0, 1] image as PNG, optionally enlarged by nearest-neighbour ``scale``."""
     from PIL import Image
 
-    img = px.to_uint8(image)
+    arr = np.asarray(image)
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4)) or 0 in arr.shape:
+        raise ValueError(f"save_png takes one image (H, W) or (H, W, 1|3|4), got shape {arr.shape}.")
+    if arr.dtype != np.uint8 and not np.all(np.isfinite(arr)):
+        raise ValueError("save_png: the image contains NaN or Inf values; give values in [0, 1].")
+    img = arr if arr.dtype == np.uint8 else px.to_uint8(arr)
     if scale > 1:
         img = img.repeat(scale, axis=0).repeat(scale, axis=1)
     if img.shape[-1] == 1:
@@ -39,6 +44,10 @@ def grid_figure(
     """A matplotlib Figure of N tiles (N, H, W, C in [0, 1]) with a label under each."""
 
     tiles = np.asarray(tiles)
+    if tiles.ndim != 4 or tiles.shape[-1] not in (1, 3, 4) or len(tiles) == 0:
+        raise ValueError(f"grid_figure takes tiles (N, H, W, 1|3|4) with N >= 1, got shape {tiles.shape}.")
+    if labels is not None and len(labels) < len(tiles):
+        raise ValueError(f"Got {len(tiles)} tiles but {len(labels)} labels; give one label per tile.")
     rows, cols = px.grid_shape(len(tiles), ncols)
     fig = _figure_class()(
         figsize=(cols * tile_inches, rows * tile_inches + (0.4 if title else 0)), layout="constrained"

@@ -25,6 +25,7 @@ import numpy as np
 from jax.extend import core as jcore
 
 from cnnvis_widgets.models import kernels as kernels_lib
+from cnnvis_widgets.models.probe import require_probe
 
 
 class FilterStats(NamedTuple):
@@ -70,6 +71,7 @@ def feature_maps(probe, image: Any, layer: str | None, variables: Any = None):
 
     ``image`` is (H, W, C) or (1, H, W, C). With ``layer=None``: a dict of every layer's.
     """
+    require_probe(probe, "feature_maps")
     arr = np.asarray(image)
     if arr.ndim == 4 and arr.shape[0] != 1:
         raise ValueError(f"feature_maps takes one image, (H, W, C) or (1, H, W, C); got shape {arr.shape}.")
@@ -83,7 +85,7 @@ def feature_maps(probe, image: Any, layer: str | None, variables: Any = None):
 
 def most_activated(probe, image: Any, layer: str, n: int = 9, variables: Any = None) -> Ranked:
     """The ``n`` channels of ``layer`` with the highest mean activation (over positions) for one image."""
-    info = probe.layer(layer)
+    info = require_probe(probe, "most_activated").layer(layer)
     _check_count(n, "n", info.channels, f"channels in layer {info.name!r}")
     acts = feature_maps(probe, image, info.name, variables)
     means = acts.reshape(-1, info.channels).mean(axis=0)
@@ -97,7 +99,7 @@ def filter_stats(probe, images: Any, layer: str, batch_size: int = 256, variable
 
     Computed in jitted batches of ``batch_size`` images (the last one padded and masked).
     """
-    info = probe.layer(layer)
+    info = require_probe(probe, "filter_stats").layer(layer)
     variables = probe.variables if variables is None else variables
     total = np.zeros(info.channels, np.float64)
     zeros = np.zeros(info.channels, np.float64)
@@ -127,7 +129,7 @@ def top_images(
 
     Ties go to the lower index.
     """
-    info = probe.layer(layer)
+    info = require_probe(probe, "top_images").layer(layer)
     unit = int(probe.check_units(info.name, [unit])[0])
     if hasattr(images, "__len__"):
         _check_count(k, "k", len(images), "images given")
@@ -153,7 +155,7 @@ def receptive_box(probe, layer: str, position: Sequence[int]) -> tuple[int, int,
     (conv/pool padding included, e.g. TF "SAME" padding of stride-2 layers); its
     size is the layer's receptive field.
     """
-    info = probe.layer(layer)
+    info = require_probe(probe, "receptive_box").layer(layer)
     if not info.spatial:
         raise ValueError(
             f"Layer {info.name!r} is a {info.kind} layer (shape {info.shape}): every unit sees the whole "
@@ -186,7 +188,7 @@ def receptive_patches(
 
     References: Zeiler & Fergus 2014.
     """
-    info = probe.layer(layer)
+    info = require_probe(probe, "receptive_patches").layer(layer)
     if not info.spatial:
         receptive_box(probe, info.name, (0, 0))  # raises the error for non-spatial layers
     top = top_images(probe, images, info.name, unit, k, batch_size, variables)
@@ -326,7 +328,7 @@ def kernels_as_images(
       scale: "layer" divides by the largest |weight| of the whole layer (relative
         strengths stay visible), "filter" by each filter's own.
     """
-    conv = kernels_lib.layer_conv(probe, layer, variables)
+    conv = kernels_lib.layer_conv(require_probe(probe, "kernels_as_images"), layer, variables)
     w = np.moveaxis(conv.kernel, -1, 0)  # (out, kh, kw, in)
     n_in = w.shape[-1]
     if isinstance(input_channels, str):

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.extend import core as jcore
 
 from cnnvis_widgets.engine import objectives as objectives_lib
 from cnnvis_widgets.engine import param as param_lib
@@ -29,6 +30,9 @@ from cnnvis_widgets.engine import regularizers as reg_lib
 from cnnvis_widgets.engine import sharding
 from cnnvis_widgets.engine import transforms as transforms_lib
 from cnnvis_widgets.engine.gradient_rules import with_gradient_rules
+from cnnvis_widgets.models.probe import require_probe
+
+MAX_STEPS = 100_000  # per run: the objective curves alone take 400 KB per filter
 
 
 @dataclasses.dataclass
@@ -64,6 +68,7 @@ class Progress(NamedTuple):
     units: np.ndarray
     images: np.ndarray  # (N, H, W, C): finished, current or (not yet started) initial images
     objective: np.ndarray  # (N,) latest objective value per filter (NaN if not started)
+    finite: np.ndarray | None = None  # (N,) False where a filter diverged (NaN/Inf; its image is grey)
 
 
 class _Setup(NamedTuple):
@@ -86,13 +91,58 @@ def default_size(probe) -> tuple[int, int]:
     return int(round(h * scale)), int(round(w * scale))
 
 
-def default_chunk(n: int) -> int:
-    """Filters per compiled call: 16 per device.
+# Bytes of one compiled call's activations (all filters of a chunk, all devices). With the
+# process, the model and XLA's own ~300 MB, a whole EfficientNet-Lite0 layer at 128 px then
+# peaks well under 1 GB (benchmarks/bench_memory.py).
+MEMORY_BUDGET = 384 * 2**20
 
-    Large batches spill out of the CPU caches: on a VGG-style layer (128 filters, 64 px)
-    chunks of 16-32 ran 1.3x faster than all 128 at once (benchmarks/bench_ascent.py).
+
+def default_chunk(n: int, image_bytes: int = 0, per_device: int = 16, budget: int = MEMORY_BUDGET) -> int:
+    """Filters per compiled call: ``per_device`` per device, fewer if their activations exceed ``budget``.
+
+    ``image_bytes`` is one image's activation memory (``activation_bytes``). Large batches also
+    spill out of the CPU caches: on a VGG-style layer (128 filters, 64 px) chunks of 16-32 ran
+    1.3x faster than all 128 at once (benchmarks/bench_ascent.py).
     """
-    return min(n, 16 * len(jax.devices()))
+    devices = len(jax.devices())
+    cap = per_device * devices
+    if image_bytes > 0:
+        cap = min(cap, max(devices, budget // image_bytes // devices * devices))
+    return max(1, min(n, cap))
+
+
+@functools.lru_cache(maxsize=64)
+def activation_bytes(probe, layer: str, shape: tuple[int, ...]) -> int:
+    """Bytes of every value the forward pass computes on the way to ``layer`` for one (1, H, W, C) input.
+
+    From the jaxpr, no compile: a liveness pass from the layer's output keeps only the work the
+    layer needs (an upper bound of what the gradient pass stores: ~1.3x the measured marginal
+    memory per image on EfficientNet-Lite0).
+    """
+    fn = lambda x: probe.forward(probe.variables, x)[1][layer]  # noqa: E731
+    jaxpr = jax.make_jaxpr(fn)(jax.ShapeDtypeStruct(shape, jnp.float32)).jaxpr
+    return _live_bytes(jaxpr)
+
+
+def _live_bytes(jaxpr) -> int:
+    def size(v):
+        return int(np.prod(v.aval.shape)) * v.aval.dtype.itemsize
+
+    def inner(eqn):
+        total = 0
+        for value in eqn.params.values():
+            sub = getattr(value, "jaxpr", None)
+            if sub is not None:
+                total += _live_bytes(getattr(sub, "jaxpr", sub))
+        return total
+
+    live = {v for v in jaxpr.outvars if isinstance(v, jcore.Var)}
+    total = 0
+    for eqn in reversed(jaxpr.eqns):
+        if any(v in live for v in eqn.outvars):
+            total += sum(size(v) for v in eqn.outvars) + inner(eqn)
+            live.update(v for v in eqn.invars if isinstance(v, jcore.Var))
+    return total
 
 
 def visualize_filters(
@@ -133,21 +183,24 @@ def visualize_filters(
       snapshot_every: steps per compiled chunk, after which ``callback`` runs
         and a snapshot is kept (default: one chunk).
       callback: ``callback(Progress)``; returning True stops the run after this chunk.
-      chunk: filters per compiled call (default ``default_chunk``: 16 per device).
+      chunk: filters per compiled call (default ``default_chunk``: 16 per device, fewer when
+        their activations would exceed ``MEMORY_BUDGET``).
       variables: model variables (default ``probe.variables``).
       relu_rule: "redirected" (default: Lucid's redirected ReLU gradient, so units that
         are silent on the grey start still get a gradient) or None for exact gradients.
       init_images: start from these [0, 1] images (H, W, C) or (N, H, W, C) instead of
         noise (DeepDream, inversion); their size sets ``size``.
     """
+    probe = require_probe(probe, "visualize_filters")
     info = probe.layer(layer)
     units = probe.check_units(info.name, filters)
-    steps = _positive_int(steps, "steps")
+    steps = _positive_int(steps, "steps", MAX_STEPS)
     batch = _positive_int(batch, "batch")
+    seed = _integer(seed, "seed")
     snapshot_every = (
         steps if snapshot_every is None else min(_positive_int(snapshot_every, "snapshot_every"), steps)
     )
-    chunk = default_chunk(len(units)) if chunk is None else _positive_int(chunk, "chunk")
+    chunk = None if chunk is None else _positive_int(chunk, "chunk")
     if init_images is not None:
         init_images = probe.check_images(
             np.asarray(init_images)[None] if np.ndim(init_images) == 3 else init_images
@@ -159,14 +212,16 @@ def visualize_filters(
         size = tuple(init_images.shape[1:3])
     size = _check_size(probe, size)
     setup = _setup(probe, info, objective, size, param, transforms, regularizers, optimizer, relu_rule)
-    w = reg_lib.default_weights(setup.regs) if weights is None else jnp.asarray(weights, jnp.float32)
+    w = reg_lib.default_weights(setup.regs) if weights is None else _weights(weights, setup.regs)
     if w.shape != (len(setup.regs),):
         raise ValueError(
             f"weights must have one value per regularizer ({len(setup.regs)}: "
             f"{[r.name for r in setup.regs]}), got shape {w.shape}."
         )
-    variables = probe.variables if variables is None else variables
+    variables = probe.check_variables(variables)
     shape = (batch, *size, probe.input_shape[-1])
+    if chunk is None:
+        chunk = default_chunk(len(units), batch * activation_bytes(probe, info.name, (1, *shape[1:])))
     init, run = _compiled(probe, setup, shape, snapshot_every)
 
     n = len(units)
@@ -180,7 +235,18 @@ def visualize_filters(
     images = all_images[:, 0]
     latest = np.full(n, np.nan, np.float32)
     curves = np.full((n, steps), np.nan, np.float32)
-    snapshots, snapshot_steps = [], []
+    # snapshot j holds every filter at step snapshot_steps[j] (filled group by group)
+    snapshot_steps = [min(j * snapshot_every, steps) for j in range(1, -(-steps // snapshot_every) + 1)]
+    snapshot_bytes = len(snapshot_steps) * images.nbytes // 4
+    if snapshot_bytes > 2**30:
+        raise ValueError(
+            f"steps={steps} with snapshot_every={snapshot_every} keeps {len(snapshot_steps)} snapshots of "
+            f"{n} images ({snapshot_bytes / 2**30:.1f} GB); use a snapshot_every of at least "
+            f"{-(-steps * (images.nbytes // 4) // 2**30)} or fewer steps."
+        )
+    snapshots = np.repeat(_snapshot_uint8(images)[None], len(snapshot_steps), axis=0)  # start images
+    diverged = np.zeros(n, bool)  # NaN/Inf so far, per filter: its image is shown grey
+    taken = 0
     stopped, done = False, 0
     for start in range(0, n, chunk):
         sl = slice(start, min(start + chunk, n))
@@ -197,22 +263,26 @@ def visualize_filters(
             done += k
             all_images[sl] = np.asarray(_to_images(setup.param)(state[0]))[:m]
             latest[sl] = curves[sl, done - 1]
-            snapshots.append(_snapshot_uint8(images))
-            snapshot_steps.append(done)
-            if callback is not None and callback(Progress(done, steps, units, images.copy(), latest.copy())):
+            group = all_images[sl]  # a view: greying it greys all_images
+            diverged[sl] |= ~np.isfinite(group).reshape(m, -1).all(axis=1) | ~np.isfinite(latest[sl])
+            group[diverged[sl]] = 0.5
+            snapshots[snapshot_steps.index(done), sl] = _snapshot_uint8(images[sl])
+            taken = max(taken, snapshot_steps.index(done) + 1)
+            progress = Progress(done, steps, units, images.copy(), latest.copy(), ~diverged)
+            if callback is not None and callback(progress):
                 stopped = True
         if stopped:
             break
     ran = ~np.isnan(curves).all(axis=1)
-    finite = np.isfinite(all_images).reshape(n, -1).all(axis=1) & (~ran | np.isfinite(latest))
+    finite = ~diverged & np.isfinite(all_images).reshape(n, -1).all(axis=1) & (~ran | np.isfinite(latest))
     all_images[~finite] = 0.5
     return AscentResult(
         info.name,
         units,
         images,
         curves[:, :done] if n == chunk else curves,
-        np.stack(snapshots),
-        snapshot_steps,
+        snapshots[:taken],
+        snapshot_steps[:taken],
         done,
         stopped,
         finite,
@@ -232,6 +302,7 @@ def visualize_classes(
 
     ``result.scores`` holds the model's softmax probability of each class for its own image.
     """
+    probe = require_probe(probe, "visualize_classes")
     layer = layer or probe.layer_names[-1]
     kwargs.setdefault("objective", objectives_lib.class_logit(probe.layer(layer).name))
     result = visualize_filters(probe, layer, classes, **kwargs)
@@ -246,15 +317,37 @@ def visualize_neuron(
     probe, layer: str, filters=None, *, y: int | None = None, x: int | None = None, **kwargs
 ) -> AscentResult:
     """Maximize one spatial position of each filter (default the centre) instead of its mean."""
-    kwargs.setdefault("objective", objectives_lib.neuron(probe.layer(layer).name, y, x))
+    kwargs.setdefault(
+        "objective", objectives_lib.neuron(require_probe(probe, "visualize_neuron").layer(layer).name, y, x)
+    )
     return visualize_filters(probe, layer, filters, **kwargs)
 
 
 # ------------------------------------------------------------------ internals
-def _positive_int(value, name: str) -> int:
+def _positive_int(value, name: str, most: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    if most is not None and value > most:
+        raise ValueError(f"{name} must be at most {most}, got {value!r}.")
     return int(value)
+
+
+def _integer(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}.")
+    return int(value)
+
+
+def _weights(weights, regs) -> jax.Array:
+    try:
+        w = np.asarray(weights, np.float32)
+    except (TypeError, ValueError):
+        w = None
+    if w is None or not np.all(np.isfinite(w)):
+        raise ValueError(
+            f"weights must be finite numbers, one per regularizer {[r.name for r in regs]}; got {weights!r}."
+        )
+    return jnp.asarray(w)
 
 
 def _check_size(probe, size) -> tuple[int, int]:
@@ -305,6 +398,32 @@ def default_optimizer(learning_rate: float = 0.05) -> optax.GradientTransformati
     return optax.adam(learning_rate)
 
 
+def _check_parts(param, transforms, regularizers, optimizer) -> None:
+    """Type errors that name the module making each part, before JAX sees a wrong object."""
+    if param is not None and not isinstance(param, param_lib.Param):
+        raise TypeError(f"param must be a Param such as param.fourier() or param.pixel(), got {param!r}.")
+    if transforms is not None and not callable(transforms):
+        raise TypeError(
+            f"transforms must be a transform such as transforms.jitter(4) or transforms.compose(...), "
+            f"got {transforms!r}."
+        )
+    if regularizers is not None:
+        bad = [
+            r
+            for r in (regularizers if isinstance(regularizers, (list, tuple)) else [regularizers])
+            if not isinstance(r, reg_lib.Regularizer)
+        ]
+        if bad or not isinstance(regularizers, (list, tuple)):
+            raise TypeError(
+                f"regularizers must be a list of Regularizers such as regularizers.total_variation(1.0), "
+                f"got {regularizers!r}."
+            )
+    if optimizer is not None and not (
+        callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))
+    ):
+        raise TypeError(f"optimizer must be an optax optimizer such as optax.adam(0.05), got {optimizer!r}.")
+
+
 def _setup(probe, info, objective, size, param, transforms, regularizers, optimizer, relu_rule) -> _Setup:
     channels = probe.input_shape[-1]
     if isinstance(objective, str):
@@ -317,6 +436,7 @@ def _setup(probe, info, objective, size, param, transforms, regularizers, optimi
         raise TypeError(f"objective must be a name or an Objective, got {type(objective).__name__}.")
     for name in objective.layers:
         probe.layer(name)
+    _check_parts(param, transforms, regularizers, optimizer)
     return _Setup(
         param=param or default_param(channels),
         transform=transforms or default_transforms(size),

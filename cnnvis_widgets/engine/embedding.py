@@ -15,8 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnvis_widgets.engine.activations import batches
+from cnnvis_widgets.models.probe import require_probe
 
 METHODS = ("tsne", "pca")
+MAX_GRID = 1000  # mosaic cells per side
 SPACES = ("feature", "pixel")
 
 
@@ -61,6 +63,7 @@ def features(
     """
     if pool not in ("flatten", "mean"):
         raise ValueError(f"pool must be 'flatten' or 'mean', got {pool!r}.")
+    require_probe(probe, "features")
     name = probe.layer(layer).name if layer is not None else penultimate_layer(probe)
     variables = probe.variables if variables is None else variables
     fn = _features_fn(probe, name, pool)
@@ -153,6 +156,14 @@ def mosaic(
         imgs = imgs.astype(np.float32) / 255.0
     if imgs.ndim != 4:
         raise ValueError(f"images must have shape (N, H, W, C), got {imgs.shape}.")
+    if not np.issubdtype(imgs.dtype, np.number) or not np.all(np.isfinite(imgs)):
+        raise ValueError(
+            f"images must be finite numbers in [0, 1] (or uint8), got dtype {imgs.dtype} with NaN/Inf or non-numbers."
+        )
+    if imgs.size and (imgs.min() < 0 or imgs.max() > 1):
+        raise ValueError(
+            f"images must hold values in [0, 1] (or be uint8), got range [{imgs.min():.3g}, {imgs.max():.3g}]."
+        )
     if len(imgs) != len(np.asarray(coords)):
         raise ValueError(
             f"Got {len(imgs)} images but {len(np.asarray(coords))} coordinates; give one per image."
@@ -160,6 +171,11 @@ def mosaic(
     layout = mosaic_layout(coords, grid, fill)
     rows, cols = layout.shape
     th, tw = _tile(tile, imgs.shape[1:3])
+    if rows * th * cols * tw > 2**26:
+        raise ValueError(
+            f"A {rows}x{cols} mosaic of {th}x{tw} tiles would be {rows * th}x{cols * tw} pixels; "
+            f"keep it under {2**26:,} pixels (a smaller grid or tile)."
+        )
     used = np.unique(layout[layout >= 0])
     thumbs = np.zeros((len(imgs), th, tw, imgs.shape[-1]), np.float32)
     if (th, tw) == imgs.shape[1:3]:
@@ -214,7 +230,12 @@ def neighbours(
 
 # ----------------------------------------------------------------- helpers
 def _points(x: Any, what: str) -> np.ndarray:
-    arr = np.asarray(x, np.float64)
+    try:
+        arr = np.asarray(x, np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{what} must be a numeric array (N, D), got {type(x).__name__} {str(x)[:40]!r}."
+        ) from None
     if arr.ndim != 2:
         raise ValueError(f"{what} must have shape (N, D), got {arr.shape}.")
     if not np.all(np.isfinite(arr)):
@@ -225,8 +246,8 @@ def _points(x: Any, what: str) -> np.ndarray:
 def _grid(grid: Sequence[int]) -> tuple[int, int]:
     g = tuple(np.atleast_1d(grid).tolist())
     g = g * 2 if len(g) == 1 else g
-    if len(g) != 2 or not all(isinstance(v, int) and v >= 1 for v in g):
-        raise ValueError(f"grid must be (rows, cols) of positive integers, got {grid!r}.")
+    if len(g) != 2 or not all(isinstance(v, int) and 1 <= v <= MAX_GRID for v in g):
+        raise ValueError(f"grid must be (rows, cols) of integers in 1..{MAX_GRID}, got {grid!r}.")
     return g
 
 

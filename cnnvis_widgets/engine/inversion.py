@@ -11,6 +11,7 @@ import numpy as np
 
 from cnnvis_widgets.engine import objectives, param, regularizers, transforms
 from cnnvis_widgets.engine.ascent import AscentResult, visualize_filters
+from cnnvis_widgets.models.probe import require_probe
 
 
 def invert_features(
@@ -60,6 +61,12 @@ def deep_dream(
     import optax
 
     x = _one_image(probe, image)
+    if "optimizer" not in kwargs and not (
+        isinstance(learning_rate, (int, float, np.number))
+        and np.isfinite(learning_rate)
+        and learning_rate > 0
+    ):
+        raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate!r}.")
     kwargs.setdefault("regularizers", ())
     kwargs.setdefault("param", param.pixel())
     kwargs.setdefault("transforms", transforms.jitter(max(1, x.shape[1] // 28)))
@@ -80,11 +87,17 @@ def deep_dream(
 def _one_image(probe, image) -> np.ndarray:
     from cnnvis_widgets.data import fit_to
 
+    require_probe(probe, "This function")
     arr = np.asarray(image)
     if arr.ndim == 4:
         if len(arr) != 1:
             raise ValueError(f"Give one image (H, W, C), got a batch of {len(arr)}.")
         arr = arr[0]
+    if arr.ndim not in (2, 3) or not (np.issubdtype(arr.dtype, np.number) and arr.dtype != bool):
+        raise ValueError(
+            f"Give one image, an array (H, W) or (H, W, C) with values in [0, 1]; got "
+            f"{type(image).__name__} of shape {arr.shape} and dtype {arr.dtype}."
+        )
     if arr.shape[-1] == probe.input_shape[-1] and (
         not probe.fixed_size or arr.shape[:2] == probe.input_shape[:2]
     ):

@@ -42,7 +42,9 @@ from jax import lax
 from jax.extend import core as jcore
 
 from cnnvis_widgets.engine.gradient_rules import with_gradient_rules
+from cnnvis_widgets.models.probe import require_probe
 
+MAX_LOOP = 10_000  # SmoothGrad samples / integrated-gradient steps per call
 # Activation values per forward pass inside the Score-CAM / occlusion loops (of the largest layer): 8 MB.
 # Batches of ~64 digits-cnn images ran 2-4x faster per image than one batch of 900 (cache).
 _ACTIVATION_BUDGET = 1 << 21
@@ -106,7 +108,7 @@ def saliency(
       **options: the method's own options (e.g. ``n_samples`` for SmoothGrad, ``layer`` for
         Grad-CAM); see each method's function.
     """
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         close = difflib.get_close_matches(str(method), METHODS, n=2)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(f"Unknown saliency method {method!r}.{hint} Valid methods: {', '.join(METHODS)}.")
@@ -226,8 +228,10 @@ def smoothgrad(
 
     References: Smilkov et al. 2017, "SmoothGrad: removing noise by adding noise".
     """
-    n_samples = _positive_int(n_samples, "n_samples")
+    n_samples = _positive_int(n_samples, "n_samples", MAX_LOOP)
     noise = _non_negative(noise, "noise")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an integer, got {type(seed).__name__} {seed!r}.")
     x, spec, units, variables = _prepare(probe, images, target, variables)
     attr, s, t = _jit_smoothgrad(probe, spec, n_samples)(
         variables, x, units, jax.random.key(seed), jnp.float32(noise), jnp.bool_(squared)
@@ -247,7 +251,7 @@ def integrated_gradients(
 
     References: Sundararajan et al. 2017, "Axiomatic Attribution for Deep Networks".
     """
-    steps = _positive_int(steps, "steps")
+    steps = _positive_int(steps, "steps", MAX_LOOP)
     x, spec, units, variables = _prepare(probe, images, target, variables)
     base = _baseline(baseline, x.shape)
     attr, s, t = _jit_integrated(probe, spec, steps)(variables, x, units, base)
@@ -353,9 +357,9 @@ def occlusion(
             f"Occlusion patch {patch[0]}x{patch[1]} is larger than the {h}x{w} images; "
             f"use a patch of at most {h}x{w}."
         )
-    fill = float(fill)
-    if not np.isfinite(fill):
-        raise ValueError(f"fill must be a finite value, got {fill}.")
+    fill = _non_negative(fill, "fill")
+    if fill > 1:
+        raise ValueError(f"fill must be a value in [0, 1] (0.5: grey), got {fill}.")
     chunk = _chunk(chunk, probe, x.shape)
     maps, s, t = _jit_occlusion(probe, spec, (h, w), patch, stride, chunk)(
         variables, x, units, jnp.float32(fill)
@@ -400,9 +404,9 @@ _CAM_FORMULAS = {"gradcam": gradcam_map, "gradcam_pp": gradcam_pp_map}
 
 # ------------------------------------------------------------------ targets and checks
 def _prepare(probe, images, target, variables):
-    x = probe.check_images(images)
+    x = require_probe(probe, "saliency").check_images(images)
     spec, units = _resolve_target(probe, target, len(x))
-    return x, spec, jnp.asarray(units, jnp.int32), probe.variables if variables is None else variables
+    return x, spec, jnp.asarray(units, jnp.int32), probe.check_variables(variables)
 
 
 def _resolve_target(probe, target, n: int) -> tuple[_Target, np.ndarray]:
@@ -427,7 +431,12 @@ def _resolve_target(probe, target, n: int) -> tuple[_Target, np.ndarray]:
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             raise ValueError(
                 f"Unknown class name {target!r} for {probe.name}.{hint}"
-                + ("" if names else " The model has no class names: give a class index.")
+                + (
+                    f" Give a class name ({', '.join(map(str, names[:10]))}{', …' if len(names) > 10 else ''})"
+                    f" or a class index 0..{n_classes - 1}."
+                    if names
+                    else " The model has no class names: give a class index."
+                )
             )
         return _Target(None, False), np.full(n, names.index(target), np.int32)
     classes = np.asarray(target)
@@ -494,17 +503,27 @@ def _baseline(baseline, shape) -> jax.Array:
         ) from None
     if not np.all(np.isfinite(arr)):
         raise ValueError("baseline contains NaN or Inf values.")
+    if arr.min() < 0 or arr.max() > 1:
+        raise ValueError(
+            f"baseline must hold values in [0, 1] (display space, like the images), got range "
+            f"[{arr.min():.3g}, {arr.max():.3g}]."
+        )
     return jnp.asarray(arr)
 
 
-def _positive_int(value, name: str) -> int:
+def _positive_int(value, name: str, most: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    if most is not None and value > most:
+        raise ValueError(f"{name} must be at most {most} (each is one gradient pass), got {value!r}.")
     return int(value)
 
 
 def _non_negative(value, name: str) -> float:
-    value = float(value)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}.") from None
     if not (np.isfinite(value) and value >= 0):
         raise ValueError(f"{name} must be a finite number >= 0, got {value}.")
     return value

@@ -21,7 +21,8 @@ import numpy as np
 from jax.extend import core as jcore
 
 from cnnvis_widgets.engine import ascent, regularizers
-from cnnvis_widgets.engine.saliency import saliency
+from cnnvis_widgets.engine.saliency import METHODS, saliency
+from cnnvis_widgets.models.probe import require_probe
 
 
 @dataclasses.dataclass
@@ -97,7 +98,21 @@ def randomization_cascade(
     from scipy.stats import spearmanr
     from skimage.metrics import structural_similarity
 
-    images = probe.check_images(images)
+    images = require_probe(probe, "randomization_cascade").check_images(images)
+    methods = (methods,) if isinstance(methods, str) else tuple(methods)
+    unknown = [m for m in methods if not isinstance(m, str) or m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(
+            f"methods must be one or more saliency methods, got {list(methods)!r}"
+            + (f" ({', '.join(map(repr, unknown))} unknown)" if unknown else "")
+            + f". Valid methods: {', '.join(METHODS)}."
+        )
+    if max_steps is not None and (
+        isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1
+    ):
+        raise ValueError(
+            f"max_steps must be a positive integer (modules to randomize) or None, got {max_steps!r}."
+        )
     trained = {m: saliency(probe, images, m, target, normalize=True, **_opts(m, options)) for m in methods}
     targets = next(iter(trained.values())).targets
     fixed_target = target if _is_unit(target) else targets
@@ -140,7 +155,9 @@ def regularizer_ablation(
     compiles once.
     """
     regs = tuple(
-        regularizers_ if regularizers_ is not None else ascent.default_regularizers(probe.input_shape[-1])
+        regularizers_
+        if regularizers_ is not None
+        else ascent.default_regularizers(require_probe(probe, "regularizer_ablation").input_shape[-1])
     )
     weights = np.asarray(regularizers.default_weights(regs))
     out = {

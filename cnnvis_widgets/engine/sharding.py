@@ -24,6 +24,10 @@ def use_all_cores(count: int | None = None) -> int:
     """
     if count is None:
         count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+        raise ValueError(
+            f"count must be a positive integer (CPU devices) or None for every core, got {count!r}."
+        )
     try:
         jax.config.update("jax_num_cpu_devices", int(count))
     except RuntimeError as err:  # backend already initialized

@@ -14,6 +14,7 @@ dense layers and top-level blocks are captured (linen
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 from typing import Any, Callable, Mapping, Sequence
@@ -60,6 +61,37 @@ def _identity(x):
     return x
 
 
+def require_probe(probe: Any, what: str = "This function") -> "Probe":
+    """``probe`` if it is a Probe; otherwise a TypeError saying how to make one."""
+    if isinstance(probe, Probe):
+        return probe
+    if isinstance(probe, str):
+        hint = f" For a zoo model use cnnvis_widgets.load({probe!r})."
+    elif isinstance(probe, (nn.Module, nnx.Module)):
+        hint = " Wrap the Flax model first: Probe(module, variables, input_shape=(H, W, C))."
+    else:
+        hint = " Make one with cnnvis_widgets.load(name) or Probe(flax_module, variables, input_shape=(H, W, C))."
+    raise TypeError(f"{what} needs a Probe, got {type(probe).__name__} {_short_repr(probe)}.{hint}")
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@contextlib.contextmanager
+def _model_errors(name: str, input_shape: tuple[int, ...]):
+    """Errors from tracing a user's model (Flax scope/shape errors) as one ValueError naming the input."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 - re-raised with what was given
+        raise ValueError(
+            f"Could not run {name} on a (1, {', '.join(map(str, input_shape))}) image with the given "
+            f"variables: {type(err).__name__}: {err} Check input_shape (H, W, C) and that the variables "
+            f"are this model's own (from module.init)."
+        ) from err
+
+
 class Probe:
     """Looks into a Flax model: its layers, activations and logits of [0, 1] images.
 
@@ -87,9 +119,12 @@ class Probe:
         layer_kinds: Mapping[str, str] | None = None,
         name: str | None = None,
     ):
-        if len(tuple(input_shape)) != 3:
-            raise ValueError(f"input_shape must be (H, W, C), got {tuple(input_shape)}.")
-        self.input_shape = tuple(int(d) for d in input_shape)
+        shape = () if isinstance(input_shape, str) else tuple(np.asarray(input_shape).reshape(-1).tolist())
+        if len(shape) != 3 or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape
+        ):
+            raise ValueError(f"input_shape must be (H, W, C) of positive integers, got {input_shape!r}.")
+        self.input_shape = shape
         self.preprocess = preprocess or _identity
         self.class_names = list(class_names) if class_names is not None else None
         self.name = name or type(model).__name__
@@ -97,14 +132,21 @@ class Probe:
         if isinstance(model, nn.Module):
             if variables is None:
                 raise ValueError("A linen module needs its variables: Probe(module, variables, ...).")
+            if not isinstance(variables, Mapping):
+                raise TypeError(
+                    f"A linen module's variables are a dict like {{'params': ...}} (from module.init), "
+                    f"got {type(variables).__name__}."
+                )
             self.module = model
             self.variables = variables
-            self._forward, module_kinds = _linen_forward(model, variables, self.input_shape, kwargs)
+            with _model_errors(self.name, self.input_shape):
+                self._forward, module_kinds = _linen_forward(model, variables, self.input_shape, kwargs)
         elif isinstance(model, nnx.Module):
             if variables is not None:
                 raise ValueError("An nnx module carries its own state: pass variables=None.")
             self.module = model
-            self._forward, self.variables, module_kinds = _nnx_forward(model, self.input_shape, kwargs)
+            with _model_errors(self.name, self.input_shape):
+                self._forward, self.variables, module_kinds = _nnx_forward(model, self.input_shape, kwargs)
         else:
             raise TypeError(
                 f"Probe needs a flax.linen.Module or flax.nnx.Module, got {type(model).__name__}."
@@ -161,7 +203,14 @@ class Probe:
         if isinstance(images, jax.core.Tracer):
             arr = images
         else:
-            arr = np.asarray(images)
+            try:
+                arr = np.asarray(images)
+            except ValueError:  # a list of arrays of different shapes
+                shapes = sorted({np.shape(x) for x in images}, key=str)
+                raise ValueError(
+                    f"Images must be one array (N, H, W, C); got a sequence of images of different "
+                    f"shapes {shapes[:4]}. Resize with cnnvis_widgets.data.fit_to(images, probe)."
+                ) from None
             if arr.dtype == np.uint8:
                 arr = arr.astype(np.float32) / 255.0
             elif not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
@@ -182,6 +231,8 @@ class Probe:
                 f"{self.name} takes {h}x{w} images; got {arr.shape[1]}x{arr.shape[2]} "
                 f"(shape {tuple(arr.shape)}). Resize with cnnvis_widgets.data.fit_to(images, probe)."
             )
+        if arr.shape[0] == 0 or 0 in arr.shape[1:3]:
+            raise ValueError(f"No images: got shape {tuple(arr.shape)}; give at least one {h}x{w}x{c} image.")
         if not isinstance(arr, jax.core.Tracer):
             if not np.all(np.isfinite(arr)):
                 n_bad = int(np.size(arr) - np.isfinite(arr).sum())
@@ -210,14 +261,52 @@ class Probe:
             if single
             else (self.layer_names if layers is None else [self.layer(n).name for n in layers])
         )
-        _, acts = self.forward(variables, self.check_images(images))
+        _, acts = self.forward(self.check_variables(variables), self.check_images(images))
         picked = {n: acts[n] for n in names}
         return picked[names[0]] if single else picked
 
     def logits(self, variables: Any, images: Any) -> jax.Array:
         """Pure, jittable model output of [0, 1] images."""
-        out, _ = self.forward(variables, self.check_images(images))
+        out, _ = self.forward(self.check_variables(variables), self.check_images(images))
         return out
+
+    def check_variables(self, variables: Any) -> Any:
+        """``variables`` (None: the model's own) if they have the model's parameter names and shapes."""
+        if variables is None or variables is self.variables:
+            return self.variables
+        leaves = lambda tree: {
+            jax.tree_util.keystr(path): tuple(np.shape(x))
+            for path, x in jax.tree_util.tree_leaves_with_path(tree)
+        }
+        try:
+            mine, theirs = leaves(self.variables), leaves(variables)
+        except Exception:  # noqa: BLE001 - not a pytree of arrays
+            mine, theirs = leaves(self.variables), {}
+        if mine != theirs:
+            missing = sorted(set(mine) - set(theirs))
+            shapes = [
+                f"{k}: {theirs[k]} (expected {mine[k]})"
+                for k in sorted(mine)
+                if k in theirs and theirs[k] != mine[k]
+            ]
+            extra = sorted(set(theirs) - set(mine))
+            raise ValueError(
+                f"variables do not match {self.name}'s (give probe.variables or a copy with the same "
+                f"names and shapes; got a {type(variables).__name__}): "
+                + "; ".join(
+                    part
+                    for part in (
+                        f"missing {', '.join(missing[:3])}" + (" …" if len(missing) > 3 else "")
+                        if missing
+                        else "",
+                        f"wrong shape {', '.join(shapes[:3])}" if shapes else "",
+                        f"unexpected {', '.join(extra[:3])}" if extra else "",
+                    )
+                    if part
+                )
+                + "."
+            )
+        return variables
 
     def __repr__(self) -> str:
         rows = "\n".join(f"  {layer}" for layer in self.layers)

@@ -55,11 +55,19 @@ MODELS: dict[str, Callable[[], Probe]] = {
 }
 
 
-@functools.lru_cache(maxsize=None)
 def load(name: str = "digits-cnn") -> Probe:
     """A zoo model by name, as a Probe (weights come from installed packages, never the network)."""
-    if not isinstance(name, str) or name not in MODELS:
-        close = difflib.get_close_matches(str(name), MODELS, n=1)
+    if not isinstance(name, str) or name not in MODELS:  # checked before the cache: a list is unhashable
+        close = difflib.get_close_matches(str(name), MODELS, n=1) if isinstance(name, str) else []
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"Unknown model {name!r}.{hint} Models in the zoo: {', '.join(MODELS)}.")
+    return _load(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _load(name: str) -> Probe:
     return MODELS[name]()
+
+
+load.cache_clear = _load.cache_clear  # as before, when load itself was cached
+load.cache_info = _load.cache_info

@@ -100,6 +100,12 @@ class ActivationExplorer(View):
         for name, value in (("top_k", top_k), ("steps", steps)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if steps > ascent.MAX_STEPS:
+            raise ValueError(f"steps must be at most {ascent.MAX_STEPS}, got {steps!r}.")
+        if dataset is not None:
+            n = len(dataset.images if isinstance(dataset, data.Dataset) else dataset)
+            if n == 0:
+                raise ValueError("The dataset is empty: give at least one image.")
         self.top_k, self.steps = int(top_k), int(steps)
         self._dataset_arg = dataset
         self._dataset: np.ndarray | None = None  # fitted lazily, on the worker

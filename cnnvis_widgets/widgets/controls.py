@@ -21,6 +21,12 @@ class LayerSlider(widgets.VBox):
                 f"{probe.name} has no {'spatial ' if spatial_only else ''}layers to choose from."
             )
         self._probe = probe
+        if value and probe.layer(value).name not in self.names:
+            info = probe.layer(value)
+            raise ValueError(
+                f"Layer {info.name!r} ({info.kind}, shape {info.shape}) cannot be chosen here: "
+                f"choose one of {', '.join(self.names)}."
+            )
         start = self.names.index(probe.layer(value).name) if value else len(self.names) // 2
         self.slider = widgets.IntSlider(
             start, 0, len(self.names) - 1, description="layer", continuous_update=False, readout=False
@@ -146,6 +152,10 @@ class ImagePicker(widgets.VBox):
         for name, image in _named_images(probe, images).items():
             self._images[name] = _fit(probe, image, name)
         names = list(self._images)
+        if not names:
+            raise ValueError(
+                "No images given: pass a dict name -> image, a list or an (N, H, W, C) array of at least one."
+            )
         if value is not None and value not in self._images:
             raise ValueError(f"Unknown image {value!r}; choose one of: {', '.join(names)}.")
         self.dropdown = widgets.Dropdown(options=names, value=value or names[0], description="image")

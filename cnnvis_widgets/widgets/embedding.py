@@ -92,6 +92,10 @@ class EmbeddingExplorer(View):
             raise ValueError(f"Unknown embedding method {method!r}; valid: {', '.join(emb.METHODS)}.")
         if pool not in ("flatten", "mean"):
             raise ValueError(f"pool must be 'flatten' or 'mean', got {pool!r}.")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer (neighbours shown), got {k!r}.")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"seed must be an integer, got {seed!r}.")
         self.points = as_points(probe, dataset, limit)
         self.result: Embedding | None = None
         self.runs_started = 0

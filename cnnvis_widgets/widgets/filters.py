@@ -13,6 +13,8 @@ import re
 import time
 
 import ipywidgets as widgets
+import jax
+import numpy as np
 
 from cnnvis_widgets.compile_cache import enable_compilation_cache
 from cnnvis_widgets.engine import ascent, param, transforms
@@ -22,6 +24,7 @@ from cnnvis_widgets.widgets.controls import (
     FilterPicker,
     LayerSlider,
     RegularizerPanel,
+    _fit,
     parse_filters,
 )
 from cnnvis_widgets.widgets.grid import ImageGrid
@@ -59,11 +62,17 @@ class FilterExplorer(View):
     ):
         super().__init__(name="cnnvis-filters")
         self.probe = probe = as_probe(probe)
+        _check_settings(steps, size, learning_rate, seed, snapshot_every)
         self.result: ascent.AscentResult | None = None
         self.runs_started = 0
         # ImageNet-size models: 64 px keeps a layer interactive on a CPU
         default = min(64 if max(probe.input_shape[:2]) > 128 else 128, ascent.default_size(probe)[0])
         self.layer_slider = LayerSlider(probe, layer)
+        if not isinstance(filters, str):
+            raise TypeError(f"filters must be text like '0:16', '3,5,9', 'top16' or 'all', got {filters!r}.")
+        if not re.fullmatch(r"top\s*\d+", filters.strip().lower()):
+            info = probe.layer(self.layer_slider.value)
+            probe.check_units(info.name, parse_filters(filters, info.channels))
         self.filter_picker = FilterPicker(filters)
         self.regularizer_panel = RegularizerPanel()
         self.steps = widgets.BoundedIntText(steps, min=1, max=10000, description="steps")
@@ -76,7 +85,7 @@ class FilterExplorer(View):
             options=[("Fourier (decorrelated)", "fourier"), ("pixels", "pixel")], description="param"
         )
         self.use_transforms = widgets.Checkbox(True, description="jitter / scale / rotate", indent=False)
-        self.image = _default_image(probe) if image is None else image
+        self.image = _default_image(probe) if image is None else _fit(probe, image, "image")
         self.snapshot_every = snapshot_every
         self.run_button = widgets.Button(description="Run", icon="play", button_style="success")
         self.stop_button = widgets.Button(description="Stop", icon="stop")
@@ -164,7 +173,7 @@ class FilterExplorer(View):
             if cancelled():
                 return True
             with self.hold_sync():
-                self.grid.update(p.images, labels, force=p.step == p.total_steps)
+                self.grid.update(p.images, _marked(labels, p.finite), force=p.step == p.total_steps)
                 self.progress.value = p.step
                 rate = p.step / max(time.monotonic() - start, 1e-6)
                 self.status.value = f"{request['layer']}: step {p.step}/{p.total_steps} · {rate:.0f} steps/s"
@@ -183,17 +192,24 @@ class FilterExplorer(View):
             param=request["param"],
             transforms=request["transforms"],
             snapshot_every=min(self.snapshot_every, request["steps"]),
-            chunk=len(request["filters"]) if len(request["filters"]) <= 64 else None,  # whole grid live
+            chunk=_live_chunk(self.probe, request),
             callback=on_progress,
         )
         if cancelled():
             return
         self.result = result
-        self.grid.update(result.images, labels, force=True)
-        bad = int((~result.finite).sum())
+        self.grid.update(result.images, _marked(labels, result.finite), force=True)
+        bad = result.units[~result.finite]
+        diverged = (
+            f" · {len(bad)} diverged (NaN/Inf, shown grey): filter(s) {', '.join(map(str, bad[:16]))}"
+            + (" …" if len(bad) > 16 else "")
+            + " — try a smaller learning rate"
+            if len(bad)
+            else ""
+        )
         self.status.value = (
             f"{request['layer']}: {len(labels)} filters, {result.steps_done} steps in "
-            f"{time.monotonic() - start:.1f} s" + (f" · {bad} diverged (grey)" if bad else "")
+            f"{time.monotonic() - start:.1f} s" + diverged
         )
 
     # ----------------------------------------------------------------- detail
@@ -234,6 +250,41 @@ class FilterExplorer(View):
 def _param(kind: str, channels: int) -> param.Param:
     """One object per choice, so switching back reuses the compiled optimization."""
     return ascent.default_param(channels) if kind == "fourier" else param.pixel()
+
+
+def _live_chunk(probe, request) -> int:
+    """The whole grid in one compiled call (every tile moves at once) up to 64 filters, unless
+    their activations exceed the engine's memory budget."""
+    image = (1, request["size"], request["size"], probe.input_shape[-1])
+    nbytes = ascent.activation_bytes(probe, request["layer"], image)
+    return ascent.default_chunk(len(request["filters"]), nbytes, per_device=64 // len(jax.devices()))
+
+
+DIVERGED = "✗NaN"  # a tile label's mark for a filter whose optimization diverged
+
+
+def _marked(labels: list[str], finite) -> list[str]:
+    """Tile labels with diverged filters marked."""
+    if finite is None:
+        return labels
+    return [label if ok else f"{label} {DIVERGED}" for label, ok in zip(labels, finite)]
+
+
+def _check_settings(steps, size, learning_rate, seed, snapshot_every) -> None:
+    """The constructor's numbers, checked against what the controls can hold (they would clamp silently)."""
+    def is_int(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if not is_int(steps) or not 1 <= steps <= 10000:
+        raise ValueError(f"steps must be an integer in 1..10000, got {steps!r}.")
+    if size is not None and (not is_int(size) or not 8 <= size <= 512):
+        raise ValueError(f"size must be an integer in 8..512 (pixels) or None, got {size!r}.")
+    if not isinstance(learning_rate, (int, float, np.number)) or not 1e-5 <= learning_rate <= 10.0:
+        raise ValueError(f"learning_rate must be a number in [1e-05, 10], got {learning_rate!r}.")
+    if not is_int(seed):
+        raise TypeError(f"seed must be an integer, got {seed!r}.")
+    if not is_int(snapshot_every) or snapshot_every < 1:
+        raise ValueError(f"snapshot_every must be a positive integer (steps per frame), got {snapshot_every!r}.")
 
 
 @functools.lru_cache(maxsize=1)

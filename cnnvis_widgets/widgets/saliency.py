@@ -102,6 +102,21 @@ class SaliencyExplorer(View):
         if mode not in MODES:
             raise ValueError(f"Unknown mode {mode!r}; valid modes: {', '.join(MODES)}.")
         self.options = _check_options(options or {})
+        if not isinstance(opacity, (int, float, np.number)) or not 0.0 <= opacity <= 1.0:
+            raise ValueError(f"opacity must be a number in [0, 1], got {opacity!r}.")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 0:
+            raise ValueError(f"batch_size must be an integer >= 0 (0: all images), got {batch_size!r}.")
+        if cascade_steps is not None and (
+            isinstance(cascade_steps, bool) or not isinstance(cascade_steps, (int, np.integer)) or cascade_steps < 1
+        ):
+            raise ValueError(f"cascade_steps must be a positive integer or None (all), got {cascade_steps!r}.")
+        for what, name in (("cmap", cmap), ("signed_cmap", signed_cmap)):
+            from matplotlib import colormaps
+
+            if name not in colormaps:
+                close = difflib.get_close_matches(str(name), list(colormaps), n=3)
+                hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+                raise ValueError(f"Unknown {what} {name!r}.{hint} Any matplotlib colormap name works, e.g. 'jet', 'viridis'.")
         self.cascade_steps = cascade_steps
         self.cmap, self.signed_cmap = cmap, signed_cmap
         self.n_classes = num_classes(probe)
@@ -462,6 +477,11 @@ def target_to_text(probe, target) -> str:
 
 # ------------------------------------------------------------------ helpers
 def _check_options(options: dict) -> dict:
+    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+        raise TypeError(
+            f"options must be a dict method -> dict of that method's options, e.g. "
+            f"{{'smoothgrad': {{'n_samples': 16}}}}; got {options!r}."
+        )
     out = {}
     for method, opts in options.items():
         if method not in METHODS:

@@ -68,7 +68,12 @@ class TrainingMonitor(View):
         train, test = data.digits_split()
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise ValueError(f"every must be a positive integer (steps between updates), got {every!r}.")
-        if not 0 <= image_index < len(test.labels):
+        digits.check_settings(epochs, batch_size, learning_rate)
+        if (
+            isinstance(image_index, bool)
+            or not isinstance(image_index, (int, np.integer))
+            or not 0 <= image_index < len(test.labels)
+        ):
             raise ValueError(
                 f"image_index must be in 0..{len(test.labels) - 1} (a test digit), got {image_index}."
             )

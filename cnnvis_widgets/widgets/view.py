@@ -56,8 +56,10 @@ class View(widgets.VBox):
 
 def as_probe(probe):
     """A Probe, or a zoo name ("digits-cnn") loaded into one."""
+    from cnnvis_widgets.models.probe import require_probe
+
     if isinstance(probe, str):
         from cnnvis_widgets.models.zoo import load
 
         return load(probe)
-    return probe
+    return require_probe(probe, "A view")

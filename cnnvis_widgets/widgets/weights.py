@@ -63,6 +63,9 @@ class WeightsView(View):
         self.layer_select = widgets.Dropdown(
             options=self.conv_layers, value=layer or self.conv_layers[0], description="layer"
         )
+        for what, value, valid in (("mode", mode, MODES), ("scale", scale, SCALES)):
+            if value not in [v for _, v in valid]:
+                raise ValueError(f"Unknown {what} {value!r}; valid: {', '.join(v for _, v in valid)}.")
         self.mode = widgets.Dropdown(options=MODES, value=mode, description="inputs")
         self.scale = widgets.Dropdown(options=SCALES, value=scale, description="scale")
         self.channel = widgets.BoundedIntText(0, min=0, max=4096, description="input ch.")
