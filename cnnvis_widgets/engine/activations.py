@@ -396,7 +396,11 @@ def batches(probe, images: Any, batch_size: int):
 
 @functools.lru_cache(maxsize=32)
 def _forward(probe, names: tuple[str, ...]):
-    return jax.jit(lambda v, x: [probe.forward(v, x)[1][n] for n in names])
+    def layers(variables, x):
+        acts = probe.forward(variables, x)[1]  # one forward pass for all the names
+        return [acts[n] for n in names]
+
+    return jax.jit(layers)
 
 
 @functools.lru_cache(maxsize=32)
