@@ -220,6 +220,14 @@ def visualize_filters(
         )
     variables = probe.check_variables(variables)
     shape = (batch, *size, probe.input_shape[-1])
+    per_snapshot = len(units) * int(np.prod(shape[1:]))  # uint8 bytes of one snapshot of every filter
+    n_snapshots = -(-steps // snapshot_every)
+    if n_snapshots * per_snapshot > 2**30:
+        raise ValueError(
+            f"steps={steps} with snapshot_every={snapshot_every} keeps {n_snapshots} snapshots of "
+            f"{len(units)} images ({n_snapshots * per_snapshot / 2**30:.1f} GB); use a snapshot_every of "
+            f"at least {-(-steps * per_snapshot // 2**30)} or fewer steps."
+        )
     if chunk is None:
         chunk = default_chunk(len(units), batch * activation_bytes(probe, info.name, (1, *shape[1:])))
     init, run = _compiled(probe, setup, shape, snapshot_every)
@@ -237,13 +245,6 @@ def visualize_filters(
     curves = np.full((n, steps), np.nan, np.float32)
     # snapshot j holds every filter at step snapshot_steps[j] (filled group by group)
     snapshot_steps = [min(j * snapshot_every, steps) for j in range(1, -(-steps // snapshot_every) + 1)]
-    snapshot_bytes = len(snapshot_steps) * images.nbytes // 4
-    if snapshot_bytes > 2**30:
-        raise ValueError(
-            f"steps={steps} with snapshot_every={snapshot_every} keeps {len(snapshot_steps)} snapshots of "
-            f"{n} images ({snapshot_bytes / 2**30:.1f} GB); use a snapshot_every of at least "
-            f"{-(-steps * (images.nbytes // 4) // 2**30)} or fewer steps."
-        )
     snapshots = np.repeat(_snapshot_uint8(images)[None], len(snapshot_steps), axis=0)  # start images
     diverged = np.zeros(n, bool)  # NaN/Inf so far, per filter: its image is shown grey
     taken = 0
@@ -304,7 +305,7 @@ def visualize_classes(
     """
     probe = require_probe(probe, "visualize_classes")
     layer = layer or probe.layer_names[-1]
-    kwargs.setdefault("objective", objectives_lib.class_logit(probe.layer(layer).name))
+    kwargs.setdefault("objective", named_objective("class", probe.layer(layer).name))  # cached: compiles once
     result = visualize_filters(probe, layer, classes, **kwargs)
     probs = jax.nn.softmax(
         probe.logits(kwargs.get("variables") or probe.variables, _resize(result.images, probe)), axis=-1
@@ -366,7 +367,11 @@ def _check_size(probe, size) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-_OBJECTIVES = {"channel": objectives_lib.channel, "neuron": objectives_lib.neuron}
+_OBJECTIVES = {
+    "channel": objectives_lib.channel,
+    "neuron": objectives_lib.neuron,
+    "class": objectives_lib.class_logit,
+}
 
 
 @functools.lru_cache(maxsize=None)

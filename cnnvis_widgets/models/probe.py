@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import functools
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -75,7 +76,7 @@ def require_probe(probe: Any, what: str = "This function") -> "Probe":
 
 
 def _short_repr(value: Any) -> str:
-    text = repr(value)
+    text = " ".join(repr(value).split())
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -261,14 +262,13 @@ class Probe:
             if single
             else (self.layer_names if layers is None else [self.layer(n).name for n in layers])
         )
-        _, acts = self.forward(self.check_variables(variables), self.check_images(images))
-        picked = {n: acts[n] for n in names}
+        acts = _jitted(self, tuple(names))(self.check_variables(variables), self.check_images(images))
+        picked = dict(zip(names, acts))
         return picked[names[0]] if single else picked
 
     def logits(self, variables: Any, images: Any) -> jax.Array:
         """Pure, jittable model output of [0, 1] images."""
-        out, _ = self.forward(self.check_variables(variables), self.check_images(images))
-        return out
+        return _jitted(self, None)(self.check_variables(variables), self.check_images(images))
 
     def check_variables(self, variables: Any) -> Any:
         """``variables`` (None: the model's own) if they have the model's parameter names and shapes."""
@@ -314,6 +314,18 @@ class Probe:
 
 
 # ---------------------------------------------------------------- linen / nnx
+@functools.lru_cache(maxsize=64)
+def _jitted(probe: Probe, names: tuple[str, ...] | None):
+    """The forward pass compiled once per probe and set of layers (None: the output only), so
+    eager calls neither run op by op nor keep every layer: XLA drops what is not returned."""
+
+    def run(variables, x):
+        out, acts = probe.forward(variables, x)
+        return out if names is None else [acts[n] for n in names]
+
+    return jax.jit(run)
+
+
 def _flatten(tree: Mapping, prefix: str = "") -> dict[str, jax.Array]:
     """{'a': {'b': (x,)}} → {'a.b': x}; a module's own output '__call__' takes its path."""
     out = {}
