@@ -195,7 +195,7 @@ def visualize_filters(
     info = probe.layer(layer)
     units = probe.check_units(info.name, filters)
     steps = _positive_int(steps, "steps", MAX_STEPS)
-    batch = _positive_int(batch, "batch")
+    batch = _positive_int(batch, "batch", 256)  # images per filter
     seed = _integer(seed, "seed")
     snapshot_every = (
         steps if snapshot_every is None else min(_positive_int(snapshot_every, "snapshot_every"), steps)
@@ -254,15 +254,18 @@ def visualize_filters(
         # pad the group so it divides over the devices; the padding's results are dropped
         idx = start + sharding.padded_indices(sl.stop - start, len(jax.devices()))
         m = sl.stop - start
-        state = sharding.shard_filters(init(keys[idx], None if starts is None else starts[idx]))
+        with sharding.device_lock:  # see sharding.device_lock: concurrent sharded runs can deadlock
+            state = sharding.shard_filters(init(keys[idx], None if starts is None else starts[idx]))
         done = 0
         while done < steps and not stopped:
             k = min(snapshot_every, steps - done)
             runner = run if k == snapshot_every else _compiled(probe, setup, shape, k)[1]
-            state, values = runner(state, jnp.asarray(units[idx]), variables, w)
+            with sharding.device_lock:
+                state, values = runner(state, jnp.asarray(units[idx]), variables, w)
+                new_images = np.asarray(_to_images(setup.param)(state[0]))[:m]
             curves[sl, done : done + k] = np.asarray(values).T[:m]
             done += k
-            all_images[sl] = np.asarray(_to_images(setup.param)(state[0]))[:m]
+            all_images[sl] = new_images
             latest[sl] = curves[sl, done - 1]
             group = all_images[sl]  # a view: greying it greys all_images
             diverged[sl] |= ~np.isfinite(group).reshape(m, -1).all(axis=1) | ~np.isfinite(latest[sl])

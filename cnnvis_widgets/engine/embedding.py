@@ -247,7 +247,9 @@ def _grid(grid: Sequence[int]) -> tuple[int, int]:
     g = tuple(np.atleast_1d(grid).tolist())
     g = g * 2 if len(g) == 1 else g
     if len(g) != 2 or not all(isinstance(v, int) and 1 <= v <= MAX_GRID for v in g):
-        raise ValueError(f"grid must be (rows, cols) of integers in 1..{MAX_GRID}, got {grid!r}.")
+        raise ValueError(
+            f"grid must be (rows, cols) of positive integers, got {grid!r} (at most {MAX_GRID} each)."
+        )
     return g
 
 

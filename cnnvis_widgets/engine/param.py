@@ -146,6 +146,11 @@ def fourier(sd: float = 0.01, decay_power: float = 1.0, decorrelate: bool = True
         b, h, w, c = _check_shape(shape)
         if w % 2 and h != w:
             raise ValueError(f"fourier needs square images or an even width, got shape {shape}.")
+        if h % 2 and w == h - 1:  # its spectrum has the columns of a square image: to_image would give h x h
+            raise ValueError(
+                f"fourier cannot tell a {h}x{w} image from a {h}x{h} one (same spectrum shape); "
+                f"use {h}x{h}, {h + 1}x{w} or {h}x{w + 2}, got shape {shape}."
+            )
         return sd * jax.random.normal(key, (b, c, h, w // 2 + 1, 2), jnp.float32)
 
     def to_image_size(params, h, w):

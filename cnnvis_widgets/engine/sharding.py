@@ -9,11 +9,19 @@ it must run before JAX starts its backend (first array op), e.g. first thing in 
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+
+# One multi-device program at a time in this process. Two threads each running a program
+# sharded over the host devices (a widget's worker and the notebook's main thread) can
+# deadlock XLA:CPU's collectives: after 40 s its rendezvous aborts the whole process
+# ("rendezvous.cc ... Expected 2 threads"), killing the kernel.
+device_lock = threading.RLock()
 
 
 def use_all_cores(count: int | None = None) -> int:

@@ -62,7 +62,7 @@ def _identity(x):
     return x
 
 
-def require_probe(probe: Any, what: str = "This function") -> "Probe":
+def require_probe(probe: Any, what: str = "This function") -> Probe:
     """``probe`` if it is a Probe; otherwise a TypeError saying how to make one."""
     if isinstance(probe, Probe):
         return probe
@@ -85,7 +85,7 @@ def _model_errors(name: str, input_shape: tuple[int, ...]):
     """Errors from tracing a user's model (Flax scope/shape errors) as one ValueError naming the input."""
     try:
         yield
-    except Exception as err:  # noqa: BLE001 - re-raised with what was given
+    except Exception as err:  # re-raised with what was given
         raise ValueError(
             f"Could not run {name} on a (1, {', '.join(map(str, input_shape))}) image with the given "
             f"variables: {type(err).__name__}: {err} Check input_shape (H, W, C) and that the variables "

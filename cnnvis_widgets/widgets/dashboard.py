@@ -72,6 +72,8 @@ class Dashboard(widgets.VBox):
         unknown = [v for v in chosen if v not in known]
         if unknown or not chosen:
             raise ValueError(f"Unknown views {unknown or chosen!r}; choose from: {', '.join(known)}.")
+        if start is not None and start not in chosen:
+            raise ValueError(f"start={start!r} is not one of the dashboard's views: {', '.join(chosen)}.")
         self.probe, self.images, self.dataset = probe, images, dataset
         self.view_keys = chosen
         self.views: dict[str, widgets.Widget] = {}
@@ -143,7 +145,7 @@ class Dashboard(widgets.VBox):
         return pickers[0].image if pickers else None
 
     def close(self):
-        for view in self.views.values():
+        for view in getattr(self, "views", {}).values():  # also when __init__ failed
             view.close()
         super().close()
 

@@ -12,7 +12,9 @@ codes" (2014) for the mosaic; Krizhevsky et al. 2012 (feature vs pixel neighbour
 
 from __future__ import annotations
 
+import functools
 import html
+import threading
 import time
 from typing import NamedTuple
 
@@ -53,6 +55,17 @@ class Embedding(NamedTuple):
     seconds: float
 
 
+def _drawing(method):
+    """Run a drawing method under the view's lock: one thread at a time touches the marks and grids."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._draw_lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class EmbeddingExplorer(View):
     """A layer's features of a dataset as a 2-D scatter (or mosaic); hover to see, click for neighbours.
 
@@ -87,6 +100,7 @@ class EmbeddingExplorer(View):
         autorun: bool = True,
     ):
         super().__init__(name="cnnvis-embedding")
+        self._draw_lock = threading.RLock()  # the worker and the kernel's event handlers both draw
         self.probe = probe = as_probe(probe)
         if method not in emb.METHODS:
             raise ValueError(f"Unknown embedding method {method!r}; valid: {', '.join(emb.METHODS)}.")
@@ -309,6 +323,7 @@ class EmbeddingExplorer(View):
         )
 
     # --------------------------------------------------------------- drawing
+    @_drawing
     def _draw_scatter(self, result: Embedding) -> None:
         points = result.points
         colors = _palette(len(points.names))
@@ -325,6 +340,7 @@ class EmbeddingExplorer(View):
                 f"{self.probe.name} · {result.layer} · {METHOD_LABELS.get(result.method, result.method)}"
             )
 
+    @_drawing
     def _draw_mosaic(self) -> None:
         result = self.result
         thumbs = self._cache.get("thumbs")
@@ -383,6 +399,7 @@ class EmbeddingExplorer(View):
         if 0 <= row < layout.shape[0] and 0 <= col < layout.shape[1] and layout[row, col] >= 0:
             self.selected = int(layout[row, col])
 
+    @_drawing
     def _blank_neighbours(self) -> None:
         """White tiles and a hint until a point is clicked."""
         blank = np.ones((int(self.k.value), *self.points.images.shape[1:]), np.float32)
@@ -397,6 +414,7 @@ class EmbeddingExplorer(View):
                 f"<b>{where}</b>: <small>click a point for its {len(blank)} nearest neighbours</small>"
             )
 
+    @_drawing
     def _show_hovered(self, change):
         i = change["new"]
         points = self.points
@@ -418,6 +436,7 @@ class EmbeddingExplorer(View):
         data = result.features if space == "feature" else result.points.images
         return emb.neighbours(data, i, k=k, space=space)
 
+    @_drawing
     def _show_neighbours(self) -> None:
         result, i = self.result, self.selected
         if result is None or not 0 <= i < len(result.coords):

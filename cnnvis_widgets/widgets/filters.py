@@ -272,6 +272,7 @@ def _marked(labels: list[str], finite) -> list[str]:
 
 def _check_settings(steps, size, learning_rate, seed, snapshot_every) -> None:
     """The constructor's numbers, checked against what the controls can hold (they would clamp silently)."""
+
     def is_int(v):
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
@@ -284,7 +285,9 @@ def _check_settings(steps, size, learning_rate, seed, snapshot_every) -> None:
     if not is_int(seed):
         raise TypeError(f"seed must be an integer, got {seed!r}.")
     if not is_int(snapshot_every) or snapshot_every < 1:
-        raise ValueError(f"snapshot_every must be a positive integer (steps per frame), got {snapshot_every!r}.")
+        raise ValueError(
+            f"snapshot_every must be a positive integer (steps per frame), got {snapshot_every!r}."
+        )
 
 
 @functools.lru_cache(maxsize=1)

@@ -6,6 +6,7 @@ mark: ~1 ms of kernel time per frame), never as PNG. Clicking a tile sets ``sele
 
 from __future__ import annotations
 
+import threading
 import time
 
 import bqplot
@@ -37,6 +38,9 @@ class ImageGrid(widgets.VBox):
         self.ncols, self.cmap, self.tile_px, self.max_fps = ncols, cmap, tile_px, max_fps
         self._shape = None
         self._next_send = 0.0
+        # the worker (frames) and the kernel's event handlers may both draw: one at a time, or
+        # ipywidgets' hold_sync bookkeeping races ("Set changed size during iteration", lost updates)
+        self._lock = threading.RLock()
         self._x, self._y = bqplot.LinearScale(min=0, max=1), bqplot.LinearScale(min=0, max=1)
         self.mark = ImageGL(
             image=np.zeros((1, 1, 3), np.uint8),
@@ -76,7 +80,11 @@ class ImageGrid(widgets.VBox):
         return np.asarray(self.mark.image)[::-1]
 
     def update(self, tiles, labels=None, force: bool = True) -> bool:
-        """Show new tiles; unless ``force``, skip frames beyond ``max_fps``. True if sent."""
+        """Show new tiles; unless ``force``, skip frames beyond ``max_fps``. True if sent. Thread-safe."""
+        with self._lock:
+            return self._update(tiles, labels, force)
+
+    def _update(self, tiles, labels, force: bool) -> bool:
         now = time.monotonic()
         if not force and now < self._next_send:
             return False
@@ -92,7 +100,7 @@ class ImageGrid(widgets.VBox):
             self._gap = int(np.ceil(14 * tiles.shape[1] / self.tile_px)) if labels is not None else 0
         montage = px.to_uint8(px.montage(rgb, self.ncols, pad=1, pad_value=1.0, row_gap=self._gap))
         h, w = montage.shape[:2]
-        with self.hold_sync(), self.mark.hold_sync():
+        with self.mark.hold_sync():  # not self.hold_sync(): `selected` is set by clicks, on the kernel thread
             if self._shape != (len(tiles), *tiles.shape[1:3]):
                 self._shape = (len(tiles), *tiles.shape[1:3])
                 rows, cols = px.grid_shape(len(tiles), self.ncols)

@@ -107,16 +107,22 @@ class SaliencyExplorer(View):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 0:
             raise ValueError(f"batch_size must be an integer >= 0 (0: all images), got {batch_size!r}.")
         if cascade_steps is not None and (
-            isinstance(cascade_steps, bool) or not isinstance(cascade_steps, (int, np.integer)) or cascade_steps < 1
+            isinstance(cascade_steps, bool)
+            or not isinstance(cascade_steps, (int, np.integer))
+            or cascade_steps < 1
         ):
-            raise ValueError(f"cascade_steps must be a positive integer or None (all), got {cascade_steps!r}.")
+            raise ValueError(
+                f"cascade_steps must be a positive integer or None (all), got {cascade_steps!r}."
+            )
         for what, name in (("cmap", cmap), ("signed_cmap", signed_cmap)):
             from matplotlib import colormaps
 
             if name not in colormaps:
                 close = difflib.get_close_matches(str(name), list(colormaps), n=3)
                 hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-                raise ValueError(f"Unknown {what} {name!r}.{hint} Any matplotlib colormap name works, e.g. 'jet', 'viridis'.")
+                raise ValueError(
+                    f"Unknown {what} {name!r}.{hint} Any matplotlib colormap name works, e.g. 'jet', 'viridis'."
+                )
         self.cascade_steps = cascade_steps
         self.cmap, self.signed_cmap = cmap, signed_cmap
         self.n_classes = num_classes(probe)

@@ -108,6 +108,30 @@ def test_sharded_over_four_devices_equals_unsharded(probe, tmp_path):
     np.testing.assert_allclose(np.load(out), unsharded, atol=1e-4)
 
 
+def test_two_threads_running_sharded_optimizations_at_once_finish(tmp_path):
+    """A widget's worker and the notebook's main thread, both on two host devices: without
+    sharding.device_lock XLA:CPU's collectives could deadlock and abort the process."""
+    script = textwrap.dedent("""
+        import threading, numpy as np, jax
+        assert len(jax.devices()) == 2, jax.devices()
+        import cnnvis_widgets as cw
+        probe = cw.load("digits-cnn")
+        done = []
+        def work(layer):
+            for seed in range(4):
+                r = cw.visualize_filters(probe, layer, list(range(6)), steps=8, snapshot_every=2, seed=seed)
+                done.append(bool(r.finite.all()))
+        threads = [threading.Thread(target=work, args=(layer,)) for layer in ("conv2", "conv3")]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        print("DONE", len(done), all(done))
+    """)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    out = subprocess.run([sys.executable, "-c", script], env=env, timeout=240, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "DONE 8 True" in out.stdout
+
+
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
@@ -119,7 +143,7 @@ def test_sharded_over_four_devices_equals_unsharded(probe, tmp_path):
         (
             dict(objective="fancy"),
             ValueError,
-            r"Unknown objective 'fancy'; give one of \['channel', 'neuron'\]",
+            r"Unknown objective 'fancy'; give one of \['channel', 'class', 'neuron'\]",
         ),
         (dict(weights=[1.0]), ValueError, "weights must have one value per regularizer"),
         (dict(layer="fc1", objective="neuron"), ValueError, "A neuron objective needs a spatial layer"),

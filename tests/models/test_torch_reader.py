@@ -251,6 +251,47 @@ def test_unlisted_torch_global_is_refused(tmp_path):
         read_state_dict(path)
 
 
+class _Evil:
+    """What an attacker pickles: ``__reduce__`` returning ``os.system`` and a command."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_pickle_dumps_payloads_of_every_protocol_are_refused(tmp_path, protocol):
+    """``pickle.dumps`` output (GLOBAL, or STACK_GLOBAL from protocol 4) as the state dict, nothing runs."""
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps({"w": _Evil(marker)}, protocol=protocol)
+    path = tmp_path / "evil.pth"
+    path.write_bytes(header() + payload + pickle.dumps([], 2))
+    with pytest.raises(UnsafeWeightsError, match=r"refusing to unpickle global '(posix|os)\.system'"):
+        read_state_dict(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "cut, message",
+    [
+        (0, r"not a legacy torch file: could not read the magic number pickle: EOFError"),
+        (7, r"not a legacy torch file: could not read the magic number pickle: UnpicklingError"),
+        ("no sys_info", r"could not read the sys_info pickle: EOFError"),
+    ],
+    ids=["empty file", "cut in the magic number", "header ends before sys_info"],
+)
+def test_files_truncated_in_the_header_are_refused(tmp_path, cut, message):
+    full = pickle.dumps(MAGIC, 2) + pickle.dumps(1001, 2)
+    path = tmp_path / "cut.pth"
+    path.write_bytes(full if cut == "no sys_info" else full[:cut])
+    with pytest.raises(WeightsFormatError, match=message):
+        read_state_dict(path)
+
+
 # --------------------------------------------------------------------------- format errors
 
 
