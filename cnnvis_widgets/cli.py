@@ -279,27 +279,48 @@ def _bar(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="step", leave=False)
 
 
+def _command(sub, name: str, fn, help: str, *groups: str) -> argparse.ArgumentParser:
+    """A subcommand with --model and the shared option groups: image, layer, filters, optimization."""
+    p = sub.add_parser(name, help=help)
+    p.set_defaults(fn=fn)
+    p.add_argument("--model", default="digits-cnn")
+    if "image" in groups:
+        p.add_argument("--image", help="a bundled photo (chelsea, coffee, …), digit:N, or an image file")
+    if "layer" in groups:
+        p.add_argument("--layer", help="layer name (see `cnnvis layers`); default a middle conv layer")
+    if "filters" in groups:
+        p.add_argument("--filters", help="'0:16' or '3,5,9' (default all)")
+    if "optimization" in groups:
+        p.add_argument("--steps", type=int, default=128)
+        p.add_argument("--size", type=int, help="image size in pixels (default the model's, at most 128)")
+        p.add_argument("--seed", type=int, default=0)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnnvis", description="See inside convolutional networks.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="render the filters of digits-cnn's conv4 to a PNG")
     p.add_argument("--out", default="out/digits-conv4.png")
     p.set_defaults(fn=cmd_demo)
-    p = sub.add_parser("layers", help="list a model's layers")
-    p.add_argument("--model", default="digits-cnn")
-    p.set_defaults(fn=cmd_layers)
-    p = sub.add_parser("filters", help="activation maximization of a layer's filters → PNG grid")
-    p.add_argument("--model", default="digits-cnn")
-    p.add_argument("--layer", help="layer name (see `cnnvis layers`); default a middle conv layer")
-    p.add_argument("--filters", help="'0:16' or '3,5,9' (default all)")
-    p.add_argument("--steps", type=int, default=128)
-    p.add_argument("--size", type=int, help="image size in pixels (default the model's, at most 128)")
-    p.add_argument("--seed", type=int, default=0)
+    _command(sub, "layers", cmd_layers, "list a model's layers")
+    p = _command(
+        sub,
+        "filters",
+        cmd_filters,
+        "activation maximization of a layer's filters → PNG grid",
+        "layer",
+        "filters",
+        "optimization",
+    )
     p.add_argument("--out", default="out/filters.png")
-    p.set_defaults(fn=cmd_filters)
-    p = sub.add_parser("saliency", help="saliency maps of one image → PNG (image + one overlay per method)")
-    p.add_argument("--model", default="digits-cnn")
-    p.add_argument("--image", help="a bundled photo (chelsea, coffee, …), digit:N, or an image file")
+    p = _command(
+        sub,
+        "saliency",
+        cmd_saliency,
+        "saliency maps of one image → PNG (image + one overlay per method)",
+        "image",
+    )
     p.add_argument(
         "--method",
         default="gradcam",
@@ -313,29 +334,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opacity", type=float, default=0.5)
     p.add_argument("--cmap", default="jet", help="a matplotlib colormap for unsigned maps")
     p.add_argument("--out", default="out/saliency.png")
-    p.set_defaults(fn=cmd_saliency)
-    p = sub.add_parser("maps", help="feature maps of one image at a layer → PNG grid")
-    p.add_argument("--model", default="digits-cnn")
-    p.add_argument("--image", help="a bundled photo (chelsea, coffee, …), digit:N, or an image file")
-    p.add_argument("--layer", help="layer name (see `cnnvis layers`); default a middle conv layer")
-    p.add_argument("--filters", help="'0:16' or '3,5,9' (default all)")
+    p = _command(
+        sub, "maps", cmd_maps, "feature maps of one image at a layer → PNG grid", "image", "layer", "filters"
+    )
     p.add_argument("--cmap", default="magma", help="a matplotlib colormap name")
     p.add_argument("--out", default="out/maps.png")
-    p.set_defaults(fn=cmd_maps)
-    p = sub.add_parser("classes", help="class visualizations (maximize class logits) → PNG grid")
-    p.add_argument("--model", default="digits-cnn")
+    p = _command(
+        sub, "classes", cmd_classes, "class visualizations (maximize class logits) → PNG grid", "optimization"
+    )
     p.add_argument("--classes", help="'0:10', '3,5' or names 'tabby,espresso' (default the first 10)")
-    p.add_argument("--steps", type=int, default=128)
-    p.add_argument("--size", type=int, help="image size in pixels (default the model's, at most 128)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="out/classes.png")
-    p.set_defaults(fn=cmd_classes)
-    p = sub.add_parser("app", help="serve the explore() dashboard as a web app (Voila)")
-    p.add_argument("--model", default="digits-cnn")
+    p = _command(sub, "app", cmd_app, "serve the explore() dashboard as a web app (Voila)")
     p.add_argument("--port", type=int, default=8866)
     p.add_argument("--ip", default="127.0.0.1")
     p.add_argument("--browser", action="store_true", help="open a browser tab")
-    p.set_defaults(fn=cmd_app)
     return parser
 
 
