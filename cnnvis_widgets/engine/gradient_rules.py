@@ -52,6 +52,9 @@ def _swappable(params) -> bool:
         and tuple(dn.rhs_spec) == _HWIO
         and tuple(dn.out_spec) == _NHWC
         and params["batch_group_count"] == 1
+        # Grouped (depthwise) convs keep XLA's own gradient: swapped, EfficientNet-Lite0's scanned
+        # step to block5.expand took 170 ms instead of 61 ms (16 images, 64 px, 2 host devices).
+        and params["feature_group_count"] == 1
         and all(d == 1 for d in params["lhs_dilation"])
         and params.get("preferred_element_type") is None
     )

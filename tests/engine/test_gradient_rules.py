@@ -36,7 +36,8 @@ def test_fast_conv_gradients_equal_jax(lhs, rhs, strides, padding, dilation, gro
         return jnp.sin(y).sum()
 
     fast = with_gradient_rules(f)
-    assert count_swappable_convs(f, l, r) == (1, 1)
+    # grouped (depthwise) convs are left to XLA's own gradient: faster there (gradient_rules._swappable)
+    assert count_swappable_convs(f, l, r) == ((1, 1) if groups == 1 else (0, 1))
     np.testing.assert_allclose(fast(l, r), f(l, r), rtol=1e-6)
     for a, b in zip(jax.grad(f, (0, 1))(l, r), jax.jit(jax.grad(fast, (0, 1)))(l, r)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
