@@ -41,22 +41,7 @@ def cmd_filters(args) -> int:
     filters = probe.check_units(layer, _parse_filters(args.filters))
     groups = -(-len(filters) // default_chunk(len(filters)))  # filter groups run one after another
     bar = _bar(args.steps * groups, f"{probe.name} {layer}")
-    last = [0]
-
-    def on_progress(progress) -> None:  # returns None: never stops the run
-        bar.update(progress.step - last[0] if progress.step > last[0] else progress.step)
-        last[0] = progress.step
-
-    result = visualize_filters(
-        probe,
-        layer,
-        filters,
-        steps=args.steps,
-        size=args.size,
-        seed=args.seed,
-        snapshot_every=max(1, args.steps // 8),
-        callback=on_progress,
-    )
+    result = visualize_filters(probe, layer, filters, **_ascent_options(args, bar))
     bar.close()
     path = export.save_grid(
         result.images,
@@ -171,21 +156,7 @@ def cmd_classes(args) -> int:
     probe = load(args.model)
     classes = _class_indices(probe, args.classes)
     bar = _bar(args.steps, f"{probe.name} classes")
-    last = [0]
-
-    def on_progress(progress) -> None:
-        bar.update(max(progress.step - last[0], 0))
-        last[0] = progress.step
-
-    result = visualize_classes(
-        probe,
-        classes,
-        steps=args.steps,
-        size=args.size,
-        seed=args.seed,
-        snapshot_every=max(1, args.steps // 8),
-        callback=on_progress,
-    )
+    result = visualize_classes(probe, classes, **_ascent_options(args, bar))
     bar.close()
     names = probe.class_names or [str(c) for c in range(max(classes) + 1)]
     labels = [f"{names[c]} p={p:.2f}" for c, p in zip(result.units, result.scores)]
@@ -266,6 +237,24 @@ def cmd_app(args) -> int:
         return subprocess.call(command, env={**os.environ, "CNNVIS_MODEL": args.model})
     except KeyboardInterrupt:
         return 0
+
+
+def _ascent_options(args, bar) -> dict:
+    """The optimization options of --steps/--size/--seed, with a callback that advances ``bar``
+    across filter groups (each group's steps restart at 1)."""
+    last = [0]
+
+    def on_progress(progress) -> None:  # returns None: never stops the run
+        bar.update(progress.step - last[0] if progress.step > last[0] else progress.step)
+        last[0] = progress.step
+
+    return dict(
+        steps=args.steps,
+        size=args.size,
+        seed=args.seed,
+        snapshot_every=max(1, args.steps // 8),
+        callback=on_progress,
+    )
 
 
 def _default_layer(probe) -> str:

@@ -52,21 +52,26 @@ def grid_figure(
     fig = _figure_class()(
         figsize=(cols * tile_inches, rows * tile_inches + (0.4 if title else 0)), layout="constrained"
     )
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for i, ax in enumerate(axes.flat):
+    draw_tiles(fig, tiles, labels, ncols, cmap or "gray")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def draw_tiles(fig, tiles, labels=None, ncols: int | None = None, cmap: str = "gray") -> None:
+    """Draw N tiles (N, H, W, C in [0, 1]) into a Figure or SubFigure, a label above each."""
+    rows, cols = px.grid_shape(len(tiles), ncols)
+    for i, ax in enumerate(fig.subplots(rows, cols, squeeze=False).flat):
         ax.set_axis_off()
         if i >= len(tiles):
             continue
         tile = tiles[i]
         if tile.shape[-1] == 1:
-            ax.imshow(tile[..., 0], cmap=cmap or "gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.imshow(tile[..., 0], cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
         else:
             ax.imshow(np.clip(tile, 0, 1), interpolation="nearest")
         if labels is not None:
             ax.set_title(str(labels[i]), fontsize=7, pad=2)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig
 
 
 def figure(**kwargs):

@@ -385,14 +385,14 @@ class ActivationExplorer(View):
             figsize=(max(cols, len(d.values) + 2) * 1.1, rows * 1.1 + 2.2), layout="constrained"
         )
         top, bottom = fig.subfigures(2, 1, height_ratios=[rows * 1.1 + 0.4, 1.8])
-        _tiles_into(top, self.tiles, self.labels, cols, "viridis")
+        export.draw_tiles(top, self.tiles, self.labels, cols, "viridis")
         top.suptitle(title, fontsize=10)
         left, right = bottom.subfigures(1, 2, width_ratios=[len(d.values), 2])
-        _tiles_into(left, d.patches, [f"{v:.2f}" for v in d.values], len(d.values), "gray")
+        export.draw_tiles(left, d.patches, [f"{v:.2f}" for v in d.values], len(d.values), "gray")
         left.suptitle(
             f"filter {d.unit}: top {len(d.values)} patches over {self.dataset_description}", fontsize=8
         )
-        _tiles_into(right, d.optimized[None], [f"filter {d.unit}"], 1, "gray")
+        export.draw_tiles(right, d.optimized[None], [f"filter {d.unit}"], 1, "gray")
         right.suptitle("optimized", fontsize=8)
         return fig
 
@@ -437,18 +437,3 @@ def _ascent_size(probe):
     if probe.fixed_size:
         return None
     return min(64 if max(probe.input_shape[:2]) > 128 else 128, ascent.default_size(probe)[0])
-
-
-def _tiles_into(fig, tiles, labels, ncols, cmap):
-    rows, cols = px.grid_shape(len(tiles), ncols)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.set_axis_off()
-        if i >= len(tiles):
-            continue
-        tile = tiles[i]
-        if tile.shape[-1] == 1:
-            ax.imshow(tile[..., 0], cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
-        else:
-            ax.imshow(np.clip(tile, 0, 1), interpolation="nearest")
-        ax.set_title(str(labels[i]), fontsize=7, pad=2)

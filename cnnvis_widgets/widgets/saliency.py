@@ -449,13 +449,13 @@ class SaliencyExplorer(View):
         fig = export.figure(figsize=(width, height), layout="constrained")
         parts = fig.subfigures(2, 1, height_ratios=[rows * 1.7, 1.8]) if cascade else [fig]
         main, side = parts[0].subfigures(1, 2, width_ratios=[cols * 1.6, 2.2])
-        _draw_tiles(main, tiles, labels, cols)
+        export.draw_tiles(main, tiles, labels, cols)
         ax = side.add_subplot()
         ax.set_axis_off()
         text = "top-5\n" + "\n".join(f"{p:6.3f}  {name}" for name, p in self.top5)
         ax.text(0, 1, text, va="top", family="monospace", fontsize=8, transform=ax.transAxes)
         if cascade:
-            _draw_tiles(parts[1], self._blend(cascade), cascade[3], len(cascade[0]))
+            export.draw_tiles(parts[1], self._blend(cascade), cascade[3], len(cascade[0]))
             parts[1].suptitle("sanity check: randomized from the top (ρ: Spearman vs trained)", fontsize=8)
         method = "every method" if self.request["mode"] == "compare" else self.result.method
         fig.suptitle(f"{self.probe.name} · {method} · {self.request['mode']}", fontsize=10)
@@ -511,12 +511,3 @@ def _probabilities(probe):
         return jax.nn.softmax(out.reshape(out.shape[0], -1), axis=-1)
 
     return jax.jit(probs)
-
-
-def _draw_tiles(subfig, tiles, labels, ncols) -> None:
-    rows, cols = px.grid_shape(len(tiles), ncols)
-    for i, ax in enumerate(subfig.subplots(rows, cols, squeeze=False).flat):
-        ax.set_axis_off()
-        if i < len(tiles):
-            ax.imshow(np.clip(tiles[i], 0, 1), interpolation="nearest")
-            ax.set_title(str(labels[i]), fontsize=7, pad=2)
