@@ -18,21 +18,19 @@ import contextlib
 import dataclasses
 import difflib
 import functools
+import sys
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
-from flax import nnx
 
 from cnnvis_widgets.models import receptive_field
 
 KINDS = ("conv", "dense", "pool", "block")
 _LINEN_LEAVES = {nn.Conv: "conv", nn.ConvTranspose: "conv", nn.Dense: "dense"}
-_NNX_LEAVES = {nnx.Conv: "conv", nnx.ConvTranspose: "conv", nnx.Linear: "dense"}
 _LINEN_SKIP = (nn.BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.Dropout)
-_NNX_SKIP = (nnx.BatchNorm, nnx.LayerNorm, nnx.GroupNorm, nnx.Dropout)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +56,13 @@ class Layer:
         return f"{self.name} ({self.kind}, {dims}, rf {self.receptive_field}, stride {self.stride})"
 
 
+def _is_nnx(obj: Any) -> bool:
+    """Whether ``obj`` is an ``nnx.Module``. flax.nnx is not imported here (~0.1 s of a fresh
+    process's start): a program holding an nnx model has imported it already."""
+    nnx = sys.modules.get("flax.nnx")
+    return nnx is not None and isinstance(obj, nnx.Module)
+
+
 def _identity(x):
     return x
 
@@ -68,7 +73,7 @@ def require_probe(probe: Any, what: str = "This function") -> Probe:
         return probe
     if isinstance(probe, str):
         hint = f" For a zoo model use cnnvis_widgets.load({probe!r})."
-    elif isinstance(probe, (nn.Module, nnx.Module)):
+    elif isinstance(probe, nn.Module) or _is_nnx(probe):
         hint = " Wrap the Flax model first: Probe(module, variables, input_shape=(H, W, C))."
     else:
         hint = " Make one with cnnvis_widgets.load(name) or Probe(flax_module, variables, input_shape=(H, W, C))."
@@ -142,7 +147,7 @@ class Probe:
             self.variables = variables
             with _model_errors(self.name, self.input_shape):
                 self._forward, module_kinds = _linen_forward(model, variables, self.input_shape, kwargs)
-        elif isinstance(model, nnx.Module):
+        elif _is_nnx(model):
             if variables is not None:
                 raise ValueError("An nnx module carries its own state: pass variables=None.")
             self.module = model
@@ -375,6 +380,10 @@ def _linen_forward(module, variables, input_shape, kwargs):
 
 
 def _nnx_forward(model, input_shape, kwargs):
+    from flax import nnx
+
+    leaves = {nnx.Conv: "conv", nnx.ConvTranspose: "conv", nnx.Linear: "dense"}
+    skip = (nnx.BatchNorm, nnx.LayerNorm, nnx.GroupNorm, nnx.Dropout)
     graphdef, state = nnx.split(model)
     dummy = jnp.zeros((1, *input_shape), jnp.float32)
 
@@ -388,10 +397,10 @@ def _nnx_forward(model, input_shape, kwargs):
     kinds: dict[str, str] = {}
     if len(jax.tree_util.tree_leaves(sown)) == 0:
         for path, mdl in nnx.iter_modules(model):
-            if not path or isinstance(mdl, _NNX_SKIP):
+            if not path or isinstance(mdl, skip):
                 continue
             name = ".".join(str(p) for p in path)
-            kind = next((k for cls, k in _NNX_LEAVES.items() if isinstance(mdl, cls)), None)
+            kind = next((k for cls, k in leaves.items() if isinstance(mdl, cls)), None)
             if kind is None and len(path) == 1:
                 kind = "block"
             if kind is not None:

@@ -85,7 +85,7 @@ class FilterExplorer(View):
             options=[("Fourier (decorrelated)", "fourier"), ("pixels", "pixel")], description="param"
         )
         self.use_transforms = widgets.Checkbox(True, description="jitter / scale / rotate", indent=False)
-        self.image = _default_image(probe) if image is None else _fit(probe, image, "image")
+        self._image = None if image is None else _fit(probe, image, "image")
         self.snapshot_every = snapshot_every
         self.run_button = widgets.Button(description="Run", icon="play", button_style="success")
         self.stop_button = widgets.Button(description="Stop", icon="stop")
@@ -125,6 +125,14 @@ class FilterExplorer(View):
         self.grid.observe(self._show_detail, "selected")
         if autorun:
             self.run()
+
+    @property
+    def image(self) -> np.ndarray:
+        """The image behind the "top16" choice; the default is loaded on first use (loading the
+        digits imports scikit-learn: ~1 s a fresh process would spend before its first frame)."""
+        if self._image is None:
+            self._image = _default_image(self.probe)
+        return self._image
 
     # --------------------------------------------------------------- running
     def run(self) -> int:
