@@ -233,13 +233,25 @@ def visualize_filters(
     init, run = _compiled(probe, setup, shape, snapshot_every)
 
     n = len(units)
-    keys = jax.vmap(lambda u: jax.random.fold_in(jax.random.key(seed), u))(jnp.asarray(units))
+    base_key = jax.random.key(seed)  # filter u draws from fold_in(base_key, u)
     starts = (
         None
         if init_images is None
-        else jnp.broadcast_to(init_images[:, None], (n, batch, *init_images.shape[1:]))
+        else np.broadcast_to(init_images[:, None], (n, batch, *init_images.shape[1:]))
     )
-    all_images = np.array(_to_images(setup.param)(init(keys, starts)[0]))  # (N, B, H, W, C)
+    groups = [slice(start, min(start + chunk, n)) for start in range(0, n, chunk)]
+
+    def init_group(sl):
+        """The group's initial state and images, padded so it divides over the devices."""
+        idx = sl.start + sharding.padded_indices(sl.stop - sl.start, len(jax.devices()))
+        with sharding.device_lock:  # see sharding.device_lock: concurrent sharded runs can deadlock
+            state, start_images = init(base_key, units[idx], None if starts is None else starts[idx])
+            return state, units[idx], np.asarray(start_images)[: sl.stop - sl.start]
+
+    # every filter's start image, so a callback shows the groups not yet run (their init is
+    # deterministic, so each group is initialized again when its turn comes)
+    first = init_group(groups[0])
+    all_images = np.concatenate([first[2]] + [init_group(sl)[2] for sl in groups[1:]])  # (N, B, H, W, C)
     images = all_images[:, 0]
     latest = np.full(n, np.nan, np.float32)
     curves = np.full((n, steps), np.nan, np.float32)
@@ -249,20 +261,16 @@ def visualize_filters(
     diverged = np.zeros(n, bool)  # NaN/Inf so far, per filter: its image is shown grey
     taken = 0
     stopped, done = False, 0
-    for start in range(0, n, chunk):
-        sl = slice(start, min(start + chunk, n))
-        # pad the group so it divides over the devices; the padding's results are dropped
-        idx = start + sharding.padded_indices(sl.stop - start, len(jax.devices()))
-        m = sl.stop - start
-        with sharding.device_lock:  # see sharding.device_lock: concurrent sharded runs can deadlock
-            state = sharding.shard_filters(init(keys[idx], None if starts is None else starts[idx]))
+    for g, sl in enumerate(groups):
+        m = sl.stop - sl.start
+        state, group_units, _ = first if g == 0 else init_group(sl)
         done = 0
         while done < steps and not stopped:
             k = min(snapshot_every, steps - done)
             runner = run if k == snapshot_every else _compiled(probe, setup, shape, k)[1]
             with sharding.device_lock:
-                state, values = runner(state, jnp.asarray(units[idx]), variables, w)
-                new_images = np.asarray(_to_images(setup.param)(state[0]))[:m]
+                state, values, new_images = runner(state, group_units, variables, w)
+                new_images = np.asarray(new_images)[:m]
             curves[sl, done : done + k] = np.asarray(values).T[:m]
             done += k
             all_images[sl] = new_images
@@ -455,12 +463,6 @@ def _setup(probe, info, objective, size, param, transforms, regularizers, optimi
     )
 
 
-@functools.lru_cache(maxsize=None)
-def _to_images(par: param_lib.Param):
-    """Jitted params (N, ...) → images (N, B, H, W, C); cached so it compiles once per param."""
-    return jax.jit(jax.vmap(par.to_image))
-
-
 @functools.lru_cache(maxsize=32)
 def _compiled(probe, setup: _Setup, shape, n_steps):
     """(init, run) for one probe/setup/shape: run does n_steps for every filter, compiled once."""
@@ -495,16 +497,22 @@ def _compiled(probe, setup: _Setup, shape, n_steps):
         def body(s, _):
             return jax.vmap(step_one, in_axes=(0, 0, None, None))(s, units, variables, weights)
 
-        return jax.lax.scan(body, state, None, length=n_steps)
+        state, values = jax.lax.scan(body, state, None, length=n_steps)
+        return state, values, jax.vmap(par.to_image)(state[0])
 
-    def init(keys, starts):
-        return (
+    def init(base_key, units, starts):
+        keys = jax.vmap(lambda u: jax.random.fold_in(base_key, u))(units)
+        state = (
             jax.vmap(init_one)(keys, starts)
             if starts is not None
             else jax.vmap(lambda k: init_one(k, None))(keys)
         )
+        return state, jax.vmap(par.to_image)(state[0])
 
-    return jax.jit(init), jax.jit(run, donate_argnums=0)
+    # init places the state's filter axis over the devices (groups are padded to divide)
+    spread = sharding.filter_sharding()
+    placed = {} if spread is None else {"out_shardings": spread}
+    return jax.jit(init, **placed), jax.jit(run, donate_argnums=0)
 
 
 def _resize(images, probe):

@@ -16,7 +16,6 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-
 # One multi-device program at a time in this process. Two threads each running a program
 # sharded over the host devices (a widget's worker and the notebook's main thread) can
 # deadlock XLA:CPU's collectives: after 40 s its rendezvous aborts the whole process
@@ -49,11 +48,13 @@ def padded_indices(n: int, devices: int) -> np.ndarray:
     return np.concatenate([idx, np.repeat(idx[-1:], (-n) % devices)])
 
 
-def shard_filters(tree):
-    """Place a pytree whose leaves lead with the filter axis across all devices (no-op on one)."""
+def filter_sharding() -> NamedSharding | None:
+    """Arrays leading with the filter axis split over all devices (None with one device: no placement).
+
+    For a jitted function's ``out_shardings``: its outputs are then placed where the next
+    sharded call wants them, with no separate transfer program.
+    """
     devices = jax.devices()
-    n = jax.tree_util.tree_leaves(tree)[0].shape[0]
-    if len(devices) == 1 or n % len(devices):
-        return tree
-    sharding = NamedSharding(Mesh(np.array(devices), ("filters",)), PartitionSpec("filters"))
-    return jax.device_put(tree, sharding)
+    if len(devices) == 1:
+        return None
+    return NamedSharding(Mesh(np.array(devices), ("filters",)), PartitionSpec("filters"))
