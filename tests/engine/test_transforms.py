@@ -66,12 +66,36 @@ def test_scale_and_rotate_known_values():
     np.testing.assert_allclose(zoomed[0, 4, :, 0], [0, 0, 0, 0, 0, 0, 0, 0.5, 1.0], atol=1e-6)
 
 
+def test_affine_is_one_resampling_of_scale_then_rotate():
+    """A smooth ramp survives bilinear sampling exactly: random_affine(s, a) samples it where a
+    zoom by s then a rotation by a would, computed independently with numpy."""
+    yy, xx = np.meshgrid(np.arange(17.0), np.arange(17.0), indexing="ij")
+    ramp = (0.02 * yy + 0.03 * xx)[None, :, :, None].astype(np.float32)
+    out = np.asarray(T.random_affine((1.25,), (30.0,))(jax.random.key(0), jnp.asarray(ramp)))
+    a, s, c = np.deg2rad(30.0), 1.25, 8.0
+    # output pixel p samples the input at R(a) (p - c) / s + c
+    src_y = (np.cos(a) * (yy - c) - np.sin(a) * (xx - c)) / s + c
+    src_x = (np.sin(a) * (yy - c) + np.cos(a) * (xx - c)) / s + c
+    expected = 0.02 * src_y + 0.03 * src_x
+    inside = (src_y >= 0) & (src_y <= 16) & (src_x >= 0) & (src_x <= 16)
+    assert inside.sum() > 150
+    np.testing.assert_allclose(out[0, ..., 0][inside], expected[inside], atol=1e-5)
+    # and it equals the two-step version up to the second resampling's blur (~0 on a ramp)
+    two_step = T.compose(T.random_scale((1.25,)), T.random_rotate((30.0,)))(
+        jax.random.key(0), jnp.asarray(ramp)
+    )
+    core = np.zeros_like(inside)
+    core[5:12, 5:12] = True
+    np.testing.assert_allclose(out[0, ..., 0][core], np.asarray(two_step)[0, ..., 0][core], atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "make",
     [
         lambda: T.jitter(2),
         lambda: T.random_scale((0.9, 1.1, 1.2)),
         lambda: T.random_rotate((-10.0, 10.0, 20.0)),
+        lambda: T.random_affine((0.9, 1.1), (-10.0, 10.0)),
         lambda: T.standard_transforms(9),
     ],
 )
