@@ -124,7 +124,9 @@ def random_affine(
     scales = np.asarray(scales, np.float32)
     angles = np.asarray(angles_degrees, np.float32)
     if scales.ndim != 1 or scales.size == 0 or np.any(scales <= 0):
-        raise ValueError(f"random_affine/random_scale needs a non-empty sequence of positive scales, got {scales}.")
+        raise ValueError(
+            f"random_affine/random_scale needs a non-empty sequence of positive scales, got {scales}."
+        )
     if angles.ndim != 1 or angles.size == 0:
         raise ValueError(f"random_affine/random_rotate needs a non-empty sequence of angles, got {angles}.")
 
