@@ -221,7 +221,7 @@ def _centre_geometry(probe, layer: str) -> tuple[tuple[float, float], tuple[floa
     start = (stride - 1) / 2.
     """
     dummy = jnp.zeros((1, *probe.input_shape), jnp.float32)
-    closed = jax.make_jaxpr(lambda v, x: probe.forward(v, x)[1][layer])(probe.variables, dummy)
+    closed = jax.make_jaxpr(lambda v, x: probe.reference_forward(v, x)[1][layer])(probe.variables, dummy)
     n_in = len(closed.jaxpr.invars)
     start = [None] * (n_in - 1) + [{1: (0.0, 1.0), 2: (0.0, 1.0)}]
     (geometry,) = _propagate_centres(closed.jaxpr, start)

@@ -119,7 +119,7 @@ def activation_bytes(probe, layer: str, shape: tuple[int, ...]) -> int:
     layer needs (an upper bound of what the gradient pass stores: ~1.3x the measured marginal
     memory per image on EfficientNet-Lite0).
     """
-    fn = lambda x: probe.forward(probe.variables, x)[1][layer]  # noqa: E731
+    fn = lambda x: probe.reference_forward(probe.variables, x)[1][layer]  # noqa: E731
     jaxpr = jax.make_jaxpr(fn)(jax.ShapeDtypeStruct(shape, jnp.float32)).jaxpr
     return _live_bytes(jaxpr)
 

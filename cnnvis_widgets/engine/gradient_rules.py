@@ -2,7 +2,7 @@
 
 ``with_gradient_rules(fn, fast_conv=True, relu=None)`` re-traces ``fn`` (a linen
 or nnx model, ours or a user's) to a jaxpr and evaluates it with some primitives
-replaced by ``jax.custom_vjp`` versions. Forward values never change.
+replaced by ``jax.custom_vjp`` versions (through ``models.rewrite``). Forward values never change.
 
 Fast convolution input-gradients. Inside a loop, XLA:CPU compiles the input-gradient of a plain HWIO convolution
 (JAX's transpose rule emits it with kernel dims ``01oi``) to a slow generic
@@ -11,6 +11,8 @@ in a Python loop (jax-ml/jax#12868). Each NHWC/HWIO ``conv_general_dilated`` is 
 one whose input-gradient is an ordinary HWIO convolution with the kernel
 flipped and its in/out channels swapped, which XLA:CPU runs fast in and out of
 loops. Gradients are unchanged.
+(Depthwise and 1x1 convolutions arrive already in their fast forms, with their own
+input-gradients: ``models.fast_convs``, applied by every Probe's forward.)
 
 Fast max-pool gradients. XLA:CPU computes the gradient of a max-pool with
 select-and-scatter, expanded into full-size int32 index arrays and a scatter:
@@ -41,23 +43,14 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend import core as jcore
 
-_NHWC = (0, 3, 1, 2)  # ConvDimensionNumbers specs: batch/out-feature, feature/in-feature, spatial...
-_HWIO = (3, 2, 0, 1)
+from cnnvis_widgets.models.fast_convs import nhwc_hwio, with_input_gradient
+from cnnvis_widgets.models.rewrite import evaluate, frozen, rewrite
 
 
 def _swappable(params) -> bool:
-    dn = params["dimension_numbers"]
-    return (
-        tuple(dn.lhs_spec) == _NHWC
-        and tuple(dn.rhs_spec) == _HWIO
-        and tuple(dn.out_spec) == _NHWC
-        and params["batch_group_count"] == 1
-        # Grouped (depthwise) convs keep XLA's own gradient: swapped, EfficientNet-Lite0's scanned
-        # step to block5.expand took 170 ms instead of 61 ms (16 images, 64 px, 2 host devices).
-        and params["feature_group_count"] == 1
-        and all(d == 1 for d in params["lhs_dilation"])
-        and params.get("preferred_element_type") is None
-    )
+    # Grouped convs keep XLA's own gradient: swapped, EfficientNet-Lite0's scanned step took 170 ms
+    # instead of 61 ms (its depthwise convs now reach here already in fast_convs' element-wise form).
+    return nhwc_hwio(params) and params["feature_group_count"] == 1
 
 
 def _transposed_kernel(rhs: jax.Array, groups: int) -> jax.Array:
@@ -85,19 +78,10 @@ def _input_grad_padding(params, in_hw, k_hw, out_hw):
 @functools.lru_cache(maxsize=None)
 def _fast_conv(frozen_params):
     params = dict(frozen_params)
-    conv = functools.partial(lax.conv_general_dilated_p.bind, **params)
 
-    @jax.custom_vjp
-    def f(lhs, rhs):
-        return conv(lhs, rhs)
-
-    def fwd(lhs, rhs):
-        return conv(lhs, rhs), (lhs, rhs)
-
-    def bwd(res, g):
-        lhs, rhs = res
+    def input_grad(lhs, rhs, g):
         padding = _input_grad_padding(params, lhs.shape[1:3], rhs.shape[:2], g.shape[1:3])
-        d_lhs = lax.conv_general_dilated(
+        return lax.conv_general_dilated(
             g,
             _transposed_kernel(rhs, params["feature_group_count"]),
             (1, 1),
@@ -108,11 +92,8 @@ def _fast_conv(frozen_params):
             feature_group_count=params["feature_group_count"],
             precision=params["precision"],
         )
-        d_rhs = jax.vjp(lambda r: conv(lhs, r), rhs)[1](g)[0]  # dropped by XLA when unused
-        return d_lhs.astype(lhs.dtype), d_rhs
 
-    f.defvjp(fwd, bwd)
-    return f
+    return with_input_gradient(functools.partial(lax.conv_general_dilated_p.bind, **params), input_grad)
 
 
 def _poolable(eqn) -> bool:
@@ -158,10 +139,6 @@ def _fast_max_pool(frozen_params):
     return f
 
 
-def _freeze(params):
-    return tuple(sorted(params.items()))
-
-
 @jax.custom_vjp
 def _redirected_relu(x):
     return jnp.maximum(x, 0.0)
@@ -173,9 +150,12 @@ def _redirected_fwd(x):
 
 def _redirected_bwd(x, g):
     """Lucid's redirected_relu_grad (g: cotangent of a loss being minimized)."""
-    relu_grad = jnp.where(x < 0, 0.0, g)
-    redirected = jnp.where((x < 0) & (g > 0), 0.0, g)  # only what pushes negative inputs up
-    return (jnp.where(jnp.any(relu_grad != 0), relu_grad, redirected),)
+    # The ReLU's own gradient where(x < 0, 0, g) if any of it is non-zero; otherwise the
+    # redirected one where((x < 0) & (g > 0), 0, g), which passes only what pushes negative
+    # inputs up. Written as one select after one reduction, so XLA fuses it into two passes.
+    negative = x < 0
+    passes = jnp.any(~negative & (g != 0))
+    return (jnp.where(negative & (passes | (g > 0)), jnp.zeros_like(g), g),)
 
 
 _redirected_relu.defvjp(_redirected_fwd, _redirected_bwd)
@@ -225,39 +205,24 @@ def _is_relu(eqn) -> bool:
     return any(isinstance(v, jcore.Literal) and jnp.ndim(v.val) == 0 and v.val == 0 for v in eqn.invars)
 
 
-def _eval(jaxpr, consts, *args, rules):
-    env = {}
+def _replacement(rules) -> Callable:
+    """The ``rewrite.Replace`` that applies ``rules`` to a traced model."""
 
-    def read(v):
-        return v.val if isinstance(v, jcore.Literal) else env[v]
-
-    for v, x in zip(jaxpr.constvars, consts):
-        env[v] = x
-    for v, x in zip(jaxpr.invars, args):
-        env[v] = x
-    for eqn in jaxpr.eqns:
-        ins = [read(v) for v in eqn.invars]
+    def replace(eqn, ins):
         name = eqn.primitive.name
         if name == "conv_general_dilated" and rules.fast_conv and _swappable(eqn.params):
-            outs = [_fast_conv(_freeze(eqn.params))(*ins)]
-        elif name == "reduce_window_max" and rules.fast_pool and _poolable(eqn):
-            outs = [_fast_max_pool(_freeze(eqn.params))(*ins)]
-        elif rules.relu is not None and _is_relu(eqn):
+            return [_fast_conv(frozen(eqn.params))(*ins)]
+        if name == "reduce_window_max" and rules.fast_pool and _poolable(eqn):
+            return [_fast_max_pool(frozen(eqn.params))(*ins)]
+        if rules.relu is not None and _is_relu(eqn):
             x = ins[1] if isinstance(eqn.invars[0], jcore.Literal) else ins[0]
-            outs = [RELU_RULES[rules.relu](x)]
-        elif name in ("pjit", "jit", "closed_call") and "jaxpr" in eqn.params:
-            sub = eqn.params["jaxpr"]
-            outs = _eval(sub.jaxpr, sub.consts, *ins, rules=rules)
-        elif name == "custom_jvp_call" and rules.relu is not None:  # relu's own rule is replaced
+            return [RELU_RULES[rules.relu](x)]
+        if name == "custom_jvp_call" and rules.relu is not None:  # relu's own rule is replaced
             sub = eqn.params["call_jaxpr"]
-            outs = _eval(sub.jaxpr, sub.consts, *ins, rules=rules)
-        else:
-            with eqn.ctx.manager:
-                outs = eqn.primitive.bind(*ins, **eqn.primitive.get_bind_params(eqn.params))
-            outs = outs if eqn.primitive.multiple_results else [outs]
-        for v, x in zip(eqn.outvars, outs):
-            env[v] = x
-    return [read(v) for v in jaxpr.outvars]
+            return evaluate(sub.jaxpr, sub.consts, ins, replace)
+        return None
+
+    return replace
 
 
 class _Rules(NamedTuple):
@@ -279,16 +244,7 @@ def with_gradient_rules(
     """
     if relu is not None and relu not in RELU_RULES:
         raise ValueError(f"Unknown ReLU rule {relu!r}; valid: {sorted(RELU_RULES)} or None.")
-    rules = _Rules(fast_conv, fast_pool, relu)
-
-    @functools.wraps(fn)
-    def wrapped(*args):
-        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
-        flat = jax.tree_util.tree_leaves(args)
-        outs = _eval(closed.jaxpr, closed.consts, *flat, rules=rules)
-        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), outs)
-
-    return wrapped
+    return rewrite(fn, _replacement(_Rules(fast_conv, fast_pool, relu)))
 
 
 def count_swappable_convs(fn: Callable, *args) -> tuple[int, int]:

@@ -49,7 +49,7 @@ def parameter_groups(probe, variables: Any = None) -> list[tuple[str, list]]:
     """
     variables = probe.variables if variables is None else variables
     x = jnp.zeros((1, *probe.input_shape), jnp.float32)
-    jaxpr = jax.make_jaxpr(lambda v, x: probe.forward(v, x)[0])(variables, x).jaxpr
+    jaxpr = jax.make_jaxpr(lambda v, x: probe.reference_forward(v, x)[0])(variables, x).jaxpr
     first_use = _first_use(jaxpr)
     groups: dict[str, list] = {}
     order: dict[str, int] = {}

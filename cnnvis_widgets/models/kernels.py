@@ -86,7 +86,7 @@ def layer_conv(probe, layer: str, variables: Any = None) -> ConvInfo:
             f"convolution kernel.{hint}"
         )
     dummy = jnp.zeros((1, *probe.input_shape), jnp.float32)
-    closed = jax.make_jaxpr(lambda v, x: probe.forward(v, x)[1][info.name])(variables, dummy)
+    closed = jax.make_jaxpr(lambda v, x: probe.reference_forward(v, x)[1][info.name])(variables, dummy)
     leaves = jax.tree_util.tree_leaves((variables, dummy))
     if len(leaves) != len(closed.jaxpr.invars):
         raise RuntimeError(

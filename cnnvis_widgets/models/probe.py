@@ -27,6 +27,7 @@ import numpy as np
 from flax import linen as nn
 
 from cnnvis_widgets.models import receptive_field
+from cnnvis_widgets.models.fast_convs import fast_convolutions
 
 KINDS = ("conv", "dense", "pool", "block")
 _LINEN_LEAVES = {nn.Conv: "conv", nn.ConvTranspose: "conv", nn.Dense: "dense"}
@@ -157,6 +158,8 @@ class Probe:
             raise TypeError(
                 f"Probe needs a flax.linen.Module or flax.nnx.Module, got {type(model).__name__}."
             )
+        self._reference_forward = self._forward
+        self._forward = fast_convolutions(self._forward)
         self.layers = _describe_layers(self, module_kinds, dict(layer_kinds or {}))
         self._by_name = {layer.name: layer for layer in self.layers}
         self.fixed_size = _needs_fixed_size(self)
@@ -255,6 +258,11 @@ class Probe:
     def forward(self, variables: Any, images: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Pure: (model output, {layer: activation}) of [0, 1] images, unchecked."""
         return self._forward(variables, self.preprocess(images))
+
+    def reference_forward(self, variables: Any, images: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """``forward`` with the model's convolutions as written (``forward`` computes depthwise and
+        1x1 ones in faster forms, ``models.fast_convs``): for analyses that read them from the jaxpr."""
+        return self._reference_forward(variables, self.preprocess(images))
 
     def activations(self, variables: Any, images: Any, layers: str | Sequence[str] | None = None):
         """Pure, jittable activations of [0, 1] images.
@@ -432,7 +440,7 @@ def _infer_kind(name: str, shape: tuple[int, ...]) -> str:
 
 def _describe_layers(probe: Probe, module_kinds: dict[str, str], overrides: dict[str, str]) -> list[Layer]:
     dummy = jnp.zeros((1, *probe.input_shape), jnp.float32)
-    fn = lambda x: probe.forward(probe.variables, x)[1]
+    fn = lambda x: probe.reference_forward(probe.variables, x)[1]
     shapes = jax.eval_shape(fn, dummy)
     geometry = receptive_field.analyze(fn, dummy)
     for name, kind in overrides.items():
