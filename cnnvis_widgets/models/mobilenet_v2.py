@@ -30,6 +30,7 @@ from cnnvis_widgets.models.efficientnet_lite import (
     conv_bn_keys,
     convert_with_key_map,
     expand_stages,
+    fold_batchnorm,
     predict_logits,
     variable_shapes,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "MobileNetV2",
     "WeightsConversionError",
     "convert_state_dict",
+    "fold_batchnorm",
     "load_variables",
     "weights_path",
     "class_names",

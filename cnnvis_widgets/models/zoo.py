@@ -25,9 +25,10 @@ def _digits_cnn() -> Probe:
 def _efficientnet_lite0() -> Probe:
     from cnnvis_widgets.models import efficientnet_lite as eff
 
+    module = eff.EfficientNetLite0(folded_bn=True)
     return Probe(
-        eff.EfficientNetLite0(),
-        eff.load_variables(),
+        module,
+        eff.fold_batchnorm(eff.load_variables(), module.bn_eps),
         input_shape=eff.INPUT_SHAPE,
         preprocess=eff.PREPROCESS,
         class_names=eff.class_names(),
@@ -38,9 +39,10 @@ def _efficientnet_lite0() -> Probe:
 def _mobilenet_v2() -> Probe:
     from cnnvis_widgets.models import mobilenet_v2 as mob
 
+    module = mob.MobileNetV2(folded_bn=True)
     return Probe(
-        mob.MobileNetV2(),
-        mob.load_variables(),
+        module,
+        mob.fold_batchnorm(mob.load_variables(), module.bn_eps),
         input_shape=mob.INPUT_SHAPE,
         preprocess=mob.PREPROCESS,
         class_names=mob.class_names(),

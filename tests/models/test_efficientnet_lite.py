@@ -158,3 +158,22 @@ def test_class_names_are_readable_and_unique():
 
 def test_preprocess_maps_unit_range_to_about_plus_minus_one():
     np.testing.assert_allclose(eff.PREPROCESS(np.array([0.0, 1.0])), [-127 / 128, 1.0])
+
+
+def test_folded_batchnorm_is_the_same_network(photos):
+    """The zoo's variant (batch norm folded into the convs) against the torch-converted one."""
+    variables = eff.load_variables()
+    want = eff.predict_logits(eff.EfficientNetLite0(), variables, eff.PREPROCESS(photos))
+    module = eff.EfficientNetLite0(folded_bn=True)
+    folded = eff.fold_batchnorm(variables, module.bn_eps)
+    assert "batch_stats" not in folded and "bias" in folded["params"]["conv_stem"]["conv"]
+    got = eff.predict_logits(module, folded, eff.PREPROCESS(photos))
+    np.testing.assert_allclose(got, want, atol=1e-4 * float(np.abs(want).max()))
+    # by hand for the stem: kernel * gamma / sqrt(var + eps), bias beta - mean * that scale
+    bn, stats = variables["params"]["conv_stem"]["bn"], variables["batch_stats"]["conv_stem"]["bn"]
+    scale = np.asarray(bn["scale"]) / np.sqrt(np.asarray(stats["var"]) + 1e-3)
+    np.testing.assert_allclose(
+        folded["params"]["conv_stem"]["conv"]["kernel"],
+        np.asarray(variables["params"]["conv_stem"]["conv"]["kernel"]) * scale,
+        rtol=1e-6,
+    )
