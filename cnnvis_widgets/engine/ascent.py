@@ -91,10 +91,12 @@ def default_size(probe) -> tuple[int, int]:
     return int(round(h * scale)), int(round(w * scale))
 
 
-# Bytes of one compiled call's activations (all filters of a chunk, all devices). With the
-# process, the model and XLA's own ~300 MB, a whole EfficientNet-Lite0 layer at 128 px then
-# peaks well under 1 GB (benchmarks/bench_memory.py).
-MEMORY_BUDGET = 384 * 2**20
+# Bytes of one compiled call's activations (all filters of a chunk, all devices), as
+# ``activation_bytes`` estimates them. With the process, the model and XLA's own ~600 MB, a
+# whole EfficientNet-Lite0 layer at 128 px then peaks under 1 GB (benchmarks/bench_memory.py:
+# block1.expand 906 MB; at 384 MB it took chunks of 22 and peaked at 987 MB once the
+# depthwise convolutions ran in their fast element-wise form, models/fast_convs.py).
+MEMORY_BUDGET = 288 * 2**20
 
 
 def default_chunk(n: int, image_bytes: int = 0, per_device: int = 16, budget: int = MEMORY_BUDGET) -> int:
