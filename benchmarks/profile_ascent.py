@@ -204,26 +204,32 @@ def main():
             row["flops"] += op["flops"] * counts[name]
             row["bytes"] += op["bytes"] * counts[name]
             row["ops"] += 1
+    lines = []
+
+    def say(line: str) -> None:
+        lines.append(line)
+        print(line, flush=True)
+
     report = dict(
         machine=machine_info(), model=args.model, layer=layer, size=args.size, steps=args.steps,
         calls=args.calls, filters=chunk, devices=devices, wall_s=wall, thunk_s=total,
         matmul_gflops=matmul, stream_gbs=stream, kinds=dict(rows),
     )  # fmt: skip
-    print(
+    say(
         f"{args.model} {layer}: {chunk} filters ({per_device} per device), {args.size}x{args.size}, "
         f"{args.steps} steps x {args.calls} calls; wall {wall:.2f} s; XLA ops busy {total:.2f} s over "
         f"{devices} devices ({total / (wall * devices):.0%} of wall x devices)"
     )
-    print(f"ceilings on one device: matmul {matmul:.0f} GFLOP/s, streaming add {stream:.1f} GB/s")
-    print(f"{'kind':44} {'share':>6} {'GFLOP':>8} {'GFLOP/s':>8} {'GB':>8} {'GB/s':>6}  ops")
+    say(f"ceilings on one device: matmul {matmul:.0f} GFLOP/s, streaming add {stream:.1f} GB/s")
+    say(f"{'kind':44} {'share':>6} {'GFLOP':>8} {'GFLOP/s':>8} {'GB':>8} {'GB/s':>6}  ops")
     for kind, r in sorted(rows.items(), key=lambda kv: -kv[1]["seconds"]):
         rate = r["flops"] / r["seconds"] / 1e9 if r["flops"] else float("nan")
         gbs = r["bytes"] / r["seconds"] / 1e9
-        print(
+        say(
             f"{kind:44} {r['seconds'] / total:6.1%} {r['flops'] / 1e9:8.1f} {rate:8.1f} "
             f"{r['bytes'] / 1e9:8.1f} {gbs:6.1f}  {r['ops']}"
         )
-    print(f"top {args.top} operations:")
+    say(f"top {args.top} operations:")
     for name in sorted(ops, key=lambda n: -times[n])[: args.top]:
         op, t, n = ops[name], times[name], counts[name]
         extra = (
@@ -232,10 +238,11 @@ def main():
             else f"{op['bytes'] * n / t / 1e9:.1f} GB/s"
         )
         shape = "x".join(map(str, op["shape"]))
-        print(f"  {t / total:6.1%}  {name:28} {op['kind']:36} {extra:>16}  {shape:>16}  {op['source']}")
+        say(f"  {t / total:6.1%}  {name:28} {op['kind']:36} {extra:>16}  {shape:>16}  {op['source']}")
     out = HERE / "results" / f"profile_ascent_{args.model}.json"
     out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out.relative_to(HERE.parent)}")
+    out.with_suffix(".txt").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out.relative_to(HERE.parent)} (and .txt)")
 
 
 if __name__ == "__main__":
