@@ -140,7 +140,8 @@ def with_input_gradient(conv: Callable, input_grad: Callable) -> Callable:
 
 
 def _replace(eqn, ins):
-    if eqn.primitive.name != "conv_general_dilated":
+    # float32 only: a bfloat16 shift-add would also accumulate its taps in bfloat16
+    if eqn.primitive.name != "conv_general_dilated" or any(v.aval.dtype != jnp.float32 for v in eqn.invars):
         return None
     lhs_shape, rhs_shape = (v.aval.shape for v in eqn.invars)
     if _pointwise(eqn.params, rhs_shape):

@@ -49,6 +49,15 @@ def test_same_values_and_gradients_as_lax_conv(h, w, k, s, d, pad, groups, swapp
         np.testing.assert_allclose(got[1], want[1], atol=2e-5)
 
 
+def test_only_float32_convolutions_are_swapped():
+    x = jnp.ones((1, 8, 8, 6), jnp.bfloat16)
+    depthwise = lambda x, k: lax.conv_general_dilated(  # noqa: E731
+        x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=6
+    )
+    assert count_fast_convolutions(depthwise, x, jnp.ones((3, 3, 1, 6), jnp.bfloat16)) == (0, 1)
+    assert count_fast_convolutions(depthwise, x.astype(jnp.float32), jnp.ones((3, 3, 1, 6))) == (1, 1)
+
+
 def test_efficientnet_forward_matches_its_reference_and_keeps_analyses():
     probe = cw.load("efficientnet-lite0")
     x = jax.random.uniform(jax.random.key(0), (2, 96, 96, 3))
