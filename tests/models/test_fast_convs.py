@@ -70,3 +70,27 @@ def test_efficientnet_forward_matches_its_reference_and_keeps_analyses():
     assert n_fast > 40 and n_all > n_fast  # depthwise + 1x1 swapped; the 3x3 stem is left
     # analyses read the reference convolutions: a depthwise layer still has its receptive field
     assert probe.layer("block1.depthwise").receptive_field > probe.layer("block1.expand").receptive_field
+
+
+def test_a_users_nnx_model_with_depthwise_and_pointwise_convs():
+    from flax import nnx
+
+    class Mobile(nnx.Module):
+        def __init__(self, rngs):
+            self.stem = nnx.Conv(3, 8, (3, 3), rngs=rngs)
+            self.depthwise = nnx.Conv(8, 8, (3, 3), strides=2, feature_group_count=8, rngs=rngs)
+            self.pointwise = nnx.Conv(8, 16, (1, 1), rngs=rngs)
+
+        def __call__(self, x):
+            x = jax.nn.relu6(self.stem(x))
+            x = jax.nn.relu6(self.depthwise(x))
+            return self.pointwise(x).mean(axis=(1, 2))
+
+    probe = cw.Probe(Mobile(nnx.Rngs(0)), input_shape=(16, 16, 3))
+    x = jax.random.uniform(jax.random.key(1), (2, 16, 16, 3))
+    assert count_fast_convolutions(probe.reference_forward, probe.variables, x) == (2, 3)
+    np.testing.assert_allclose(
+        probe.logits(None, x), probe.reference_forward(probe.variables, x)[0], atol=1e-5
+    )
+    grad = lambda f: jax.grad(lambda x: f(probe.variables, x)[0].sum())(x)  # noqa: E731
+    np.testing.assert_allclose(grad(probe.forward), grad(probe.reference_forward), atol=1e-5)
