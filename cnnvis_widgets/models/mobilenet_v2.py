@@ -142,7 +142,9 @@ def weights_path() -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=1)
-def load_variables() -> dict[str, Any]:
-    """ImageNet variables for :class:`MobileNetV2` (read once, then cached)."""
-    return convert_state_dict(read_state_dict(weights_path()))
+@functools.lru_cache(maxsize=2)
+def load_variables(folded_bn: bool = False) -> dict[str, Any]:
+    """ImageNet variables for :class:`MobileNetV2` (``folded_bn``: for ``MobileNetV2(folded_bn=True)``,
+    see :func:`fold_batchnorm`); read once per choice, then cached (only the one asked for)."""
+    variables = convert_state_dict(read_state_dict(weights_path()))
+    return fold_batchnorm(variables, MobileNetV2.bn_eps) if folded_bn else variables

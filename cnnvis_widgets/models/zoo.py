@@ -28,7 +28,7 @@ def _efficientnet_lite0() -> Probe:
     module = eff.EfficientNetLite0(folded_bn=True)
     return Probe(
         module,
-        eff.fold_batchnorm(eff.load_variables(), module.bn_eps),
+        eff.load_variables(folded_bn=True),
         input_shape=eff.INPUT_SHAPE,
         preprocess=eff.PREPROCESS,
         class_names=eff.class_names(),
@@ -42,7 +42,7 @@ def _mobilenet_v2() -> Probe:
     module = mob.MobileNetV2(folded_bn=True)
     return Probe(
         module,
-        mob.fold_batchnorm(mob.load_variables(), module.bn_eps),
+        mob.load_variables(folded_bn=True),
         input_shape=mob.INPUT_SHAPE,
         preprocess=mob.PREPROCESS,
         class_names=mob.class_names(),
