@@ -108,6 +108,9 @@ def _compute(d, defs) -> tuple[float, str]:
         kernel = first_dims(defs[operands[1]]["shape"])
         groups = re.search(r"feature_group_count=(\d+)", d["rest"])
         flops = 2.0 * np.prod(first_dims(d["shape"])) * np.prod(kernel) / kernel[labels.index("o")]
+        dilate = re.search(r"lhs_dilate=([\dx]+)", d["rest"])  # a strided conv's input-gradient:
+        if dilate:  # only 1 in prod(dilation) of the window's taps meets a non-zero input
+            flops /= np.prod([int(v) for v in dilate.group(1).split("x")])
         meta = re.search(r'op_name="([^"]*)"', d["rest"])
         backward = bool(meta and "transpose(" in meta.group(1))
         depthwise = bool(groups and int(groups.group(1)) > 1)
