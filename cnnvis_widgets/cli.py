@@ -36,11 +36,9 @@ def cmd_filters(args) -> int:
     probe = load(args.model)
     layer = probe.layer(args.layer or _default_layer(probe)).name
     start = time.time()
-    from cnnvis_widgets.engine.ascent import default_chunk
 
     filters = probe.check_units(layer, _parse_filters(args.filters))
-    groups = -(-len(filters) // default_chunk(len(filters)))  # filter groups run one after another
-    bar = _bar(args.steps * groups, f"{probe.name} {layer}")
+    bar = _bar(args.steps, f"{probe.name} {layer}")  # its total grows if the filters run in groups
     result = visualize_filters(probe, layer, filters, **_ascent_options(args, bar))
     bar.close()
     path = export.save_grid(
@@ -240,13 +238,12 @@ def cmd_app(args) -> int:
 
 
 def _ascent_options(args, bar) -> dict:
-    """The optimization options of --steps/--size/--seed, with a callback that advances ``bar``
-    across filter groups (each group's steps restart at 1)."""
-    last = [0]
+    """The optimization options of --steps/--size/--seed, with a callback that moves ``bar``
+    over the whole run (the filter groups run one after another)."""
 
     def on_progress(progress) -> None:  # returns None: never stops the run
-        bar.update(progress.step - last[0] if progress.step > last[0] else progress.step)
-        last[0] = progress.step
+        bar.total = progress.all_steps
+        bar.update(progress.done_steps - bar.n)
 
     return dict(
         steps=args.steps,

@@ -61,7 +61,12 @@ class AscentResult:
 
 
 class Progress(NamedTuple):
-    """What a callback sees after each chunk of steps."""
+    """What a callback sees after each chunk of steps.
+
+    The filters run in ``groups`` groups one after another (``chunk`` filters per compiled call);
+    ``step`` counts the steps of the current ``group`` (0-based), so the whole run is at
+    ``done_steps`` of ``all_steps``.
+    """
 
     step: int
     total_steps: int
@@ -69,6 +74,16 @@ class Progress(NamedTuple):
     images: np.ndarray  # (N, H, W, C): finished, current or (not yet started) initial images
     objective: np.ndarray  # (N,) latest objective value per filter (NaN if not started)
     finite: np.ndarray | None = None  # (N,) False where a filter diverged (NaN/Inf; its image is grey)
+    group: int = 0
+    groups: int = 1
+
+    @property
+    def done_steps(self) -> int:
+        return self.group * self.total_steps + self.step
+
+    @property
+    def all_steps(self) -> int:
+        return self.groups * self.total_steps
 
 
 class _Setup(NamedTuple):
@@ -282,7 +297,7 @@ def visualize_filters(
             group[diverged[sl]] = 0.5
             snapshots[snapshot_steps.index(done), sl] = _snapshot_uint8(images[sl])
             taken = max(taken, snapshot_steps.index(done) + 1)
-            progress = Progress(done, steps, units, images.copy(), latest.copy(), ~diverged)
+            progress = Progress(done, steps, units, images.copy(), latest.copy(), ~diverged, g, len(groups))
             if callback is not None and callback(progress):
                 stopped = True
         if stopped:

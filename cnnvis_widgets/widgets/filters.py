@@ -182,9 +182,12 @@ class FilterExplorer(View):
                 return True
             with self.hold_sync():
                 self.grid.update(p.images, _marked(labels, p.finite), force=p.step == p.total_steps)
-                self.progress.value = p.step
-                rate = p.step / max(time.monotonic() - start, 1e-6)
-                self.status.value = f"{request['layer']}: step {p.step}/{p.total_steps} · {rate:.0f} steps/s"
+                self.progress.max, self.progress.value = p.all_steps, p.done_steps
+                rate = p.done_steps / max(time.monotonic() - start, 1e-6)
+                group = f" (filter group {p.group + 1}/{p.groups})" if p.groups > 1 else ""
+                self.status.value = (
+                    f"{request['layer']}: step {p.step}/{p.total_steps}{group} · {rate:.0f} steps/s"
+                )
             return None
 
         result = ascent.visualize_filters(

@@ -81,6 +81,15 @@ def test_callback_sees_every_snapshot_and_can_stop(probe):
     np.testing.assert_allclose(stopped.objective, full.objective[:, :20], rtol=1e-5, atol=1e-6)
 
 
+def test_progress_counts_the_whole_run_over_filter_groups(probe):
+    seen = []
+    visualize_filters(
+        probe, "conv1", [0, 1, 2], steps=20, snapshot_every=10, chunk=1, callback=lambda p: seen.append(p)
+    )
+    assert [(p.group, p.groups, p.step) for p in seen] == [(g, 3, s) for g in range(3) for s in (10, 20)]
+    assert [p.done_steps for p in seen] == [10, 20, 30, 40, 50, 60] and seen[-1].all_steps == 60
+
+
 def test_regularizer_weights_change_without_recompiling(probe):
     regs = (regularizers.l2_decay(0.0), regularizers.total_variation(0.0))
     visualize_filters(probe, "conv1", [0], steps=8, regularizers=regs)
