@@ -41,6 +41,7 @@ import numpy as np
 from jax import lax
 from jax.extend import core as jcore
 
+from cnnvis_widgets.engine import sharding
 from cnnvis_widgets.engine.gradient_rules import with_gradient_rules
 from cnnvis_widgets.models.probe import require_probe
 
@@ -615,6 +616,33 @@ def _jit_gradients(probe, spec: _Target, relu: str | None):
     return jax.jit(_input_gradients(probe, spec, relu, False))
 
 
+def _summed_gradients(grads, variables, inputs_for, items, units, like, term=lambda g: g):
+    """sum over ``items`` of term(grads(variables, inputs_for(item), units)), one item per device
+    per scan step: the items' image batches side by side, spread over the devices.
+
+    SmoothGrad of 8 images on one device used 1.2 of 2 cores (benchmarks/bench_vs_pytorch.py);
+    its noisy copies are independent, so each device takes its own.
+    """
+    d = jax.device_count()
+    n = items.shape[0]
+    rounds = -(-n // d)
+    padded = jnp.concatenate([items, jnp.repeat(items[-1:], rounds * d - n, axis=0)])
+    mask = (jnp.arange(rounds * d) < n).astype(like.dtype).reshape(rounds, d)  # padding adds 0
+    spread = sharding.filter_sharding()
+
+    def body(total, step):
+        its, m = step
+        batch = jax.vmap(inputs_for)(its)  # (d, N, H, W, C)
+        flat = batch.reshape(-1, *batch.shape[2:])
+        if spread is not None:
+            flat = lax.with_sharding_constraint(flat, spread)
+        g = term(grads(variables, flat, jnp.tile(units, d))[0]).reshape(batch.shape)
+        return total + jnp.tensordot(m, g, axes=1), None
+
+    total, _ = lax.scan(body, jnp.zeros_like(like), (padded.reshape(rounds, d, *items.shape[1:]), mask))
+    return total
+
+
 @functools.lru_cache(maxsize=32)
 def _jit_smoothgrad(probe, spec: _Target, n_samples: int):
     grads = _input_gradients(probe, spec, None, True)
@@ -622,15 +650,18 @@ def _jit_smoothgrad(probe, spec: _Target, n_samples: int):
     def run(variables, x, units, key, noise, squared):
         s, t = _clean_scores(probe, spec, variables, x, units)
         sigma = noise * (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))[:, None, None, None]
-
-        def body(total, k):
-            g = grads(variables, x + sigma * jax.random.normal(k, x.shape, x.dtype), t)[0]
-            return total + jnp.where(squared, g * g, g), None
-
-        total, _ = lax.scan(body, jnp.zeros_like(x), jax.random.split(key, n_samples))
+        total = _summed_gradients(
+            grads,
+            variables,
+            lambda k: x + sigma * jax.random.normal(k, x.shape, x.dtype),
+            jax.random.split(key, n_samples),
+            t,
+            x,
+            term=lambda g: jnp.where(squared, g * g, g),
+        )
         return total / n_samples, s, t
 
-    return jax.jit(run)
+    return _device_locked(jax.jit(run))
 
 
 @functools.lru_cache(maxsize=32)
@@ -640,14 +671,21 @@ def _jit_integrated(probe, spec: _Target, steps: int):
     def run(variables, x, units, baseline):
         s, t = _clean_scores(probe, spec, variables, x, units)
         alphas = (jnp.arange(steps, dtype=x.dtype) + 0.5) / steps  # midpoint rule
-
-        def body(total, a):
-            return total + grads(variables, baseline + a * (x - baseline), t)[0], None
-
-        total, _ = lax.scan(body, jnp.zeros_like(x), alphas)
+        total = _summed_gradients(grads, variables, lambda a: baseline + a * (x - baseline), alphas, t, x)
         return (x - baseline) * total / steps, s, t
 
-    return jax.jit(run)
+    return _device_locked(jax.jit(run))
+
+
+def _device_locked(fn: Callable) -> Callable:
+    """``fn`` holding ``sharding.device_lock``: its program may span the devices (see there)."""
+
+    @functools.wraps(fn)
+    def locked(*args):
+        with sharding.device_lock:
+            return jax.block_until_ready(fn(*args))
+
+    return locked
 
 
 @functools.lru_cache(maxsize=32)

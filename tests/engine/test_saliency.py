@@ -1,6 +1,10 @@
 """Saliency: every method checked against an independent computation; targets; clear errors."""
 
 import functools
+import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -141,6 +145,37 @@ def test_smoothgrad_without_noise_is_the_vanilla_gradient(probe, digits):
     noisy = saliency(probe, x, "smoothgrad", labels, n_samples=2, noise=0.2, normalize=True)
     assert noisy.maps.min() == 0.0 and noisy.maps.max() == 1.0
     np.testing.assert_array_equal(noisy.targets, labels)  # resolved on the clean images
+
+
+def test_smoothgrad_and_integrated_gradients_spread_over_three_devices(probe, tmp_path):
+    """Samples / path points go one per device (5 and 7 over 3 devices: padded rounds that add
+    nothing); the result is the plain average of input gradients, computed here by hand."""
+    script = textwrap.dedent("""
+        import sys, numpy as np, jax
+        assert len(jax.devices()) == 3, jax.devices()
+        import cnnvis_widgets as cw
+        probe = cw.load("digits-cnn")
+        x = cw.data.digits_split()[1].images[:2]
+        sg = cw.saliency(probe, x, "smoothgrad", n_samples=5, noise=0.2, seed=3)
+        ig = cw.saliency(probe, x, "integrated_gradients", steps=7)
+        np.savez(sys.argv[1], sg=sg.attributions, sgt=sg.targets, ig=ig.attributions)
+    """)
+    out = tmp_path / "spread.npz"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=3")
+    subprocess.run([sys.executable, "-c", script, str(out)], check=True, env=env, timeout=300)
+    got = np.load(out)
+    x = cw.data.digits_split()[1].images[:2]
+    t = jnp.asarray(got["sgt"])
+
+    def grad(images):
+        return jax.grad(lambda v: probe.forward(probe.variables, v)[0][jnp.arange(2), t].sum())(images)
+
+    sigma = 0.2 * (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))[:, None, None, None]
+    keys = jax.random.split(jax.random.key(3), 5)
+    smooth = sum(grad(x + sigma * jax.random.normal(k, x.shape)) for k in keys) / 5
+    np.testing.assert_allclose(got["sg"], smooth, atol=1e-5)
+    path = sum(grad(a * x) for a in (np.arange(7) + 0.5) / 7) / 7
+    np.testing.assert_allclose(got["ig"], x * path, atol=1e-5)
 
 
 def test_integrated_gradients_are_complete(probe, digits):
