@@ -64,7 +64,7 @@ class Progress(NamedTuple):
     """What a callback sees after each chunk of steps.
 
     The filters run in ``groups`` groups one after another (``chunk`` filters per compiled call);
-    ``step`` counts the steps of the current ``group`` (0-based), so the whole run is at
+    ``step`` counts the steps of the current ``group`` (numbered from 0), so the whole run is at
     ``done_steps`` of ``all_steps``.
     """
 
@@ -109,7 +109,7 @@ def default_size(probe) -> tuple[int, int]:
 # Bytes of one compiled call's activations (all filters of a chunk, all devices), as
 # ``activation_bytes`` estimates them. With the process, the model and XLA's own ~600 MB, a
 # whole EfficientNet-Lite0 layer at 128 px then peaks under 1 GB (benchmarks/bench_memory.py:
-# block1.expand 906 MB; at 384 MB it took chunks of 22 and peaked at 987 MB once the
+# block1.expand 911 MB; at 384 MB it took chunks of 22 and peaked at 987 MB once the
 # depthwise convolutions ran in their fast element-wise form, models/fast_convs.py).
 MEMORY_BUDGET = 288 * 2**20
 
@@ -132,9 +132,10 @@ def default_chunk(n: int, image_bytes: int = 0, per_device: int = 16, budget: in
 def activation_bytes(probe, layer: str, shape: tuple[int, ...]) -> int:
     """Bytes of every value the forward pass computes on the way to ``layer`` for one (1, H, W, C) input.
 
-    From the jaxpr, no compile: a liveness pass from the layer's output keeps only the work the
-    layer needs (an upper bound of what the gradient pass stores: ~1.3x the measured marginal
-    memory per image on EfficientNet-Lite0).
+    From the jaxpr of ``probe.reference_forward``, no compile: a liveness pass from the layer's
+    output keeps only the work the layer needs. On EfficientNet-Lite0 this was ~1.3x the measured
+    marginal memory per image; with the depthwise convolutions in their element-wise form
+    (``models.fast_convs``) the two are about equal, hence ``MEMORY_BUDGET``'s margin.
     """
     fn = lambda x: probe.reference_forward(probe.variables, x)[1][layer]  # noqa: E731
     jaxpr = jax.make_jaxpr(fn)(jax.ShapeDtypeStruct(shape, jnp.float32)).jaxpr
