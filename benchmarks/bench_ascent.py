@@ -59,19 +59,10 @@ import cnnvis_widgets as cw
 from cnnvis_widgets.engine import ascent, objectives, param, regularizers, transforms
 from cnnvis_widgets.engine.gradient_rules import with_gradient_rules
 from machine import machine_info
+from vggish import VGGish
 
 jax.config.update("jax_enable_compilation_cache", False)  # compile times must be real compiles
 LAYER = "conv6"
-
-
-class VGGish(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        for i, (features, pool) in enumerate([(32, 0), (32, 1), (64, 0), (64, 1), (128, 0), (128, 0)]):
-            x = nn.relu(nn.Conv(features, (3, 3), name=f"conv{i + 1}")(x))
-            if pool:
-                x = nn.max_pool(x, (2, 2), (2, 2))
-        return x
 
 
 class Workload:
@@ -99,9 +90,17 @@ class Workload:
     def engine(self):
         """The compiled call; returns each filter's final objective."""
         r = ascent.visualize_filters(
-            self.probe, LAYER, np.arange(self.filters), steps=self.steps, snapshot_every=self.steps,
-            size=self.size, param=self.param, transforms=self.transform, regularizers=self.regs,
-            optimizer=self.optimizer)
+            self.probe,
+            LAYER,
+            np.arange(self.filters),
+            steps=self.steps,
+            snapshot_every=self.steps,
+            size=self.size,
+            param=self.param,
+            transforms=self.transform,
+            regularizers=self.regs,
+            optimizer=self.optimizer,
+        )
         return r.objective[:, -1]
 
     # ------------------------------------------------ the same step, written out (engine: ascent._compiled)
@@ -122,14 +121,18 @@ class Workload:
         (_, obj), g = jax.value_and_grad(loss_fn, has_aux=True)(images)
         updates, opt_state = self.optimizer.update(to_params(g)[0], opt_state, params)
         params = optax.apply_updates(params, updates)
-        projected = regularizers.apply_projections(self.regs, self.weights, self.param.to_image(params), -g, t)
+        projected = regularizers.apply_projections(
+            self.regs, self.weights, self.param.to_image(params), -g, t
+        )
         return self.param.from_image(jnp.clip(projected, 0.0, 1.0)), opt_state, obj
 
     def step_one(self, state, unit, variables):
         """(a): one step for one filter (variables are an argument, as in the engine, not constants)."""
         params, opt_state, key, t = state
         key, sub = jax.random.split(key)
-        params, opt_state, obj = self.update(params, opt_state, lambda x: self.image_loss(sub, x, unit, variables), t)
+        params, opt_state, obj = self.update(
+            params, opt_state, lambda x: self.image_loss(sub, x, unit, variables), t
+        )
         return (params, opt_state, key, t + 1), obj
 
     def init_batch(self, units):
@@ -159,7 +162,10 @@ def timed(fn):
 
 _SPANS = []  # (start, end) of every trace / lowering / backend compile JAX reports
 jax.monitoring.register_event_time_span_listener(
-    lambda event, start, end, **_: _SPANS.append((start, end)) if event.startswith("/jax/core/compile/") else None)
+    lambda event, start, end, **_: (
+        _SPANS.append((start, end)) if event.startswith("/jax/core/compile/") else None
+    )
+)
 
 
 def compile_seconds(fn) -> float:
@@ -245,8 +251,18 @@ def worker(args):
 
 class TwoDevices:
     def __init__(self, args):
-        env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip())
-        cmd = [sys.executable, __file__, "--worker", f"--filters={args.filters}", f"--steps={args.steps}", f"--size={args.size}"]
+        env = dict(
+            os.environ,
+            XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip(),
+        )
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            f"--filters={args.filters}",
+            f"--steps={args.steps}",
+            f"--size={args.size}",
+        ]
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         ready = json.loads(self.proc.stdout.readline())
         self.devices, self.compile_s = ready["devices"], ready["compile_s"]
@@ -281,22 +297,28 @@ def main():
 
     w = Workload(args.filters, args.steps, args.size)
     info = machine_info()
-    print(f"{args.filters} filters of {LAYER}, {args.size}x{args.size}, {args.steps} steps, {args.rounds} rounds; "
-          f"jax {jax.__version__}, {os.cpu_count()} CPUs, load average {info['load_avg_1_5_15'][0]:.1f}", flush=True)
+    print(
+        f"{args.filters} filters of {LAYER}, {args.size}x{args.size}, {args.steps} steps, {args.rounds} rounds; "
+        f"jax {jax.__version__}, {os.cpu_count()} CPUs, load average {info['load_avg_1_5_15'][0]:.1f}",
+        flush=True,
+    )
     compile_compiled = compile_seconds(w.engine)
     variants = {"compiled": w.engine, "loop": Loop(w), "batch": Batch(w)}
     two = None if args.no_2dev else TwoDevices(args)
     if two:
         variants["2dev"] = two
     flops = {"xla": variants["batch"].flops, "analytic": analytic_flops(w)}
-    print(f"FLOPs per step, all filters: XLA cost analysis {flops['xla'] / 1e9:.2f} G, "
-          f"analytic (2x forward convs) {flops['analytic'] / 1e9:.2f} G", flush=True)
+    print(
+        f"FLOPs per step, all filters: XLA cost analysis {flops['xla'] / 1e9:.2f} G, "
+        f"analytic (2x forward convs) {flops['analytic'] / 1e9:.2f} G",
+        flush=True,
+    )
 
     runs = {name: [] for name in [*variants, "matmul"]}  # (wall s, cpu s) per round
     finals = {}
     for r in range(args.rounds):
         names = list(variants)
-        for name in names[r % len(names):] + names[: r % len(names)]:  # rotate the order each round
+        for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate the order each round
             wall, cpu, out = variants[name]() if name == "2dev" else timed(variants[name])
             runs[name].append((wall, cpu))
             finals[name] = np.asarray(out)
@@ -317,28 +339,49 @@ def main():
     rows = []
     for n in runs:
         ratio = None if n == "matmul" else median[n] / t0
-        print(f"{n:<10}{median[n]:>10.3f}{'' if ratio is None else f'{ratio:.2f}x':>14}{gflops[n]:>9.1f}"
-              f"{cores[n]:>7.2f}{'' if n not in compile_s else f'{compile_s[n]:.2f}':>11}")
-        rows.append({"variant": n, "median_s": median[n], "t_over_t_compiled": ratio, "gflops": gflops[n],
-                     "cores_used": cores[n], "compile_s": compile_s.get(n),
-                     "rounds": [{"wall_s": x[0], "cpu_s": x[1]} for x in runs[n]]})
+        print(
+            f"{n:<10}{median[n]:>10.3f}{'' if ratio is None else f'{ratio:.2f}x':>14}{gflops[n]:>9.1f}"
+            f"{cores[n]:>7.2f}{'' if n not in compile_s else f'{compile_s[n]:.2f}':>11}"
+        )
+        rows.append(
+            {
+                "variant": n,
+                "median_s": median[n],
+                "t_over_t_compiled": ratio,
+                "gflops": gflops[n],
+                "cores_used": cores[n],
+                "compile_s": compile_s.get(n),
+                "rounds": [{"wall_s": x[0], "cpu_s": x[1]} for x in runs[n]],
+            }
+        )
     fraction = gflops["compiled"] / gflops["matmul"]
-    targets = {"(a) loop / compiled >= 1.0": bool(median["loop"] / t0 >= 1.0),
-               "(b) batch / compiled >= 1.0": bool(median["batch"] / t0 >= 1.0),
-               "(c) compiled GFLOP/s >= 50% of matmul's": bool(fraction >= 0.5)}
+    targets = {
+        "(a) loop / compiled >= 1.0": bool(median["loop"] / t0 >= 1.0),
+        "(b) batch / compiled >= 1.0": bool(median["batch"] / t0 >= 1.0),
+        "(c) compiled GFLOP/s >= 50% of matmul's": bool(fraction >= 0.5),
+    }
     measured = [median["loop"] / t0, median["batch"] / t0, fraction]
     for (k, ok), m in zip(targets.items(), [f"{measured[0]:.2f}", f"{measured[1]:.2f}", f"{fraction:.0%}"]):
         print(f"{k}: {m}, {'met' if ok else 'NOT met'}")
     if two:
         print(f"(e) {two.devices} host devices: compiled / 2dev = {t0 / median['2dev']:.2f}x speed-up")
     agree = {n: float(np.max(np.abs(finals[n] - finals["compiled"]))) for n in variants if n != "compiled"}
-    print(f"check, same math and keys: final objective ~{np.mean(finals['compiled']):.3g}, max |diff| vs compiled: "
-          + ", ".join(f"{n} {v:.1g}" for n, v in agree.items()))
+    print(
+        f"check, same math and keys: final objective ~{np.mean(finals['compiled']):.3g}, max |diff| vs compiled: "
+        + ", ".join(f"{n} {v:.1g}" for n, v in agree.items())
+    )
 
     info["load_avg_1_5_15_end"] = os.getloadavg()
-    result = {"machine": info, "config": {k: v for k, v in vars(args).items() if k != "worker"} | {"layer": LAYER},
-              "flops_per_step": flops, "variants": rows, "matmul_fraction": fraction, "targets": targets,
-              "two_device_speedup": t0 / median["2dev"] if two else None, "final_objective_max_abs_diff": agree}
+    result = {
+        "machine": info,
+        "config": {k: v for k, v in vars(args).items() if k != "worker"} | {"layer": LAYER},
+        "flops_per_step": flops,
+        "variants": rows,
+        "matmul_fraction": fraction,
+        "targets": targets,
+        "two_device_speedup": t0 / median["2dev"] if two else None,
+        "final_objective_max_abs_diff": agree,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}")

@@ -45,30 +45,14 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from flax import linen as nn  # noqa: E402
 
 from cnnvis_widgets.engine import param, regularizers, saliency, transforms  # noqa: E402
 from machine import machine_info  # noqa: E402
+from vggish import VGGish  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 TORCH_ENV = HERE.parent / ".torch-bench-venv"
 TORCH_PIN = "torch==2.13.0"
-
-
-class VGGish(nn.Module):
-    """conv 32-32-pool-64-64-pool-128-128 (3x3, ReLU); ``head=True`` adds pool + dense(10)."""
-
-    head: bool = False
-
-    @nn.compact
-    def __call__(self, x):
-        for i, (features, pool) in enumerate([(32, 0), (32, 1), (64, 0), (64, 1), (128, 0), (128, 0)]):
-            x = nn.relu(nn.Conv(features, (3, 3), name=f"conv{i + 1}")(x))
-            if pool:
-                x = nn.max_pool(x, (2, 2), (2, 2))
-        if self.head:
-            x = nn.Dense(10, name="fc")(x.mean(axis=(1, 2)))
-        return x
 
 
 def vgg_probe(size: int, head: bool = False):
