@@ -14,7 +14,7 @@ from flax import linen as nn
 
 import cnnvis_widgets as cw
 from cnnvis_widgets import data, export
-from cnnvis_widgets.engine import ascent
+from cnnvis_widgets.engine import ascent, recipes
 from cnnvis_widgets.models.probe import Probe
 from cnnvis_widgets.widgets import (
     ActivationExplorer,
@@ -39,7 +39,7 @@ def case(name, call, error, *fragments):
 
 
 def _regs():
-    return ascent.default_regularizers(1)
+    return recipes.build_priors(recipes.SMALL)  # the priors digits-cnn is drawn with
 
 
 CASES = [

@@ -26,6 +26,7 @@ from jax.extend import core as jcore
 
 from cnnvis_widgets.engine import objectives as objectives_lib
 from cnnvis_widgets.engine import param as param_lib
+from cnnvis_widgets.engine import recipes as recipes_lib
 from cnnvis_widgets.engine import regularizers as reg_lib
 from cnnvis_widgets.engine import sharding
 from cnnvis_widgets.engine import transforms as transforms_lib
@@ -44,7 +45,9 @@ class AscentResult:
     snapshots: (S, N, H, W, C) uint8 images after each chunk of steps, and their steps;
     finite: (N,) False where a filter's optimization produced NaN/Inf (its image is then grey);
     scores: for class visualizations, each image's softmax probability of its class;
-    batch_images: (N, B, H, W, C) all images of each filter when ``batch`` > 1.
+    batch_images: (N, B, H, W, C) all images of each filter when ``batch`` > 1;
+    attribution: (N, H, W) where in its image each filter looked: the sum over steps of
+      |d objective / d image| (MACO's transparency mask, Fel et al. 2023), scaled to [0, 1].
     """
 
     layer: str
@@ -58,6 +61,7 @@ class AscentResult:
     finite: np.ndarray
     scores: np.ndarray | None = None
     batch_images: np.ndarray | None = None
+    attribution: np.ndarray | None = None
 
 
 class Progress(NamedTuple):
@@ -98,8 +102,9 @@ class _Setup(NamedTuple):
 def default_size(probe) -> tuple[int, int]:
     """The model's input size, capped at 128 px (digits-cnn: 32; EfficientNet-Lite0: 128).
 
-    At 128 px a whole EfficientNet layer is slow on a CPU (240 filters x 128 steps took
-    ~40 min of CPU time here); pass ``size=64`` and a filter range for interactive use.
+    The image is optimized and kept at this size; recipes that upsample (``recipes.IMAGENET``)
+    show it to the network at its native size. A whole EfficientNet layer is slow on a CPU at
+    this size; pass ``size=64`` and a filter range for interactive use.
     """
     h, w = probe.input_shape[:2]
     scale = min(1.0, 128 / max(h, w))
@@ -184,6 +189,7 @@ def visualize_filters(
     variables: Any = None,
     relu_rule: str | None = "redirected",
     init_images: Any = None,
+    recipe: recipes_lib.Recipe | str | None = None,
 ) -> AscentResult:
     """Optimize an image for each filter of ``layer`` (all filters when ``filters`` is None).
 
@@ -194,8 +200,7 @@ def visualize_filters(
       objective: "channel", "neuron", or an ``Objective`` taking (acts, unit).
       steps: optimizer steps. size: image (H, W); default ``default_size(probe)``.
       batch: images per filter (>= 2 for a diversity objective).
-      param / transforms / regularizers / optimizer: default Fourier (decorrelated
-        for RGB), ``standard_transforms(size)``, ``default_regularizers`` and Adam(0.05).
+      param / transforms / regularizers / optimizer: override the recipe's parts.
       weights: regularizer weights overriding their own (traced: no recompilation).
       seed: PRNG seed; filter i uses ``fold_in(key(seed), unit_i)``.
       snapshot_every: steps per compiled chunk, after which ``callback`` runs
@@ -208,6 +213,9 @@ def visualize_filters(
         are silent on the grey start still get a gradient) or None for exact gradients.
       init_images: start from these [0, 1] images (H, W, C) or (N, H, W, C) instead of
         noise (DeepDream, inversion); their size sets ``size``.
+      recipe: how to draw (``engine.recipes``): a Recipe or its name; default
+        ``recipes.for_probe(probe)`` (Lucid's parameterization and transforms with the image
+        upsampled to the native size for ImageNet models, mild priors for small ones).
     """
     probe = require_probe(probe, "visualize_filters")
     info = probe.layer(layer)
@@ -229,7 +237,10 @@ def visualize_filters(
             )
         size = tuple(init_images.shape[1:3])
     size = _check_size(probe, size)
-    setup = _setup(probe, info, objective, size, param, transforms, regularizers, optimizer, relu_rule)
+    recipe = recipes_lib.for_probe(probe) if recipe is None else recipes_lib.named(recipe)
+    setup = _setup(
+        probe, info, objective, size, param, transforms, regularizers, optimizer, relu_rule, recipe
+    )
     w = reg_lib.default_weights(setup.regs) if weights is None else _weights(weights, setup.regs)
     if w.shape != (len(setup.regs),):
         raise ValueError(
@@ -271,6 +282,7 @@ def visualize_filters(
     first = init_group(groups[0])
     all_images = np.concatenate([first[2]] + [init_group(sl)[2] for sl in groups[1:]])  # (N, B, H, W, C)
     images = all_images[:, 0]
+    attribution = np.zeros(all_images.shape[:-1], np.float32)  # (N, B, H, W)
     latest = np.full(n, np.nan, np.float32)
     curves = np.full((n, steps), np.nan, np.float32)
     # snapshot j holds every filter at step snapshot_steps[j] (filled group by group)
@@ -289,6 +301,7 @@ def visualize_filters(
             with sharding.device_lock:
                 state, values, new_images = runner(state, group_units, variables, w)
                 new_images = np.asarray(new_images)[:m]
+                attribution[sl] = np.asarray(state[4]).sum(axis=-1)[:m]
             curves[sl, done : done + k] = np.asarray(values).T[:m]
             done += k
             all_images[sl] = new_images
@@ -306,6 +319,8 @@ def visualize_filters(
     ran = ~np.isnan(curves).all(axis=1)
     finite = ~diverged & np.isfinite(all_images).reshape(n, -1).all(axis=1) & (~ran | np.isfinite(latest))
     all_images[~finite] = 0.5
+    where = attribution.mean(axis=1)
+    where = np.nan_to_num(where / np.maximum(where.max(axis=(1, 2), keepdims=True), 1e-30))
     return AscentResult(
         info.name,
         units,
@@ -317,6 +332,7 @@ def visualize_filters(
         stopped,
         finite,
         batch_images=all_images if batch > 1 else None,
+        attribution=where,
     )
 
 
@@ -411,25 +427,20 @@ def named_objective(kind: str, layer: str) -> objectives_lib.Objective:
     return _OBJECTIVES[kind](layer)
 
 
-@functools.lru_cache(maxsize=None)
-def default_param(channels: int) -> param_lib.Param:
-    """Fourier parameterization, colour-decorrelated for RGB (Olah et al. 2017)."""
-    return param_lib.fourier(decorrelate=channels == 3)
-
-
-@functools.lru_cache(maxsize=None)
-def default_transforms(size: tuple[int, int]) -> Callable:
-    return transforms_lib.standard_transforms(size)
-
-
-@functools.lru_cache(maxsize=None)
-def default_regularizers(channels: int) -> tuple:
-    return tuple(reg_lib.default_regularizers(channels))
-
-
-@functools.lru_cache(maxsize=None)
 def default_optimizer(learning_rate: float = 0.05) -> optax.GradientTransformation:
-    return optax.adam(learning_rate)
+    """Adam with ``learning_rate``, one object per value (``recipes.build_optimizer``)."""
+    return recipes_lib.build_optimizer(float(learning_rate))
+
+
+def default_regularizers(probe) -> tuple[reg_lib.Regularizer, ...]:
+    """The priors of ``probe``'s recipe (``recipes.for_probe``): none for ImageNet models."""
+    return recipes_lib.build_priors(recipes_lib.for_probe(probe))
+
+
+@functools.lru_cache(maxsize=64)
+def _upsampled(transform: Callable, size: tuple[int, int], native: tuple[int, int]) -> Callable:
+    """``transform`` then a resize to ``native`` (one object per argument, so compiles are reused)."""
+    return transforms_lib.compose(transform, transforms_lib.resize(native))
 
 
 def _check_parts(param, transforms, regularizers, optimizer) -> None:
@@ -458,7 +469,11 @@ def _check_parts(param, transforms, regularizers, optimizer) -> None:
         raise TypeError(f"optimizer must be an optax optimizer such as optax.adam(0.05), got {optimizer!r}.")
 
 
-def _setup(probe, info, objective, size, param, transforms, regularizers, optimizer, relu_rule) -> _Setup:
+def _setup(
+    probe, info, objective, size, param, transforms, regularizers, optimizer, relu_rule, recipe
+) -> _Setup:
+    """The run's parts: the recipe's, except those given explicitly. Given transforms are still
+    followed by the recipe's upsampling to the model's native size."""
     channels = probe.input_shape[-1]
     if isinstance(objective, str):
         if objective == "neuron" and not info.spatial:
@@ -471,11 +486,18 @@ def _setup(probe, info, objective, size, param, transforms, regularizers, optimi
     for name in objective.layers:
         probe.layer(name)
     _check_parts(param, transforms, regularizers, optimizer)
+    native = tuple(probe.input_shape[:2])
+    if transforms is None:
+        transform = recipes_lib.build_transforms(recipe, size, native)
+    elif recipe.upsample and (size[0] < native[0] or size[1] < native[1]):
+        transform = _upsampled(transforms, size, native)
+    else:
+        transform = transforms
     return _Setup(
-        param=param or default_param(channels),
-        transform=transforms or default_transforms(size),
-        regs=default_regularizers(channels) if regularizers is None else tuple(regularizers),
-        optimizer=optimizer or default_optimizer(),
+        param=param or recipes_lib.build_param(recipe, channels),
+        transform=transform,
+        regs=recipes_lib.build_priors(recipe) if regularizers is None else tuple(regularizers),
+        optimizer=optimizer or recipes_lib.build_optimizer(recipe.learning_rate),
         objective=objective,
         relu_rule=relu_rule,
     )
@@ -487,14 +509,17 @@ def _compiled(probe, setup: _Setup, shape, n_steps):
     forward = with_gradient_rules(lambda v, x: probe.forward(v, x)[1], fast_conv=True, relu=setup.relu_rule)
     needed = setup.objective.layers
     par, opt = setup.param, setup.optimizer
+    # Image-space projections only where a prior has one or the parameterization needs them:
+    # the round trip through from_image costs two FFTs and can move a sigmoid param's extremes.
+    project = not par.bounded or any(r.project is not None for r in setup.regs)
 
     def init_one(key, start):
         key, sub = jax.random.split(key)
         params = par.init(sub, shape) if start is None else par.from_image(start)
-        return params, opt.init(params), key, jnp.zeros((), jnp.int32)
+        return params, opt.init(params), key, jnp.zeros((), jnp.int32), jnp.zeros(shape, jnp.float32)
 
     def step_one(state, unit, variables, weights):
-        params, opt_state, key, t = state
+        params, opt_state, key, t, attribution = state
         key, sub = jax.random.split(key)
 
         def loss(images):
@@ -506,10 +531,10 @@ def _compiled(probe, setup: _Setup, shape, n_steps):
         (_, obj), g_images = jax.value_and_grad(loss, has_aux=True)(images)
         updates, opt_state = opt.update(to_params(g_images)[0], opt_state, params)
         params = optax.apply_updates(params, updates)
-        # Image-space projections (decay, blur, clipping), then back into the [0, 1] box.
-        projected = reg_lib.apply_projections(setup.regs, weights, par.to_image(params), -g_images, t)
-        params = par.from_image(jnp.clip(projected, 0.0, 1.0))
-        return (params, opt_state, key, t + 1), obj
+        if project:  # image-space projections (decay, blur, clipping), then back into the [0, 1] box
+            projected = reg_lib.apply_projections(setup.regs, weights, par.to_image(params), -g_images, t)
+            params = par.from_image(jnp.clip(projected, 0.0, 1.0))
+        return (params, opt_state, key, t + 1, attribution + jnp.abs(g_images)), obj
 
     def run(state, units, variables, weights):
         def body(s, _):

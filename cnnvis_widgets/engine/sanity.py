@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
-from cnnvis_widgets.engine import ascent, regularizers
+from cnnvis_widgets.engine import ascent, recipes, regularizers
 from cnnvis_widgets.engine.saliency import METHODS, saliency
 from cnnvis_widgets.models.probe import require_probe
 
@@ -151,14 +151,12 @@ def regularizer_ablation(
 ) -> dict[str, ascent.AscentResult]:
     """Activation maximization with all regularizers, then with each one off (same seed).
 
-    Returns ``{"all": result, "no <name>": result, ...}``. Weights are traced, so this
-    compiles once.
+    Returns ``{"all": result, "no <name>": result, ...}``. The default regularizers are the
+    literature's priors (``recipes.CLASSIC``: L2 decay, total variation, blur), whatever the
+    model's own recipe uses. Weights are traced, so this compiles once.
     """
-    regs = tuple(
-        regularizers_
-        if regularizers_ is not None
-        else ascent.default_regularizers(require_probe(probe, "regularizer_ablation").input_shape[-1])
-    )
+    require_probe(probe, "regularizer_ablation")
+    regs = tuple(regularizers_ if regularizers_ is not None else recipes.build_priors(recipes.CLASSIC))
     weights = np.asarray(regularizers.default_weights(regs))
     out = {
         "all": ascent.visualize_filters(probe, layer, filters, regularizers=regs, weights=weights, **kwargs)

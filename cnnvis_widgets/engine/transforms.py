@@ -160,25 +160,63 @@ def compose(*transforms: Transform) -> Transform:
     return t
 
 
-def standard_transforms(size: Union[int, Sequence[int]]) -> Transform:
+def resize(size: Union[int, Sequence[int]]) -> Transform:
+    """Resamples each image to `size` (int or (H, W)) bilinearly (antialiased when shrinking).
+
+    The last transform of an ImageNet recipe: the image is optimized, stored and shown at a small
+    size (cheap), but the network sees it at its native input size, the scale its features were
+    trained at (Lucent's ``render_vis`` upsamples images smaller than 224 px the same way).
+    """
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    if min(h, w) < 1:
+        raise ValueError(f"resize needs a positive size, got {(h, w)}.")
+
+    def t(key, images):
+        del key
+        if images.ndim != 4:
+            raise ValueError(f"Expected images of shape (B, H, W, C), got {images.shape}.")
+        if images.shape[1:3] == (h, w):
+            return images
+        return jax.image.resize(images, (images.shape[0], h, w, images.shape[3]), "linear")
+
+    return t
+
+
+MILD_ZOOMS = (1.0, 0.975, 1.025, 0.95, 1.05)
+MILD_ANGLES = tuple(range(-5, 6))
+# Lucid's and Lucent's own ranges (``optvis.transform.standard_transforms``): zoom 0.9-1.1,
+# rotation -10..10 degrees with 0 drawn more often.
+LUCID_ZOOMS = tuple(1 + (i - 5) / 50 for i in range(11))
+LUCID_ANGLES = tuple(range(-10, 11)) + 5 * (0,)
+
+
+def standard_transforms(
+    size: Union[int, Sequence[int]],
+    zooms: Sequence[float] = MILD_ZOOMS,
+    angles: Sequence[float] = MILD_ANGLES,
+    reference: int = 224,
+) -> Transform:
     """Lucid's standard robustness transforms, scaled to the image size, keeping the shape.
 
-    For a 224-pixel image: pad 12 (grey), jitter 8, scale (1, .975, 1.025, .95, 1.05) and
-    rotate -5..5 degrees (one resampling: ``random_affine``), jitter 4, then crop back to
-    `size`. Pixel amounts scale with max(H, W) / 224 (at least 1 pixel), so 32x32 digits get
-    pad 2 and jitters of 1.
+    For a `reference`-pixel image: pad 12 (grey), jitter 8, a zoom from `zooms` and a rotation
+    (degrees) from `angles` (one resampling: ``random_affine``), jitter 4, then crop back to
+    `size`. Pixel amounts scale with max(H, W) / reference (at least 1 pixel), so 32x32 digits
+    get pad 2 and jitters of 1. The default zooms and angles are milder than Lucid's own
+    (``LUCID_ZOOMS``, ``LUCID_ANGLES``), which the ImageNet recipe uses (``engine.recipes``).
 
     References: Olah et al. 2017, "Feature Visualization" (Lucid `standard_transforms`).
 
     Args:
       size: the image size, an int or (H, W).
+      zooms, angles: the random zoom factors and rotations (degrees) to draw from.
+      reference: the image size at which the pixel amounts are 12, 8 and 4.
     """
     h, w = (size, size) if isinstance(size, int) else tuple(size)
-    px = lambda n: max(1, int(round(n * max(h, w) / 224)))
+    px = lambda n: max(1, int(round(n * max(h, w) / reference)))
     return compose(
         pad(px(12), 0.5),
         jitter(px(8)),
-        random_affine((1.0, 0.975, 1.025, 0.95, 1.05), tuple(range(-5, 6))),
+        random_affine(tuple(zooms), tuple(angles)),
         jitter(px(4)),
         center_crop((h, w)),
     )

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from cnnvis_widgets.compile_cache import enable_compilation_cache
-from cnnvis_widgets.engine import ascent, param, transforms
+from cnnvis_widgets.engine import ascent, param, recipes, transforms
 from cnnvis_widgets.engine.activations import most_activated
 from cnnvis_widgets.widgets.controls import (
     PANEL_REGULARIZERS,
@@ -260,7 +260,7 @@ class FilterExplorer(View):
 @functools.lru_cache(maxsize=None)
 def _param(kind: str, channels: int) -> param.Param:
     """One object per choice, so switching back reuses the compiled optimization."""
-    return ascent.default_param(channels) if kind == "fourier" else param.pixel()
+    return recipes.build_param(recipes.IMAGENET, channels) if kind == "fourier" else param.pixel()
 
 
 def _live_chunk(probe, request) -> int:
