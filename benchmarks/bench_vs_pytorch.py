@@ -46,7 +46,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from cnnvis_widgets.engine import param, regularizers, saliency, transforms  # noqa: E402
+from cnnvis_widgets.engine import param, recipes, regularizers, saliency, transforms  # noqa: E402
 from machine import machine_info  # noqa: E402
 from vggish import VGGish  # noqa: E402
 
@@ -86,6 +86,7 @@ def ascent_settings(steps: int, size: int) -> dict:
         transforms=transforms.jitter(4),
         regularizers=(regularizers.l2_decay(0.01), regularizers.total_variation(1.0)),
         optimizer=optax.adam(0.05),
+        recipe=recipes.PLAIN,  # no upsampling to the native size: both sides run at `size`
     )
 
 

@@ -172,7 +172,7 @@ def main():
     chunk = ascent.default_chunk(info.channels, ascent.activation_bytes(probe, layer, shape))
     setup = ascent._setup(
         probe, info, "channel", (args.size, args.size), settings["param"], settings["transforms"],
-        settings["regularizers"], settings["optimizer"], "redirected",
+        settings["regularizers"], settings["optimizer"], "redirected", settings["recipe"],
     )  # fmt: skip
     init, run = ascent._compiled(probe, setup, shape, args.steps)
     units = np.arange(chunk)

@@ -101,3 +101,32 @@ def save_grid(
     path.parent.mkdir(parents=True, exist_ok=True)
     grid_figure(tiles, labels, title, ncols).savefig(path, dpi=dpi)
     return path
+
+
+def filter_detail_figure(image: np.ndarray, objective: np.ndarray, title: str, attribution=None):
+    """One filter's optimized image at full resolution, where it looked (when ``attribution`` is
+    given: the image faded where the gradient was weak, as MACO's transparency mask) and its
+    objective curve, side by side (the curve in its own axes, never over the image)."""
+    image = np.asarray(image)
+    panels = 3 if attribution is not None else 2
+    fig = figure(figsize=(3.2 * panels, 3.2), layout="constrained")
+    axes = fig.subplots(1, panels, width_ratios=[1] * (panels - 1) + [1.3])
+    shown = image[..., 0] if image.shape[-1] == 1 else np.clip(image, 0, 1)
+    axes[0].imshow(shown, cmap="gray", vmin=0, vmax=1, interpolation="lanczos")
+    axes[0].set_title(title, fontsize=10)
+    axes[0].set_axis_off()
+    if attribution is not None:
+        alpha = np.clip(np.asarray(attribution) / max(float(np.percentile(attribution, 95)), 1e-12), 0, 1)
+        rgb = np.repeat(shown[..., None], 3, -1) if shown.ndim == 2 else shown
+        axes[1].imshow(np.concatenate([rgb, alpha[..., None]], -1), interpolation="lanczos")
+        axes[1].set_facecolor("white")
+        axes[1].set_title("where it looks", fontsize=10)
+        axes[1].set_xticks([])
+        axes[1].set_yticks([])
+    curve = axes[-1]
+    curve.plot(np.arange(1, len(objective) + 1), objective, color="C0")
+    curve.set_xlabel("step", fontsize=9)
+    curve.set_ylabel("objective (activation)", fontsize=9)
+    curve.tick_params(labelsize=8)
+    curve.grid(alpha=0.3)
+    return fig

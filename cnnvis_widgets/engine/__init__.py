@@ -1,6 +1,6 @@
 """Pure JAX numerics: arrays in, arrays out. Never imports widgets, never prints or touches files."""
 
-from cnnvis_widgets.engine import objectives, param, regularizers, transforms
+from cnnvis_widgets.engine import objectives, param, quality, recipes, regularizers, transforms
 from cnnvis_widgets.engine.ascent import (
     AscentResult,
     Progress,
@@ -17,6 +17,8 @@ __all__ = [
     "invert_features",
     "objectives",
     "param",
+    "quality",
+    "recipes",
     "regularizers",
     "transforms",
     "visualize_classes",

@@ -80,6 +80,8 @@ class Progress(NamedTuple):
     finite: np.ndarray | None = None  # (N,) False where a filter diverged (NaN/Inf; its image is grey)
     group: int = 0
     groups: int = 1
+    stage: int = 0  # of a progressive run (``progressive_filters``): 0 .. stages - 1
+    stages: int = 1
 
     @property
     def done_steps(self) -> int:
@@ -109,6 +111,16 @@ def default_size(probe) -> tuple[int, int]:
     h, w = probe.input_shape[:2]
     scale = min(1.0, 128 / max(h, w))
     return int(round(h * scale)), int(round(w * scale))
+
+
+def seen_size(probe, size: tuple[int, int], recipe: recipes_lib.Recipe | None = None) -> tuple[int, int]:
+    """The size at which the network sees an image optimized at ``size``: its native input size
+    when the recipe (default ``recipes.for_probe``) upsamples smaller images, else ``size``."""
+    recipe = recipes_lib.for_probe(probe) if recipe is None else recipes_lib.named(recipe)
+    native = tuple(probe.input_shape[:2])
+    if recipe.upsample and (size[0] < native[0] or size[1] < native[1]):
+        return native
+    return tuple(size)
 
 
 # Bytes of one compiled call's activations (all filters of a chunk, all devices), as
@@ -258,7 +270,8 @@ def visualize_filters(
             f"at least {-(-steps * per_snapshot // 2**30)} or fewer steps."
         )
     if chunk is None:
-        chunk = default_chunk(len(units), batch * activation_bytes(probe, info.name, (1, *shape[1:])))
+        seen = (1, *seen_size(probe, size, recipe), shape[-1])
+        chunk = default_chunk(len(units), batch * activation_bytes(probe, info.name, seen))
     init, run = _compiled(probe, setup, shape, snapshot_every)
 
     n = len(units)
@@ -334,6 +347,68 @@ def visualize_filters(
         batch_images=all_images if batch > 1 else None,
         attribution=where,
     )
+
+
+def progressive_filters(
+    probe,
+    layer: str,
+    filters: Sequence[int] | None = None,
+    *,
+    sizes: Sequence[int] = (64, 128),
+    steps: Sequence[int] = (32, 96),
+    callback: Callable[[Progress], bool | None] | None = None,
+    recipe: recipes_lib.Recipe | str | None = None,
+    **kwargs,
+) -> AscentResult:
+    """``visualize_filters`` in stages of growing size: a quick draft, then the same images refined.
+
+    Stage 0 runs ``steps[0]`` steps at ``sizes[0]`` with the network seeing the image at that size
+    (no upsampling: cheap, a first picture within a second on a CPU); each later stage starts from
+    the previous images resized to ``sizes[k]`` and runs ``steps[k]`` steps with the full recipe
+    (upsampled to the native size where it says so). Each stage's progress reaches ``callback``
+    with ``stage``/``stages`` set. The result is the last stage's, with the objective curves of all
+    stages joined (they jump where the size changes: the network sees another image).
+
+    References: Mordvintsev et al. 2015, "Inceptionism" (octaves: optimize small, upsample, go on).
+    """
+    probe = require_probe(probe, "progressive_filters")
+    recipe = recipes_lib.for_probe(probe) if recipe is None else recipes_lib.named(recipe)
+    sizes, steps = list(sizes), list(steps)
+    if not sizes or len(sizes) != len(steps):
+        raise ValueError(f"sizes and steps need one value per stage, got sizes={sizes} and steps={steps}.")
+    if "init_images" in kwargs or "size" in kwargs:
+        raise TypeError("progressive_filters takes sizes=... per stage, not size or init_images.")
+    curves, result, start = [], None, None
+    for k, (size, n) in enumerate(zip(sizes, steps)):
+        stage_recipe = recipe.replace(upsample=False) if k == 0 and len(sizes) > 1 else recipe
+        on_progress = None if callback is None else (
+            lambda p, k=k: callback(p._replace(stage=k, stages=len(sizes)))
+        )  # fmt: skip
+        if start is not None:
+            channels = start.shape[-1]
+            start = np.asarray(jax.image.resize(start, (len(start), size, size, channels), "linear"))
+        result = visualize_filters(
+            probe, layer, filters, size=size, steps=n, recipe=stage_recipe, callback=on_progress,
+            init_images=None if start is None else np.clip(start, 0.0, 1.0), **kwargs,
+        )  # fmt: skip
+        curves.append(result.objective)
+        if result.stopped:
+            break
+        start = result.images
+    result.objective = np.concatenate(curves, axis=1)
+    return result
+
+
+def progressive_stages(probe, size: int, steps: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(sizes, steps) of a live run: a draft at half ``size`` for a third of the steps (at most 32)
+    when the recipe upsamples to a native size above ``size``'s half and the model takes any size;
+    one stage otherwise (small models are fast at their own size)."""
+    recipe = recipes_lib.for_probe(probe)
+    draft = max(16, size // 2 // 2 * 2)
+    if probe.fixed_size or not recipe.upsample or size < 64 or steps < 6:
+        return (size,), (steps,)
+    first = min(32, steps // 3)
+    return (draft, size), (first, steps - first)
 
 
 def _snapshot_uint8(images: np.ndarray) -> np.ndarray:
@@ -494,7 +569,7 @@ def _setup(
     else:
         transform = transforms
     return _Setup(
-        param=param or recipes_lib.build_param(recipe, channels),
+        param=param or recipes_lib.build_param(recipe.param, channels),
         transform=transform,
         regs=recipes_lib.build_priors(recipe) if regularizers is None else tuple(regularizers),
         optimizer=optimizer or recipes_lib.build_optimizer(recipe.learning_rate),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnvis_widgets.engine import objectives, param, regularizers, transforms
+from cnnvis_widgets.engine import objectives, param, recipes, regularizers, transforms
 from cnnvis_widgets.engine.ascent import AscentResult, visualize_filters
 from cnnvis_widgets.models.probe import require_probe
 
@@ -38,6 +38,7 @@ def invert_features(
     kwargs.setdefault("regularizers", (regularizers.total_variation(tv), regularizers.alpha_norm(alpha)))
     kwargs.setdefault("param", param.pixel(sd=0.1))
     kwargs.setdefault("transforms", transforms.compose(transforms.jitter(max(1, x.shape[1] // 32))))
+    kwargs.setdefault("recipe", recipes.PLAIN)  # the features are compared at the image's own size
     return visualize_filters(
         probe,
         layer,
@@ -71,6 +72,7 @@ def deep_dream(
     kwargs.setdefault("param", param.pixel())
     kwargs.setdefault("transforms", transforms.jitter(max(1, x.shape[1] // 28)))
     kwargs.setdefault("optimizer", optax.adam(learning_rate))
+    kwargs.setdefault("recipe", recipes.PLAIN)  # the photo is changed at its own size
     return visualize_filters(
         probe,
         layer,

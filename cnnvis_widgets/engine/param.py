@@ -244,6 +244,18 @@ def _magnitude_at(spectrum: np.ndarray, h: int, w: int, channels: int) -> np.nda
     return out.astype(np.float32)
 
 
+def _conjugate_symmetric(phase: jax.Array, w: int) -> jax.Array:
+    """Phases (..., H, W//2+1) made odd in the rfft2 columns that hold conjugate pairs (x-frequency
+    0, and W/2 for even W): bins k and -k of a real image's spectrum are conjugates there, and
+    ``irfft2`` would otherwise average unmatched pairs and change their magnitude."""
+    h = phase.shape[-2]
+    flipped = (-np.arange(h)) % h
+    for col in [0] + ([phase.shape[-1] - 1] if w % 2 == 0 else []):
+        column = phase[..., col]
+        phase = phase.at[..., col].set((column - column[..., flipped]) / 2)
+    return phase
+
+
 def load_natural_spectrum() -> np.ndarray:
     """The shipped `natural_spectrum.npy` (plain float32 array; never pickled)."""
     return np.load(NATURAL_SPECTRUM_FILE, allow_pickle=False)
@@ -288,6 +300,7 @@ def maco(spectrum: np.ndarray | None = None) -> Param:
         c = params.shape[1]
         h, w = _spectrum_image_size(params.shape[2], params.shape[3])
         mag = magnitude(h, w, c)
+        params = _conjugate_symmetric(params, w)
         t = jnp.fft.irfft2(jax.lax.complex(mag * jnp.cos(params), mag * jnp.sin(params)), s=(h, w), norm="ortho")
         # standardized after the move to (B, H, W, C): standardizing the FFT's (B, C, H, W) output
         # made XLA:CPU's FFT gradient fail on a column-major layout with the filters sharded (jax 0.10.2)

@@ -90,9 +90,12 @@ SMALL = Recipe(
     priors=(("l2_decay", 0.01), ("total_variation", 1.0), ("gaussian_blur", 1.0)),
 )
 MACO = Recipe("maco", param="maco")
+# The parts exactly as given, at the size given: no transforms, priors or upsampling. For
+# objectives tied to one image size (feature inversion, DeepDream) and for speed comparisons.
+PLAIN = Recipe("plain", transforms="none", upsample=False)
 # The first wave's defaults for every model (pale on ImageNet models; kept for comparison).
 CLASSIC = SMALL.replace(name="classic")
-RECIPES = {r.name: r for r in (IMAGENET, SMALL, LUCID, MACO, CLASSIC)}
+RECIPES = {r.name: r for r in (IMAGENET, SMALL, LUCID, MACO, CLASSIC, PLAIN)}
 
 
 def for_probe(probe) -> Recipe:
@@ -115,13 +118,15 @@ def named(recipe: Recipe | str) -> Recipe:
 
 # -------------------------------------------------------------- parts, cached by value
 @functools.lru_cache(maxsize=None)
-def build_param(recipe: Recipe, channels: int) -> param_lib.Param:
-    """The recipe's parameterization (colour-decorrelated for RGB)."""
-    if recipe.param == "maco":
+def build_param(kind: str, channels: int) -> param_lib.Param:
+    """The parameterization called ``kind`` (``PARAMS``; Fourier is colour-decorrelated for RGB)."""
+    if kind == "maco":
         return param_lib.maco()
-    if recipe.param == "pixel":
+    if kind == "pixel":
         return param_lib.pixel()
-    return param_lib.fourier(decorrelate=channels == 3)
+    if kind == "fourier":
+        return param_lib.fourier(decorrelate=channels == 3)
+    raise ValueError(f"Unknown parameterization {kind!r}; give one of {PARAMS}.")
 
 
 @functools.lru_cache(maxsize=64)

@@ -105,19 +105,26 @@ PANEL_REGULARIZERS = tuple(reg for _, reg, _, _ in PANEL)
 
 
 class RegularizerPanel(widgets.VBox):
-    """A toggle and a weight for each regularizer; ``weights`` is what the engine gets."""
+    """A toggle and a weight for each regularizer; ``weights`` is what the engine gets.
+
+    With a ``recipe`` (``engine.recipes``) the toggles start as the recipe's priors (none for
+    ImageNet models, whose pictures they fade); without one, as the first wave's defaults.
+    """
 
     weights = traitlets.List(traitlets.Float())
 
-    def __init__(self, **kwargs):
+    def __init__(self, recipe=None, **kwargs):
         self.toggles, self.sliders = [], []
         rows = []
+        chosen = None if recipe is None else dict(recipe.priors)
         for label, reg, on, (lo, hi) in PANEL:
+            if chosen is not None:
+                on = reg.name in chosen
             toggle = widgets.Checkbox(
                 on, description=label, indent=False, layout=widgets.Layout(width="240px")
             )
             slider = widgets.FloatSlider(
-                reg.weight,
+                chosen.get(reg.name, reg.weight) if chosen else reg.weight,
                 min=lo,
                 max=hi,
                 step=(hi - lo) / 100,
@@ -133,6 +140,8 @@ class RegularizerPanel(widgets.VBox):
         self._sync()
 
     def _sync(self, _change=None):
+        for toggle, slider in zip(self.toggles, self.sliders):
+            slider.disabled = not toggle.value  # a weight that does nothing is not offered
         self.weights = [s.value if t.value else 0.0 for t, s in zip(self.toggles, self.sliders)]
 
 

@@ -38,8 +38,10 @@ class FilterExplorer(View):
       probe: a Probe or a zoo name ("digits-cnn", "efficientnet-lite0").
       layer: the starting layer (default a middle spatial layer).
       filters: "0:16", "3,5,9" or "all".
-      steps, size, learning_rate, seed: the optimization (size default ``ascent.default_size``,
-        64 px for large models to stay interactive on a CPU).
+      steps, size, learning_rate, seed: the optimization (size default ``ascent.default_size``).
+        Models drawn with an upsampling recipe (ImageNet ones) run in two stages: a draft at half
+        the size seen at that size (a first picture within a second), then the full picture
+        (``ascent.progressive_filters``); tile labels say "draft" until the second stage.
       snapshot_every: steps between frames (2: ~15 frames/s for 64 digits filters).
       image: the image for the "top16" filter choice (the filters it activates most); default a
         test digit for grayscale models, the chelsea photo for RGB ones.
@@ -54,7 +56,7 @@ class FilterExplorer(View):
         *,
         steps: int = 96,
         size: int | None = None,
-        learning_rate: float = 0.05,
+        learning_rate: float | None = None,
         seed: int = 0,
         snapshot_every: int = 2,
         image=None,
@@ -62,11 +64,12 @@ class FilterExplorer(View):
     ):
         super().__init__(name="cnnvis-filters")
         self.probe = probe = as_probe(probe)
+        self.recipe = recipes.for_probe(probe)  # how this model is drawn best (engine/recipes.py)
+        learning_rate = self.recipe.learning_rate if learning_rate is None else learning_rate
         _check_settings(steps, size, learning_rate, seed, snapshot_every)
         self.result: ascent.AscentResult | None = None
         self.runs_started = 0
-        # ImageNet-size models: 64 px keeps a layer interactive on a CPU
-        default = min(64 if max(probe.input_shape[:2]) > 128 else 128, ascent.default_size(probe)[0])
+        default = ascent.default_size(probe)[0]
         self.layer_slider = LayerSlider(probe, layer)
         if not isinstance(filters, str):
             raise TypeError(f"filters must be text like '0:16', '3,5,9', 'top16' or 'all', got {filters!r}.")
@@ -74,7 +77,7 @@ class FilterExplorer(View):
             info = probe.layer(self.layer_slider.value)
             probe.check_units(info.name, parse_filters(filters, info.channels))
         self.filter_picker = FilterPicker(filters)
-        self.regularizer_panel = RegularizerPanel()
+        self.regularizer_panel = RegularizerPanel(self.recipe)
         self.steps = widgets.BoundedIntText(steps, min=1, max=10000, description="steps")
         self.size = widgets.BoundedIntText(size or default, min=8, max=512, description="size")
         self.learning_rate = widgets.BoundedFloatText(
@@ -82,7 +85,9 @@ class FilterExplorer(View):
         )
         self.seed = widgets.IntText(seed, description="seed")
         self.parameterization = widgets.Dropdown(
-            options=[("Fourier (decorrelated)", "fourier"), ("pixels", "pixel")], description="param"
+            options=[("Fourier (decorrelated)", "fourier"), ("MACO (natural spectrum)", "maco"), ("pixels", "pixel")],
+            value=self.recipe.param,
+            description="param",
         )
         self.use_transforms = widgets.Checkbox(True, description="jitter / scale / rotate", indent=False)
         self._image = None if image is None else _fit(probe, image, "image")
@@ -152,7 +157,7 @@ class FilterExplorer(View):
             seed=int(self.seed.value),
             weights=list(self.regularizer_panel.weights),
             optimizer=ascent.default_optimizer(float(self.learning_rate.value)),
-            param=_param(self.parameterization.value, self.probe.input_shape[-1]),
+            param=recipes.build_param(self.parameterization.value, self.probe.input_shape[-1]),
             transforms=None if self.use_transforms.value else _no_transforms(),
         )
         self.runs_started += 1
@@ -175,28 +180,39 @@ class FilterExplorer(View):
     def _job(self, request, cancelled):
         start = time.monotonic()
         labels = [str(u) for u in request["filters"]]
+        sizes, stage_steps = ascent.progressive_stages(self.probe, request["size"], request["steps"])
         self.progress.max, self.progress.value = request["steps"], 0
 
         def on_progress(p: ascent.Progress):
             if cancelled():
                 return True
+            before = sum(stage_steps[: p.stage])  # steps of the finished stages
+            done = before + stage_steps[p.stage] * p.done_steps // max(p.all_steps, 1)
+            draft = p.stage < p.stages - 1
             with self.hold_sync():
-                self.grid.update(p.images, _marked(labels, p.finite), force=p.step == p.total_steps)
-                self.progress.max, self.progress.value = p.all_steps, p.done_steps
-                rate = p.done_steps / max(time.monotonic() - start, 1e-6)
+                tiles = _marked([f"{u} · draft" if draft else u for u in labels], p.finite)
+                self.grid.update(p.images, tiles, force=p.step == p.total_steps)
+                self.progress.max, self.progress.value = request["steps"], done
+                rate = done / max(time.monotonic() - start, 1e-6)
                 group = f" (filter group {p.group + 1}/{p.groups})" if p.groups > 1 else ""
+                stage = (
+                    f" · {'draft' if draft else 'full'} {sizes[p.stage]} px ({p.stage + 1}/{p.stages})"
+                    if p.stages > 1
+                    else ""
+                )
                 self.status.value = (
-                    f"{request['layer']}: step {p.step}/{p.total_steps}{group} · {rate:.0f} steps/s"
+                    f"{request['layer']}: step {done}/{request['steps']}{group}{stage} · {rate:.0f} steps/s"
                 )
             return None
 
-        result = ascent.visualize_filters(
+        result = ascent.progressive_filters(
             self.probe,
             request["layer"],
             request["filters"],
-            steps=request["steps"],
-            size=request["size"],
+            sizes=sizes,
+            steps=stage_steps,
             seed=request["seed"],
+            recipe=self.recipe,
             regularizers=PANEL_REGULARIZERS,
             weights=request["weights"],
             optimizer=request["optimizer"],
@@ -231,14 +247,14 @@ class FilterExplorer(View):
         from cnnvis_widgets import export
 
         self.detail.clear_output(wait=True)
+        r = self.result
+        fig = export.filter_detail_figure(
+            r.images[i],
+            r.objective[i],
+            f"{r.layer} · filter {r.units[i]}",
+            attribution=None if r.attribution is None else r.attribution[i],
+        )
         with self.detail:
-            fig = export.grid_figure(
-                self.result.images[i : i + 1], labels=[f"filter {self.result.units[i]}"], tile_inches=2.5
-            )
-            ax = fig.add_axes([1.05, 0.15, 0.9, 0.7])
-            ax.plot(self.result.objective[i])
-            ax.set_xlabel("step")
-            ax.set_ylabel("objective")
             from IPython.display import display
 
             display(fig)
@@ -257,16 +273,10 @@ class FilterExplorer(View):
         )
 
 
-@functools.lru_cache(maxsize=None)
-def _param(kind: str, channels: int) -> param.Param:
-    """One object per choice, so switching back reuses the compiled optimization."""
-    return recipes.build_param(recipes.IMAGENET, channels) if kind == "fourier" else param.pixel()
-
-
 def _live_chunk(probe, request) -> int:
     """The whole grid in one compiled call (every tile moves at once) up to 64 filters, unless
     their activations exceed the engine's memory budget."""
-    image = (1, request["size"], request["size"], probe.input_shape[-1])
+    image = (1, *ascent.seen_size(probe, (request["size"], request["size"])), probe.input_shape[-1])
     nbytes = ascent.activation_bytes(probe, request["layer"], image)
     return ascent.default_chunk(len(request["filters"]), nbytes, per_device=64 // len(jax.devices()))
 

@@ -91,3 +91,62 @@ def test_jit_and_vmap(name):
     assert not np.allclose(images[0], images[1])  # each key its own draw
     np.testing.assert_allclose(again, images, atol=1e-4)
     assert np.all(np.isfinite(np.asarray(grads)))
+
+
+# ------------------------------------------------------------------------------ MACO
+def _spectrum_of(images, decorrelate=True):
+    """|rfft2| of the parameterization's space (logit, decorrelated), per image and channel."""
+    x = np.clip(np.asarray(images, np.float64), 1e-4, 1 - 1e-4)
+    t = np.log(x) - np.log1p(-x)
+    if decorrelate:
+        t = t @ np.linalg.inv(np.asarray(param._COLOR_MATRIX, np.float64)).T
+    return np.abs(np.fft.rfft2(np.moveaxis(t, -1, 1), norm="ortho"))  # (B, C, H, W//2+1)
+
+
+@pytest.mark.parametrize("shape", [(2, 32, 32, 3), (1, 24, 40, 3), (1, 16, 16, 1)])
+def test_maco_holds_the_magnitude_fixed_exactly(shape):
+    """Whatever the phases (random, or after an optimizer moved them), the image's spectrum is the
+    template resampled to its size, up to one scale per image (standardization) and the DC bins."""
+    p = param.maco()
+    template = param._magnitude_at(param.load_natural_spectrum(), shape[1], shape[2], shape[3])
+    phases = p.init(jax.random.key(0), shape)
+    moved = phases + jax.grad(lambda q: jnp.sum(p.to_image(q)[..., 0] ** 3))(phases) * 50.0
+    for params in (phases, moved):
+        spectrum = _spectrum_of(p.to_image(params), decorrelate=shape[-1] == 3)
+        for b in range(shape[0]):
+            ratio = spectrum[b] / template
+            ratio[:, 0, 0] = np.nan  # the DC bins: the mean is removed over all channels
+            scale = np.nanmedian(ratio)
+            np.testing.assert_allclose(ratio[~np.isnan(ratio)], scale, rtol=2e-3)
+
+
+def test_maco_from_image_keeps_phases():
+    p = param.maco()
+    params = p.init(jax.random.key(1), (1, 16, 16, 3))
+    again = p.from_image(p.to_image(params))
+    # the same angles up to multiples of 2 pi, once the columns of conjugate pairs are made odd
+    # (to_image does that first); the DC bins lose their phase to the mean's removal
+    expected = param._conjugate_symmetric(params, 16)
+    diff = np.angle(np.exp(1j * (np.asarray(again) - np.asarray(expected))))
+    diff[:, :, 0, 0] = 0.0
+    assert np.abs(diff).max() < 1e-3
+
+
+def test_natural_spectrum_is_the_bundled_photos_spectrum():
+    """The shipped array is what natural_spectrum computes from the bundled photos, and it falls
+    with frequency like a natural image's (about 1/f)."""
+    from cnnvis_widgets import data
+
+    shipped = param.load_natural_spectrum()
+    computed = param.natural_spectrum([data.photo(name) for name in data.PHOTOS])
+    np.testing.assert_allclose(shipped, computed, rtol=1e-4, atol=1e-5)
+    freqs = param.rfft2d_freqs(128, 128)
+    low, high = (freqs > 0) & (freqs < 0.05), freqs > 0.4
+    assert shipped[:, low].mean() > 10 * shipped[:, high].mean()
+
+
+def test_maco_errors():
+    with pytest.raises(ValueError, match=r"\(3, n, n//2\+1\)"):
+        param.maco(np.ones((3, 8, 8)))
+    with pytest.raises(ValueError, match="square images or an even width"):
+        param.maco().init(jax.random.key(0), (1, 8, 7, 3))

@@ -124,3 +124,38 @@ def test_errors():
         T.random_scale((1.0, 0.0))
     with pytest.raises(ValueError, match=r"\(B, H, W, C\)"):
         T.jitter(1)(jax.random.key(0), PATTERN[0])
+
+
+def _linear_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """Bilinear (half-pixel centres, edge-clamped) interpolation as an (n_out, n_in) matrix, in numpy."""
+    a = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        x = min(max((i + 0.5) * n_in / n_out - 0.5, 0.0), n_in - 1.0)
+        lo = int(np.floor(x))
+        hi = min(lo + 1, n_in - 1)
+        a[i, lo] += 1 - (x - lo)
+        a[i, hi] += x - lo
+    return a
+
+
+def test_resize_upsamples_bilinearly_and_its_gradient_is_the_transpose():
+    """resize(x) = A_h x A_w^T per channel with A the interpolation matrix built above, so the
+    gradient of <w, resize(x)> is A_h^T w A_w: both checked against numpy."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(2, 6, 8, 3)).astype(np.float32)
+    w = rng.normal(size=(2, 15, 20, 3)).astype(np.float32)
+    t = T.resize((15, 20))
+    a_h, a_w = _linear_matrix(15, 6), _linear_matrix(20, 8)
+    expected = np.einsum("ij,bjkc,lk->bilc", a_h, x, a_w)
+    np.testing.assert_allclose(np.asarray(t(jax.random.key(0), jnp.asarray(x))), expected, atol=1e-5)
+    grad = jax.grad(lambda v: jnp.sum(t(jax.random.key(0), v) * w))(jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(grad), np.einsum("ij,bilc,lk->bjkc", a_h, w, a_w), atol=1e-4)
+    np.testing.assert_array_equal(T.resize(6)(None, x[:, :6, :6]), x[:, :6, :6])  # same size: unchanged
+    with pytest.raises(ValueError, match="positive size"):
+        T.resize(0)
+
+
+def test_lucid_ranges_are_lucids():
+    """Lucid/Lucent's standard transforms: zooms 0.9..1.1 in steps of 0.02, rotations -10..10 with 0 likelier."""
+    np.testing.assert_allclose(T.LUCID_ZOOMS, np.round(np.arange(0.9, 1.1001, 0.02), 6), atol=1e-9)
+    assert sorted(set(T.LUCID_ANGLES)) == list(range(-10, 11)) and T.LUCID_ANGLES.count(0) == 6
