@@ -52,13 +52,14 @@ def cmd_filters(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    args.model, args.layer, args.filters, args.steps, args.size, args.seed = (
+    args.model, args.layer, args.filters, args.steps, args.size, args.seed, args.recipe = (
         "digits-cnn",
         "conv4",
         None,
         128,
         None,
         0,
+        None,
     )
     code = cmd_filters(args)
     print("Next: open the quickstart with  .venv/bin/jupyter lab notebooks/  (or `make lab`).")
@@ -249,6 +250,7 @@ def _ascent_options(args, bar) -> dict:
         steps=args.steps,
         size=args.size,
         seed=args.seed,
+        recipe=args.recipe,
         snapshot_every=max(1, args.steps // 8),
         callback=on_progress,
     )
@@ -280,6 +282,11 @@ def _command(sub, name: str, fn, help: str, *groups: str) -> argparse.ArgumentPa
         p.add_argument("--steps", type=int, default=128)
         p.add_argument("--size", type=int, help="image size in pixels (default the model's, at most 128)")
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument(
+            "--recipe",
+            help="how to draw: imagenet, small, lucid, maco, classic or plain (engine/recipes.py); "
+            "default the model's own ('imagenet' for RGB ImageNet-size models, 'small' for the rest)",
+        )
     return p
 
 

@@ -74,6 +74,13 @@ def draw_tiles(fig, tiles, labels=None, ncols: int | None = None, cmap: str = "g
             ax.set_title(str(labels[i]), fontsize=7, pad=2)
 
 
+def figure_png(fig, dpi: int = 100) -> bytes:
+    """A matplotlib figure as PNG bytes (what Jupyter shows, and what an ipywidgets.Image takes)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
 def figure(**kwargs):
     """A new matplotlib Figure (``figsize=``, ``layout=``…) that Jupyter shows as PNG; no pyplot state."""
     return _figure_class()(**kwargs)
@@ -86,9 +93,7 @@ def _figure_class():
 
     class DisplayFigure(Figure):
         def _repr_png_(self) -> bytes:
-            buf = io.BytesIO()
-            self.savefig(buf, format="png", dpi=100)
-            return buf.getvalue()
+            return figure_png(self)
 
     return DisplayFigure
 
@@ -110,15 +115,17 @@ def filter_detail_figure(image: np.ndarray, objective: np.ndarray, title: str, a
     image = np.asarray(image)
     panels = 3 if attribution is not None else 2
     fig = figure(figsize=(3.2 * panels, 3.2), layout="constrained")
+    fig.get_layout_engine().set(w_pad=0.1, wspace=0.06)  # room between the pictures and the curve's label
     axes = fig.subplots(1, panels, width_ratios=[1] * (panels - 1) + [1.3])
     shown = image[..., 0] if image.shape[-1] == 1 else np.clip(image, 0, 1)
-    axes[0].imshow(shown, cmap="gray", vmin=0, vmax=1, interpolation="lanczos")
+    smooth = "lanczos" if max(image.shape[:2]) > 64 else "nearest"  # small images: show their pixels
+    axes[0].imshow(shown, cmap="gray", vmin=0, vmax=1, interpolation=smooth)
     axes[0].set_title(title, fontsize=10)
     axes[0].set_axis_off()
     if attribution is not None:
         alpha = np.clip(np.asarray(attribution) / max(float(np.percentile(attribution, 95)), 1e-12), 0, 1)
         rgb = np.repeat(shown[..., None], 3, -1) if shown.ndim == 2 else shown
-        axes[1].imshow(np.concatenate([rgb, alpha[..., None]], -1), interpolation="lanczos")
+        axes[1].imshow(np.concatenate([rgb, alpha[..., None]], -1), interpolation=smooth)
         axes[1].set_facecolor("white")
         axes[1].set_title("where it looks", fontsize=10)
         axes[1].set_xticks([])

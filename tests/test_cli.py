@@ -20,6 +20,16 @@ def test_filters_writes_a_grid(tmp_path, capsys):
     assert "4 filters of conv2" in capsys.readouterr().out
 
 
+def test_recipe_option_draws_with_that_recipe_and_refuses_unknown_names(tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    args = ["filters", "--layer", "conv2", "--filters", "0:2", "--steps", "8", "--out", str(out)]
+    assert cli.main(args + ["--recipe", "maco"]) == 0
+    assert "2 filters of conv2" in capsys.readouterr().out
+    assert cli.main(args + ["--recipe", "lucent"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown recipe 'lucent'" in err and "'imagenet'" in err and "Traceback" not in err
+
+
 def test_user_errors_exit_2_without_traceback(capsys):
     assert cli.main(["filters", "--layer", "conv9"]) == 2
     err = capsys.readouterr().err

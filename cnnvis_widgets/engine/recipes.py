@@ -79,9 +79,9 @@ class Recipe:
 
 # Lucid's and Lucent's defaults, in this engine: the baseline of bench_quality.py.
 LUCID = Recipe("lucid")
-# RGB ImageNet-scale models (EfficientNet-Lite0, MobileNetV2, a user's ResNet): chosen by
-# benchmarks/bench_quality.py (results/bench_quality.txt).
-IMAGENET = Recipe("imagenet")
+# RGB ImageNet-scale models (EfficientNet-Lite0, MobileNetV2, a user's ResNet): Lucid's parts at
+# twice Lucid's learning rate, chosen by benchmarks/bench_quality.py (results/bench_quality.txt).
+IMAGENET = Recipe("imagenet", learning_rate=0.1)
 # Small grayscale models (digits-cnn): the first wave's priors, which measured best for them.
 SMALL = Recipe(
     "small",

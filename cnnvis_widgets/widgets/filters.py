@@ -96,7 +96,8 @@ class FilterExplorer(View):
         self.stop_button = widgets.Button(description="Stop", icon="stop")
         self.progress = widgets.IntProgress(0, 0, steps, description="")
         self.grid = ImageGrid(cmap="gray")
-        self.detail = widgets.Output()
+        # the clicked tile at full resolution with its curve (a PNG: no Output capture from threads)
+        self.detail = widgets.Image(format="png", layout=widgets.Layout(display="none", max_width="100%"))
         enable_compilation_cache()  # the next session compiles nothing it compiled before
 
         settings = widgets.VBox(
@@ -235,7 +236,7 @@ class FilterExplorer(View):
             else ""
         )
         self.status.value = (
-            f"{request['layer']}: {len(labels)} filters, {result.steps_done} steps in "
+            f"{request['layer']}: {len(labels)} filters, {sum(stage_steps[:-1]) + result.steps_done} steps in "
             f"{time.monotonic() - start:.1f} s" + diverged
         )
 
@@ -246,7 +247,6 @@ class FilterExplorer(View):
             return
         from cnnvis_widgets import export
 
-        self.detail.clear_output(wait=True)
         r = self.result
         fig = export.filter_detail_figure(
             r.images[i],
@@ -254,10 +254,8 @@ class FilterExplorer(View):
             f"{r.layer} · filter {r.units[i]}",
             attribution=None if r.attribution is None else r.attribution[i],
         )
-        with self.detail:
-            from IPython.display import display
-
-            display(fig)
+        self.detail.value = export.figure_png(fig)
+        self.detail.layout.display = None
 
     # ----------------------------------------------------------------- export
     def to_figure(self):

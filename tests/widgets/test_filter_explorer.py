@@ -1,6 +1,7 @@
 """FilterExplorer, headless: controls start runs whose frames change the grid; rapid moves,
 stop, errors and export."""
 
+import io
 import threading
 import time
 
@@ -107,3 +108,60 @@ def test_top_n_filters_for_the_image_and_parameterization_switch(explorer):
     assert not np.allclose(explorer.result.images, fourier)
     explorer.use_transforms.value = False
     assert explorer.wait(120) and explorer.result.finite.all()
+
+
+def test_an_imagenet_style_model_is_drawn_in_a_draft_then_full_stage_with_its_recipe():
+    """A 96 px RGB model gets the ImageNet recipe: no priors ticked, Fourier, its learning rate; a run
+    shows draft tiles (half size, labelled "draft") before the full-size ones."""
+    from tests.engine.test_recipes import TinyRGB
+
+    import jax
+    import jax.numpy as jnp
+
+    from cnnvis_widgets.engine import recipes
+
+    module = TinyRGB()
+    probe = cw.Probe(module, jax.jit(module.init)(jax.random.key(0), jnp.zeros((1, 96, 96, 3))),
+                     input_shape=(96, 96, 3), name="tiny-rgb")  # fmt: skip
+    fe = FilterExplorer(probe, layer="conv2", filters="0:4", steps=12, snapshot_every=2, autorun=False)
+    try:
+        assert not any(t.value for t in fe.regularizer_panel.toggles)
+        assert all(s.disabled for s in fe.regularizer_panel.sliders)
+        assert fe.parameterization.value == "fourier" and fe.learning_rate.value == recipes.IMAGENET.learning_rate
+        assert fe.size.value == 96
+        shapes, labels = [], []
+        fe.grid.labels.observe(lambda change: labels.append(list(change["new"])), "text")
+        fe.grid.mark.observe(lambda change: shapes.append(fe.grid._shape[1]), "image")
+        fe.run()
+        assert fe.wait(120)
+        assert fe.result.images.shape == (4, 96, 96, 3) and fe.result.objective.shape == (4, 12)
+        assert shapes[0] == 48 and shapes[-1] == 96
+        assert labels[0] == ["0 · draft", "1 · draft", "2 · draft", "3 · draft"] and labels[-1] == ["0", "1", "2", "3"]
+        assert "steps/s" not in fe.status.value and "12 steps" in fe.status.value
+    finally:
+        fe.close()
+
+
+def test_the_detail_view_puts_the_curve_beside_the_full_size_image(explorer):
+    from cnnvis_widgets import export
+
+    r = explorer.result
+    fig = export.filter_detail_figure(r.images[2], r.objective[2], "conv2 · filter 2", r.attribution[2])
+    fig.draw_without_rendering()  # runs the layout (a plain Figure's canvas.draw does nothing)
+    to_figure = fig.transFigure.inverted()
+    # what is drawn: the two pictures (an image axes' box may be wider than its picture) and the
+    # curve's axes with its labels and ticks
+    boxes = [ax.get_images()[0].get_window_extent().transformed(to_figure) for ax in fig.axes[:2]]
+    boxes.append(fig.axes[2].get_tightbbox().transformed(to_figure))
+    assert len(boxes) == 3
+    for box in boxes:  # each panel, labels included, inside the figure (to 2 % of its size)
+        assert box.x0 >= -0.02 and box.x1 <= 1.02 and box.y0 >= -0.02 and box.y1 <= 1.02
+    for a, b in zip(boxes, boxes[1:]):  # side by side, not over each other
+        assert a.x1 <= b.x0 + 0.01
+    image = fig.axes[0].get_images()[0].get_array()
+    assert image.shape[:2] == r.images.shape[1:3]  # the image at its own resolution
+    assert len(fig.axes[2].get_lines()[0].get_xdata()) == r.objective.shape[1]
+    assert explorer.detail.layout.display == "none"
+    explorer.grid.selected = 2
+    shown = Image.open(io.BytesIO(explorer.detail.value))
+    assert explorer.detail.layout.display is None and shown.size == (960, 320)
