@@ -88,6 +88,18 @@ def run_one(probe, layer: str, units, recipe, steps: int, size: int | None) -> t
     return result, time.perf_counter() - start
 
 
+HEADER = """\
+# benchmarks/bench_quality.py: filters 0..7 of each EfficientNet-Lite0 layer (every filter of a
+# digits-cnn layer; classes: the first 10 classes), seed 0, 2 CPU devices. act: mean activation of
+# each filter on its own image resized to 224 px (digits: 32 px), by a separate forward pass; wins:
+# images that are their own filter's top activator; colour: Hasler & Suesstrunk colourfulness
+# (0..255); std: pixel standard deviation (0..1); ms/fs: wall ms per filter-step (rows ran one after
+# another, some beside other jobs: compare ms/fs only within a model and layer); min p: the lowest
+# class probability of a class visualization. Recipes: engine/recipes.py (imagenet = lucid with
+# learning_rate=0.1).
+"""
+
+
 def table(rows: list[dict]) -> str:
     lines = [
         f"{'model':<19}{'layer':<15}{'recipe':<34}{'steps':>6}{'size':>5}{'act':>7}{'wins':>6}"
@@ -146,7 +158,7 @@ def main():
                 key = lambda r: (r["model"], r["layer"], r["recipe"], r["steps"], r["size"])  # noqa: E731
                 rows = [r for r in rows if key(r) != key(row)] + [row]
                 path.write_text(json.dumps(rows, indent=1))
-                (RESULTS / "bench_quality.txt").write_text(table(rows) + "\n")
+                (RESULTS / "bench_quality.txt").write_text(HEADER + table(rows) + "\n")
                 name = f"{model}-{layer}-{text.replace(':', '_').replace('=', '')}-{steps}.png"
                 export.save_grid(result.images, str(RESULTS / "quality" / name), labels=list(map(str, units)))
 
