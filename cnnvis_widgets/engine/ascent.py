@@ -421,14 +421,16 @@ def visualize_classes(
 ) -> AscentResult:
     """Class model visualization (Simonyan et al. 2013): maximize each class logit.
 
-    ``result.scores`` holds the model's softmax probability of each class for its own image.
+    ``result.scores`` holds the model's softmax probability of each class for its own image, seen
+    as the optimization saw it (upsampled to the native size where the recipe says so).
     """
     probe = require_probe(probe, "visualize_classes")
     layer = layer or probe.layer_names[-1]
     kwargs.setdefault("objective", named_objective("class", probe.layer(layer).name))  # cached: compiles once
     result = visualize_filters(probe, layer, classes, **kwargs)
+    seen = seen_size(probe, result.images.shape[1:3], kwargs.get("recipe"))
     probs = jax.nn.softmax(
-        probe.logits(kwargs.get("variables") or probe.variables, _resize(result.images, probe)), axis=-1
+        probe.logits(kwargs.get("variables") or probe.variables, _resize(result.images, seen)), axis=-1
     )
     result.scores = np.asarray(probs)[np.arange(len(result.units)), result.units]
     return result
@@ -633,8 +635,8 @@ def _compiled(probe, setup: _Setup, shape, n_steps):
     return jax.jit(init, **placed), jax.jit(run, donate_argnums=0)
 
 
-def _resize(images, probe):
-    h, w, c = probe.input_shape
-    if images.shape[1:3] == (h, w) or not probe.fixed_size:
+def _resize(images, size: tuple[int, int]):
+    """``images`` as the network saw them while they were optimized (``seen_size``)."""
+    if images.shape[1:3] == tuple(size):
         return images
-    return np.asarray(jax.image.resize(images, (len(images), h, w, c), "linear"))
+    return np.asarray(jax.image.resize(images, (len(images), *size, images.shape[-1]), "linear"))

@@ -52,7 +52,7 @@ def test_recipe_errors_name_the_valid_values():
 
 
 def test_equal_recipes_share_their_parts():
-    again = recipes.Recipe("imagenet")
+    again = recipes.Recipe("imagenet", learning_rate=recipes.IMAGENET.learning_rate)
     assert again == recipes.IMAGENET and hash(again) == hash(recipes.IMAGENET)
     size, native = (64, 64), (96, 96)
     assert recipes.build_transforms(again, size, native) is recipes.build_transforms(recipes.IMAGENET, size, native)
@@ -104,3 +104,13 @@ def test_progressive_run_drafts_small_then_refines(rgb_probe):
     np.testing.assert_allclose(result.objective[:, :10], draft.objective, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="one value per stage"):
         ascent.progressive_filters(rgb_probe, "conv2", [0], sizes=(32, 64), steps=(5,))
+
+
+def test_class_scores_are_taken_as_the_optimization_saw_the_images(rgb_probe):
+    """48 px class pictures of a 96 px model are scored at 96 px (upsampled, as in the loss)."""
+    result = cw.visualize_classes(rgb_probe, [1, 2], steps=8, size=48)
+    seen = jax.image.resize(jnp.asarray(result.images), (2, 96, 96, 3), "linear")
+    probs = np.asarray(jax.nn.softmax(rgb_probe.logits(rgb_probe.variables, seen), axis=-1))
+    np.testing.assert_allclose(result.scores, probs[[0, 1], [1, 2]], rtol=1e-5)
+    at_48 = np.asarray(jax.nn.softmax(rgb_probe.logits(rgb_probe.variables, result.images), axis=-1))
+    assert not np.allclose(result.scores, at_48[[0, 1], [1, 2]], rtol=1e-3)
