@@ -30,7 +30,9 @@ from cnnvis_widgets.engine import ascent
 probe = cw.load("efficientnet-lite0")
 layer, size, steps, chunk = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 n = probe.layer(layer).channels
-auto = ascent.default_chunk(n, ascent.activation_bytes(probe, layer, (1, size, size, 3)))
+seen = ascent.seen_size(probe, (size, size))  # the recipe upsamples to 224 px inside the loss
+auto = ascent.default_chunk(n, ascent.activation_bytes(probe, layer, (1, *seen, 3)),
+                            budget=ascent.chunk_budget(probe, (size, size)))  # as visualize_filters picks it
 chunk = auto if chunk == "auto" else int(chunk)
 start = time.perf_counter()
 result = cw.visualize_filters(probe, layer, steps=steps, size=size, chunk=chunk)

@@ -108,10 +108,13 @@ def save_grid(
     return path
 
 
-def filter_detail_figure(image: np.ndarray, objective: np.ndarray, title: str, attribution=None):
+def filter_detail_figure(
+    image: np.ndarray, objective: np.ndarray, title: str, attribution=None, stage_starts: Sequence[int] = ()
+):
     """One filter's optimized image at full resolution, where it looked (when ``attribution`` is
     given: the image faded where the gradient was weak, as MACO's transparency mask) and its
-    objective curve, side by side (the curve in its own axes, never over the image)."""
+    objective curve, side by side (the curve in its own axes, never over the image). A dashed line
+    marks each of ``stage_starts`` (steps where a progressive run grew the image)."""
     image = np.asarray(image)
     panels = 3 if attribution is not None else 2
     fig = figure(figsize=(3.2 * panels, 3.2), layout="constrained")
@@ -132,6 +135,10 @@ def filter_detail_figure(image: np.ndarray, objective: np.ndarray, title: str, a
         axes[1].set_yticks([])
     curve = axes[-1]
     curve.plot(np.arange(1, len(objective) + 1), objective, color="C0")
+    for start in stage_starts:
+        curve.axvline(start + 0.5, color="0.5", linestyle="--", linewidth=1)
+        curve.annotate("full size", (start + 0.5, 1.0), xycoords=("data", "axes fraction"),
+                       xytext=(3, -12), textcoords="offset points", fontsize=8, color="0.4")  # fmt: skip
     curve.set_xlabel("step", fontsize=9)
     curve.set_ylabel("objective (activation)", fontsize=9)
     curve.tick_params(labelsize=8)

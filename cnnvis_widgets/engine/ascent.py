@@ -129,6 +129,15 @@ def seen_size(probe, size: tuple[int, int], recipe: recipes_lib.Recipe | None = 
 # block1.expand 911 MB; at 384 MB it took chunks of 22 and peaked at 987 MB once the
 # depthwise convolutions ran in their fast element-wise form, models/fast_convs.py).
 MEMORY_BUDGET = 288 * 2**20
+# Runs upsampled to the native size (recipes.IMAGENET) get half: the estimate undercounts them, and
+# their cold compile peaked over 1 GB on block1.expand at 16 filters per call (results/bench_memory.txt).
+UPSAMPLED_BUDGET = MEMORY_BUDGET // 2
+
+
+def chunk_budget(probe, size: tuple[int, int], recipe: recipes_lib.Recipe | None = None) -> int:
+    """The activation budget of one compiled call: ``UPSAMPLED_BUDGET`` when the network sees the
+    image at another size than it is optimized at (``seen_size``), else ``MEMORY_BUDGET``."""
+    return UPSAMPLED_BUDGET if seen_size(probe, size, recipe) != tuple(size) else MEMORY_BUDGET
 
 
 def default_chunk(n: int, image_bytes: int = 0, per_device: int = 16, budget: int = MEMORY_BUDGET) -> int:
@@ -271,7 +280,8 @@ def visualize_filters(
         )
     if chunk is None:
         seen = (1, *seen_size(probe, size, recipe), shape[-1])
-        chunk = default_chunk(len(units), batch * activation_bytes(probe, info.name, seen))
+        budget = chunk_budget(probe, size, recipe)
+        chunk = default_chunk(len(units), batch * activation_bytes(probe, info.name, seen), budget=budget)
     init, run = _compiled(probe, setup, shape, snapshot_every)
 
     n = len(units)
@@ -358,6 +368,7 @@ def progressive_filters(
     steps: Sequence[int] = (32, 96),
     callback: Callable[[Progress], bool | None] | None = None,
     recipe: recipes_lib.Recipe | str | None = None,
+    chunks: Sequence[int | None] | None = None,
     **kwargs,
 ) -> AscentResult:
     """``visualize_filters`` in stages of growing size: a quick draft, then the same images refined.
@@ -368,6 +379,7 @@ def progressive_filters(
     (upsampled to the native size where it says so). Each stage's progress reaches ``callback``
     with ``stage``/``stages`` set. The result is the last stage's, with the objective curves of all
     stages joined (they jump where the size changes: the network sees another image).
+    ``chunks`` gives each stage's filters per compiled call (default: ``default_chunk``).
 
     References: Mordvintsev et al. 2015, "Inceptionism" (octaves: optimize small, upsample, go on).
     """
@@ -376,8 +388,11 @@ def progressive_filters(
     sizes, steps = list(sizes), list(steps)
     if not sizes or len(sizes) != len(steps):
         raise ValueError(f"sizes and steps need one value per stage, got sizes={sizes} and steps={steps}.")
-    if "init_images" in kwargs or "size" in kwargs:
-        raise TypeError("progressive_filters takes sizes=... per stage, not size or init_images.")
+    if "init_images" in kwargs or "size" in kwargs or "chunk" in kwargs:
+        raise TypeError("progressive_filters takes sizes=... and chunks=... per stage, not size, chunk or init_images.")
+    chunks = [None] * len(sizes) if chunks is None else list(chunks)
+    if len(chunks) != len(sizes):
+        raise ValueError(f"chunks needs one value per stage ({len(sizes)}), got {chunks}.")
     curves, result, start = [], None, None
     for k, (size, n) in enumerate(zip(sizes, steps)):
         stage_recipe = recipe.replace(upsample=False) if k == 0 and len(sizes) > 1 else recipe
@@ -389,7 +404,7 @@ def progressive_filters(
             start = np.asarray(jax.image.resize(start, (len(start), size, size, channels), "linear"))
         result = visualize_filters(
             probe, layer, filters, size=size, steps=n, recipe=stage_recipe, callback=on_progress,
-            init_images=None if start is None else np.clip(start, 0.0, 1.0), **kwargs,
+            init_images=None if start is None else np.clip(start, 0.0, 1.0), chunk=chunks[k], **kwargs,
         )  # fmt: skip
         curves.append(result.objective)
         if result.stopped:

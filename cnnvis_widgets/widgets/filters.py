@@ -68,6 +68,7 @@ class FilterExplorer(View):
         learning_rate = self.recipe.learning_rate if learning_rate is None else learning_rate
         _check_settings(steps, size, learning_rate, seed, snapshot_every)
         self.result: ascent.AscentResult | None = None
+        self._stage_starts: list[int] = []
         self.runs_started = 0
         default = ascent.default_size(probe)[0]
         self.layer_slider = LayerSlider(probe, layer)
@@ -95,7 +96,7 @@ class FilterExplorer(View):
         self.run_button = widgets.Button(description="Run", icon="play", button_style="success")
         self.stop_button = widgets.Button(description="Stop", icon="stop")
         self.progress = widgets.IntProgress(0, 0, steps, description="")
-        self.grid = ImageGrid(cmap="gray")
+        self.grid = ImageGrid(cmap="gray", tile_px=128 if default >= 96 else 72)  # ImageNet pictures: 128 px tiles
         # the clicked tile at full resolution with its curve (a PNG: no Output capture from threads)
         self.detail = widgets.Image(format="png", layout=widgets.Layout(display="none", max_width="100%"))
         enable_compilation_cache()  # the next session compiles nothing it compiled before
@@ -220,12 +221,13 @@ class FilterExplorer(View):
             param=request["param"],
             transforms=request["transforms"],
             snapshot_every=min(self.snapshot_every, request["steps"]),
-            chunk=_live_chunk(self.probe, request),
+            chunks=[_live_chunk(self.probe, request, size, k == 0 and len(sizes) > 1) for k, size in enumerate(sizes)],
             callback=on_progress,
         )
         if cancelled():
             return
         self.result = result
+        self._stage_starts = list(np.cumsum(stage_steps[:-1]))  # where the detail curve jumps
         self.grid.update(result.images, _marked(labels, result.finite), force=True)
         bad = result.units[~result.finite]
         diverged = (
@@ -253,6 +255,7 @@ class FilterExplorer(View):
             r.objective[i],
             f"{r.layer} · filter {r.units[i]}",
             attribution=None if r.attribution is None else r.attribution[i],
+            stage_starts=self._stage_starts,
         )
         self.detail.value = export.figure_png(fig)
         self.detail.layout.display = None
@@ -271,12 +274,13 @@ class FilterExplorer(View):
         )
 
 
-def _live_chunk(probe, request) -> int:
+def _live_chunk(probe, request, size: int, draft: bool) -> int:
     """The whole grid in one compiled call (every tile moves at once) up to 64 filters, unless
-    their activations exceed the engine's memory budget."""
-    image = (1, *ascent.seen_size(probe, (request["size"], request["size"])), probe.input_shape[-1])
-    nbytes = ascent.activation_bytes(probe, request["layer"], image)
-    return ascent.default_chunk(len(request["filters"]), nbytes, per_device=64 // len(jax.devices()))
+    their activations exceed the engine's memory budget; a draft is seen at its own size."""
+    seen = (size, size) if draft else ascent.seen_size(probe, (size, size))
+    nbytes = ascent.activation_bytes(probe, request["layer"], (1, *seen, probe.input_shape[-1]))
+    budget = ascent.MEMORY_BUDGET if draft else ascent.chunk_budget(probe, (size, size))
+    return ascent.default_chunk(len(request["filters"]), nbytes, per_device=64 // len(jax.devices()), budget=budget)
 
 
 DIVERGED = "✗NaN"  # a tile label's mark for a filter whose optimization diverged
