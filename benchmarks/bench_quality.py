@@ -16,7 +16,7 @@ decorrelated colour, Lucid's transforms, upsampled to 224, no priors), ``maco`` 
 MACO's phase-only parameterization), and variants given as ``name:field=value,...``.
 Rows accumulate in results/bench_quality.json (keyed by model, layer, recipe, steps, size); the
 text table results/bench_quality.txt is rewritten from it after each row. Grids of the images go
-to results/quality/ to be looked at.
+to results/quality/ to be looked at (not committed: 8 tiles per row make them ~0.4 MB each).
 
     .venv/bin/python benchmarks/bench_quality.py                      # the issue-15 table (~30 min)
     .venv/bin/python benchmarks/bench_quality.py --quick              # 64 px, 32 steps, 4 filters
