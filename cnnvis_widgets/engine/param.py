@@ -201,7 +201,9 @@ def natural_spectrum(photos) -> np.ndarray:
 
     Every photo is resized so its shorter side is 128 px and 256 px; each of its 128x128 tiles
     (a 64 px grid) is mapped as the parameterizations see images, ``rgb_to_decorrelated(logit(x))``,
-    scaled to unit standard deviation, and transformed; the magnitudes are averaged over tiles.
+    scaled to unit standard deviation, windowed (Hann: a tile's borders would add a cross of
+    horizontal and vertical frequencies, drawn as a lattice) and transformed; the magnitudes are
+    averaged over tiles.
     This is MACO's fixed magnitude (the paper uses ImageNet's; `natural_spectrum.npy` holds this
     function of the bundled photos, ``cnnvis_widgets.data.PHOTOS``).
 
@@ -210,6 +212,8 @@ def natural_spectrum(photos) -> np.ndarray:
     """
     n = NATURAL_SPECTRUM_SIZE
     total, count = np.zeros((3, n, n // 2 + 1)), 0
+    hann = np.hanning(n)
+    window = np.outer(hann, hann)[None] / np.sqrt(np.mean(np.outer(hann, hann) ** 2))  # unit power
     for image in photos:
         image = np.asarray(image, np.float32)
         for short in (n, 2 * n):
@@ -221,7 +225,7 @@ def natural_spectrum(photos) -> np.ndarray:
                 for x in range(0, scaled.shape[1] - n + 1, n // 2):
                     t = np.asarray(_unsquash(jnp.asarray(scaled[y : y + n, x : x + n]), True))
                     t = (t - t.mean()) / (t.std() + 1e-6)
-                    total += np.abs(np.fft.rfft2(np.moveaxis(t, -1, 0), norm="ortho"))
+                    total += np.abs(np.fft.rfft2(np.moveaxis(t, -1, 0) * window, norm="ortho"))
                     count += 1
     return (total / count).astype(np.float32)
 
