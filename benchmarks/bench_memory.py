@@ -30,9 +30,7 @@ from cnnvis_widgets.engine import ascent
 probe = cw.load("efficientnet-lite0")
 layer, size, steps, chunk = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 n = probe.layer(layer).channels
-seen = ascent.seen_size(probe, (size, size))  # the recipe upsamples to 224 px inside the loss
-auto = ascent.default_chunk(n, ascent.activation_bytes(probe, layer, (1, *seen, 3)),
-                            budget=ascent.chunk_budget(probe, (size, size)))  # as visualize_filters picks it
+auto = ascent.auto_chunk(probe, layer, n, (size, size))  # as visualize_filters picks it (seen at 224 px)
 chunk = auto if chunk == "auto" else int(chunk)
 start = time.perf_counter()
 result = cw.visualize_filters(probe, layer, steps=steps, size=size, chunk=chunk)

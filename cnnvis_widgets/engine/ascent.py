@@ -154,6 +154,16 @@ def default_chunk(n: int, image_bytes: int = 0, per_device: int = 16, budget: in
     return max(1, min(n, cap))
 
 
+def auto_chunk(
+    probe, layer: str, n: int, size: tuple[int, int], recipe=None, batch: int = 1, per_device: int = 16
+) -> int:
+    """Filters per compiled call for ``n`` filters of ``layer`` at ``size``: ``default_chunk`` of the
+    activations at the size the network sees (``seen_size``) within ``chunk_budget``."""
+    seen = (1, *seen_size(probe, size, recipe), probe.input_shape[-1])
+    nbytes = batch * activation_bytes(probe, probe.layer(layer).name, seen)
+    return default_chunk(n, nbytes, per_device=per_device, budget=chunk_budget(probe, size, recipe))
+
+
 @functools.lru_cache(maxsize=64)
 def activation_bytes(probe, layer: str, shape: tuple[int, ...]) -> int:
     """Bytes of every value the forward pass computes on the way to ``layer`` for one (1, H, W, C) input.
@@ -279,9 +289,7 @@ def visualize_filters(
             f"at least {-(-steps * per_snapshot // 2**30)} or fewer steps."
         )
     if chunk is None:
-        seen = (1, *seen_size(probe, size, recipe), shape[-1])
-        budget = chunk_budget(probe, size, recipe)
-        chunk = default_chunk(len(units), batch * activation_bytes(probe, info.name, seen), budget=budget)
+        chunk = auto_chunk(probe, info.name, len(units), size, recipe, batch)
     init, run = _compiled(probe, setup, shape, snapshot_every)
 
     n = len(units)
@@ -324,7 +332,6 @@ def visualize_filters(
             with sharding.device_lock:
                 state, values, new_images = runner(state, group_units, variables, w)
                 new_images = np.asarray(new_images)[:m]
-                attribution[sl] = np.asarray(state[4]).sum(axis=-1)[:m]
             curves[sl, done : done + k] = np.asarray(values).T[:m]
             done += k
             all_images[sl] = new_images
@@ -337,6 +344,8 @@ def visualize_filters(
             progress = Progress(done, steps, units, images.copy(), latest.copy(), ~diverged, g, len(groups))
             if callback is not None and callback(progress):
                 stopped = True
+        with sharding.device_lock:  # the group's summed |gradient|, fetched once (not every frame)
+            attribution[sl] = np.asarray(state[4]).sum(axis=-1)[:m]
         if stopped:
             break
     ran = ~np.isnan(curves).all(axis=1)
@@ -368,7 +377,7 @@ def progressive_filters(
     steps: Sequence[int] = (32, 96),
     callback: Callable[[Progress], bool | None] | None = None,
     recipe: recipes_lib.Recipe | str | None = None,
-    chunks: Sequence[int | None] | None = None,
+    per_device: int = 16,
     **kwargs,
 ) -> AscentResult:
     """``visualize_filters`` in stages of growing size: a quick draft, then the same images refined.
@@ -379,7 +388,7 @@ def progressive_filters(
     (upsampled to the native size where it says so). Each stage's progress reaches ``callback``
     with ``stage``/``stages`` set. The result is the last stage's, with the objective curves of all
     stages joined (they jump where the size changes: the network sees another image).
-    ``chunks`` gives each stage's filters per compiled call (default: ``default_chunk``).
+    Each stage picks its own filters per compiled call (``auto_chunk``, ``per_device`` at most).
 
     References: Mordvintsev et al. 2015, "Inceptionism" (octaves: optimize small, upsample, go on).
     """
@@ -389,22 +398,19 @@ def progressive_filters(
     if not sizes or len(sizes) != len(steps):
         raise ValueError(f"sizes and steps need one value per stage, got sizes={sizes} and steps={steps}.")
     if "init_images" in kwargs or "size" in kwargs or "chunk" in kwargs:
-        raise TypeError("progressive_filters takes sizes=... and chunks=... per stage, not size, chunk or init_images.")
-    chunks = [None] * len(sizes) if chunks is None else list(chunks)
-    if len(chunks) != len(sizes):
-        raise ValueError(f"chunks needs one value per stage ({len(sizes)}), got {chunks}.")
+        raise TypeError("progressive_filters takes sizes=... per stage, not size, chunk or init_images.")
+    units = probe.check_units(layer, filters)
     curves, result, start = [], None, None
     for k, (size, n) in enumerate(zip(sizes, steps)):
         stage_recipe = recipe.replace(upsample=False) if k == 0 and len(sizes) > 1 else recipe
         on_progress = None if callback is None else (
             lambda p, k=k: callback(p._replace(stage=k, stages=len(sizes)))
         )  # fmt: skip
-        if start is not None:
-            channels = start.shape[-1]
-            start = np.asarray(jax.image.resize(start, (len(start), size, size, channels), "linear"))
+        chunk = auto_chunk(probe, layer, len(units), (size, size), stage_recipe, per_device=per_device)
         result = visualize_filters(
-            probe, layer, filters, size=size, steps=n, recipe=stage_recipe, callback=on_progress,
-            init_images=None if start is None else np.clip(start, 0.0, 1.0), chunk=chunks[k], **kwargs,
+            probe, layer, units, size=size, steps=n, recipe=stage_recipe, callback=on_progress,
+            init_images=None if start is None else np.clip(_resize(start, (size, size)), 0.0, 1.0),
+            chunk=chunk, **kwargs,
         )  # fmt: skip
         curves.append(result.objective)
         if result.stopped:
@@ -418,12 +424,10 @@ def progressive_stages(probe, size: int, steps: int) -> tuple[tuple[int, ...], t
     """(sizes, steps) of a live run: a draft at half ``size`` for a third of the steps (at most 32)
     when the recipe upsamples to a native size above ``size``'s half and the model takes any size;
     one stage otherwise (small models are fast at their own size)."""
-    recipe = recipes_lib.for_probe(probe)
-    draft = max(16, size // 2 // 2 * 2)
-    if probe.fixed_size or not recipe.upsample or size < 64 or steps < 6:
+    if probe.fixed_size or not recipes_lib.for_probe(probe).upsample or size < 64 or steps < 6:
         return (size,), (steps,)
     first = min(32, steps // 3)
-    return (draft, size), (first, steps - first)
+    return (max(16, size // 4 * 2), size), (first, steps - first)
 
 
 def _snapshot_uint8(images: np.ndarray) -> np.ndarray:
@@ -524,15 +528,10 @@ def default_optimizer(learning_rate: float = 0.05) -> optax.GradientTransformati
     return recipes_lib.build_optimizer(float(learning_rate))
 
 
-def default_regularizers(probe) -> tuple[reg_lib.Regularizer, ...]:
-    """The priors of ``probe``'s recipe (``recipes.for_probe``): none for ImageNet models."""
-    return recipes_lib.build_priors(recipes_lib.for_probe(probe))
-
-
 @functools.lru_cache(maxsize=64)
-def _upsampled(transform: Callable, size: tuple[int, int], native: tuple[int, int]) -> Callable:
-    """``transform`` then a resize to ``native`` (one object per argument, so compiles are reused)."""
-    return transforms_lib.compose(transform, transforms_lib.resize(native))
+def _upsampled(transform: Callable, seen: tuple[int, int]) -> Callable:
+    """``transform`` then a resize to ``seen`` (one object per argument, so compiles are reused)."""
+    return transforms_lib.compose(transform, transforms_lib.resize(seen))
 
 
 def _check_parts(param, transforms, regularizers, optimizer) -> None:
@@ -578,13 +577,10 @@ def _setup(
     for name in objective.layers:
         probe.layer(name)
     _check_parts(param, transforms, regularizers, optimizer)
-    native = tuple(probe.input_shape[:2])
-    if transforms is None:
-        transform = recipes_lib.build_transforms(recipe, size, native)
-    elif recipe.upsample and (size[0] < native[0] or size[1] < native[1]):
-        transform = _upsampled(transforms, size, native)
-    else:
-        transform = transforms
+    transform = recipes_lib.build_transforms(recipe, size) if transforms is None else transforms
+    seen = seen_size(probe, size, recipe)
+    if seen != tuple(size):
+        transform = _upsampled(transform, seen)
     return _Setup(
         param=param or recipes_lib.build_param(recipe.param, channels),
         transform=transform,

@@ -31,9 +31,9 @@ PARAMS = ("fourier", "maco", "pixel")
 TRANSFORMS = ("lucid", "mild", "none")
 # The priors a recipe can name, each made with its weight: ``(name, weight)``.
 PRIORS: dict[str, Callable[[float], reg_lib.Regularizer]] = {
-    "l2_decay": lambda w: reg_lib.l2_decay(w),
-    "total_variation": lambda w: reg_lib.total_variation(w, beta=2.0),
-    "gaussian_blur": lambda w: reg_lib.gaussian_blur(0.5, every=4, weight=w),
+    "l2_decay": reg_lib.l2_decay,
+    "total_variation": reg_lib.total_variation,
+    "gaussian_blur": lambda w: reg_lib.gaussian_blur(weight=w),
 }
 
 
@@ -87,7 +87,7 @@ SMALL = Recipe(
     "small",
     transforms="mild",
     upsample=False,
-    priors=(("l2_decay", 0.01), ("total_variation", 1.0), ("gaussian_blur", 1.0)),
+    priors=tuple((r.name, r.weight) for r in reg_lib.default_regularizers()),  # the literature's priors
 )
 MACO = Recipe("maco", param="maco")
 # The parts exactly as given, at the size given: no transforms, priors or upsampling. For
@@ -130,20 +130,16 @@ def build_param(kind: str, channels: int) -> param_lib.Param:
 
 
 @functools.lru_cache(maxsize=64)
-def build_transforms(recipe: Recipe, size: tuple[int, int], native: tuple[int, int]) -> Callable:
-    """The recipe's transforms for images of ``size``, ending with the upsampling to ``native``."""
-    parts = []
+def build_transforms(recipe: Recipe, size: tuple[int, int]) -> Callable:
+    """The recipe's robustness transforms for images of ``size`` (the upsampling to the native size,
+    which depends on the model, is appended by ``ascent``: see ``ascent.seen_size``)."""
     if recipe.transforms == "lucid":
-        parts.append(
-            transforms_lib.standard_transforms(
-                size, transforms_lib.LUCID_ZOOMS, transforms_lib.LUCID_ANGLES, reference=128
-            )
+        return transforms_lib.standard_transforms(
+            size, transforms_lib.LUCID_ZOOMS, transforms_lib.LUCID_ANGLES, reference=128
         )
-    elif recipe.transforms == "mild":
-        parts.append(transforms_lib.standard_transforms(size))
-    if recipe.upsample and (size[0] < native[0] or size[1] < native[1]):
-        parts.append(transforms_lib.resize(native))
-    return transforms_lib.compose(*parts) if parts else transforms_lib.identity()
+    if recipe.transforms == "mild":
+        return transforms_lib.standard_transforms(size)
+    return transforms_lib.identity()
 
 
 @functools.lru_cache(maxsize=None)

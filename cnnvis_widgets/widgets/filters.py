@@ -221,7 +221,7 @@ class FilterExplorer(View):
             param=request["param"],
             transforms=request["transforms"],
             snapshot_every=min(self.snapshot_every, request["steps"]),
-            chunks=[_live_chunk(self.probe, request, size, k == 0 and len(sizes) > 1) for k, size in enumerate(sizes)],
+            per_device=64 // len(jax.devices()),  # the whole grid in one call (every tile moves at once)
             callback=on_progress,
         )
         if cancelled():
@@ -272,15 +272,6 @@ class FilterExplorer(View):
             [str(u) for u in self.result.units],
             title=f"{self.probe.name} · {self.result.layer}",
         )
-
-
-def _live_chunk(probe, request, size: int, draft: bool) -> int:
-    """The whole grid in one compiled call (every tile moves at once) up to 64 filters, unless
-    their activations exceed the engine's memory budget; a draft is seen at its own size."""
-    seen = (size, size) if draft else ascent.seen_size(probe, (size, size))
-    nbytes = ascent.activation_bytes(probe, request["layer"], (1, *seen, probe.input_shape[-1]))
-    budget = ascent.MEMORY_BUDGET if draft else ascent.chunk_budget(probe, (size, size))
-    return ascent.default_chunk(len(request["filters"]), nbytes, per_device=64 // len(jax.devices()), budget=budget)
 
 
 DIVERGED = "✗NaN"  # a tile label's mark for a filter whose optimization diverged

@@ -54,8 +54,8 @@ def test_recipe_errors_name_the_valid_values():
 def test_equal_recipes_share_their_parts():
     again = recipes.Recipe("imagenet", learning_rate=recipes.IMAGENET.learning_rate)
     assert again == recipes.IMAGENET and hash(again) == hash(recipes.IMAGENET)
-    size, native = (64, 64), (96, 96)
-    assert recipes.build_transforms(again, size, native) is recipes.build_transforms(recipes.IMAGENET, size, native)
+    size = (64, 64)
+    assert recipes.build_transforms(again, size) is recipes.build_transforms(recipes.IMAGENET, size)
     assert recipes.build_param("fourier", 3) is recipes.build_param("fourier", 3)
 
 
