@@ -25,7 +25,7 @@ import numpy as np
 from jax.extend import core as jcore
 
 from cnnvis_widgets.models import kernels as kernels_lib
-from cnnvis_widgets.models.probe import require_probe
+from cnnvis_widgets.models.probe import owned_by_probe, require_probe
 
 
 class FilterStats(NamedTuple):
@@ -209,7 +209,7 @@ def _crop(img: np.ndarray, y0: int, x0: int, size: int, pad_value: float) -> np.
     return out
 
 
-@functools.lru_cache(maxsize=64)
+@owned_by_probe
 def _centre_geometry(probe, layer: str) -> tuple[tuple[float, float], tuple[float, float]]:
     """((start, jump) along y, (start, jump) along x): position p's centre is start + jump * p.
 
@@ -394,7 +394,7 @@ def batches(probe, images: Any, batch_size: int):
         yield jnp.asarray(x), valid
 
 
-@functools.lru_cache(maxsize=32)
+@owned_by_probe
 def _forward(probe, names: tuple[str, ...]):
     def layers(variables, x):
         acts = probe.forward(variables, x)[1]  # one forward pass for all the names
@@ -403,7 +403,7 @@ def _forward(probe, names: tuple[str, ...]):
     return jax.jit(layers)
 
 
-@functools.lru_cache(maxsize=32)
+@owned_by_probe
 def _stats_fn(probe, layer: str):
     def stats(variables, x, valid):
         acts = probe.forward(variables, x)[1][layer]
@@ -417,7 +417,7 @@ def _stats_fn(probe, layer: str):
     return jax.jit(stats)
 
 
-@functools.lru_cache(maxsize=32)
+@owned_by_probe
 def _unit_max_fn(probe, layer: str):
     def unit_max(variables, x, unit):
         acts = jnp.take(probe.forward(variables, x)[1][layer], unit, axis=-1)  # (B, H', W') or (B,)

@@ -28,10 +28,11 @@ from cnnvis_widgets.engine import objectives as objectives_lib
 from cnnvis_widgets.engine import param as param_lib
 from cnnvis_widgets.engine import recipes as recipes_lib
 from cnnvis_widgets.engine import regularizers as reg_lib
+from cnnvis_widgets.engine import renderer as renderer_lib
 from cnnvis_widgets.engine import sharding
 from cnnvis_widgets.engine import transforms as transforms_lib
 from cnnvis_widgets.engine.gradient_rules import with_gradient_rules
-from cnnvis_widgets.models.probe import require_probe
+from cnnvis_widgets.models.probe import owned_by_probe, require_probe
 
 MAX_STEPS = 100_000  # per run: the objective curves alone take 400 KB per filter
 
@@ -96,8 +97,8 @@ class _Setup(NamedTuple):
     param: param_lib.Param
     transform: Callable
     regs: tuple
-    optimizer: optax.GradientTransformation
-    objective: objectives_lib.Objective
+    optimizer: optax.GradientTransformation | None  # None: Adam with a traced learning rate
+    objective: str | objectives_lib.Objective  # a kind (renderer.OBJECTIVES) or an Objective
     relu_rule: str | None
 
 
@@ -164,7 +165,6 @@ def auto_chunk(
     return default_chunk(n, nbytes, per_device=per_device, budget=chunk_budget(probe, size, recipe))
 
 
-@functools.lru_cache(maxsize=64)
 def activation_bytes(probe, layer: str, shape: tuple[int, ...]) -> int:
     """Bytes of every value the forward pass computes on the way to ``layer`` for one (1, H, W, C) input.
 
@@ -173,12 +173,63 @@ def activation_bytes(probe, layer: str, shape: tuple[int, ...]) -> int:
     marginal memory per image; with the depthwise convolutions in their element-wise form
     (``models.fast_convs``) the two are about equal, hence ``MEMORY_BUDGET``'s margin.
     """
-    fn = lambda x: probe.reference_forward(probe.variables, x)[1][layer]  # noqa: E731
+    return _activation_bytes(probe, tuple(shape))[probe.layer(layer).name]
+
+
+@owned_by_probe
+def _activation_bytes(probe, shape: tuple[int, ...]) -> dict[str, int]:
+    """``activation_bytes`` of every layer, from one jaxpr of the whole forward pass."""
+    names = probe.layer_names
+
+    def fn(x):
+        acts = probe.reference_forward(probe.variables, x)[1]
+        return [acts[n] for n in names]
+
     jaxpr = jax.make_jaxpr(fn)(jax.ShapeDtypeStruct(shape, jnp.float32)).jaxpr
-    return _live_bytes(jaxpr)
+    return {name: _live_bytes(jaxpr, [out]) for name, out in zip(names, jaxpr.outvars)}
 
 
-def _live_bytes(jaxpr) -> int:
+# One compiled program serves a group of consecutive layers (``layer_group``): its forward pass
+# runs to the group's deepest layer whichever layer is maximized, so once one layer of a group
+# was visited its neighbours answer like warm ones, and each layer's forward costs at most
+# GROUP_COST times its own (by ``activation_bytes`` at the native size). Chosen by
+# benchmarks/bench_widgets.py (results/bench_widgets.txt: first visits against revisits).
+GROUP_COST = 1.5
+
+
+def layer_group(probe, layer: str, objective) -> tuple[tuple[str, ...], int]:
+    """(the layers one program serves, ``layer``'s index among them) for an objective kind
+    ("channel": groups over all layers, "neuron": over the spatial ones, "class": the layer
+    alone) or an ``Objective`` (its own layers, index 0)."""
+    if not isinstance(objective, str):
+        return tuple(objective.layers), 0
+    if objective == "class":
+        return (layer,), 0
+    for group in layer_groups(probe, objective == "neuron"):
+        if layer in group:
+            return group, group.index(layer)
+    return (layer,), 0
+
+
+@owned_by_probe
+def layer_groups(probe, spatial_only: bool = False) -> tuple[tuple[str, ...], ...]:
+    """The probe's layers (the spatial ones only, if asked) in groups of consecutive layers whose
+    forward cost stays within ``GROUP_COST`` times that of the group's first layer."""
+    shape = (1, *probe.input_shape)
+    layers = [info.name for info in probe.layers if info.spatial or not spatial_only]
+    cost = {name: max(1, activation_bytes(probe, name, shape)) for name in layers}
+    groups: list[list[str]] = []
+    for name in layers:
+        if groups and cost[name] <= GROUP_COST * cost[groups[-1][0]]:
+            groups[-1].append(name)
+        else:
+            groups.append([name])
+    return tuple(tuple(g) for g in groups)
+
+
+def _live_bytes(jaxpr, outputs=None) -> int:
+    """Bytes of the values ``jaxpr`` computes on the way to ``outputs`` (default all its outputs)."""
+
     def size(v):
         return int(np.prod(v.aval.shape)) * v.aval.dtype.itemsize
 
@@ -190,7 +241,7 @@ def _live_bytes(jaxpr) -> int:
                 total += _live_bytes(getattr(sub, "jaxpr", sub))
         return total
 
-    live = {v for v in jaxpr.outvars if isinstance(v, jcore.Var)}
+    live = {v for v in (jaxpr.outvars if outputs is None else outputs) if isinstance(v, jcore.Var)}
     total = 0
     for eqn in reversed(jaxpr.eqns):
         if any(v in live for v in eqn.outvars):
@@ -221,6 +272,7 @@ def visualize_filters(
     relu_rule: str | None = "redirected",
     init_images: Any = None,
     recipe: recipes_lib.Recipe | str | None = None,
+    learning_rate: float | None = None,
 ) -> AscentResult:
     """Optimize an image for each filter of ``layer`` (all filters when ``filters`` is None).
 
@@ -247,6 +299,12 @@ def visualize_filters(
       recipe: how to draw (``engine.recipes``): a Recipe or its name; default
         ``recipes.for_probe(probe)`` (Lucid's parameterization and transforms with the image
         upsampled to the native size for ImageNet models, mild priors for small ones).
+      learning_rate: Adam's step size (default the recipe's; traced: no recompilation). Ignored
+        when ``optimizer`` is given.
+
+    The work runs on the probe's ``renderer.Renderer`` for this setup: a program serves a group
+    of layers (``renderer.layer_group``) and a bucket of filter counts, so another layer of the
+    group, other filters or another learning rate reuse it.
     """
     probe = require_probe(probe, "visualize_filters")
     info = probe.layer(layer)
@@ -278,6 +336,12 @@ def visualize_filters(
             f"weights must have one value per regularizer ({len(setup.regs)}: "
             f"{[r.name for r in setup.regs]}), got shape {w.shape}."
         )
+    if learning_rate is not None and (
+        isinstance(learning_rate, bool)
+        or not isinstance(learning_rate, (int, float, np.number))
+        or not 0 < learning_rate < float("inf")
+    ):
+        raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}.")
     variables = probe.check_variables(variables)
     shape = (batch, *size, probe.input_shape[-1])
     per_snapshot = len(units) * int(np.prod(shape[1:]))  # uint8 bytes of one snapshot of every filter
@@ -288,9 +352,19 @@ def visualize_filters(
             f"{len(units)} images ({n_snapshots * per_snapshot / 2**30:.1f} GB); use a snapshot_every of "
             f"at least {-(-steps * per_snapshot // 2**30)} or fewer steps."
         )
-    if chunk is None:
-        chunk = auto_chunk(probe, info.name, len(units), size, recipe, batch)
-    init, run = _compiled(probe, setup, shape, snapshot_every)
+    layers, layer_index = layer_group(probe, info.name, setup.objective)
+    if chunk is None:  # the forward pass reaches the group's deepest layer
+        chunk = auto_chunk(probe, layers[-1], len(units), size, recipe, batch)
+    devices = len(jax.devices())
+    per_call = renderer_lib.filters_per_call(len(units), chunk, devices)
+    renderer = renderer_lib.renderer_for(
+        probe,
+        renderer_lib.Setup(
+            layers, setup.objective, setup.param, setup.transform, setup.regs, setup.optimizer,
+            setup.relu_rule, shape, per_call, snapshot_every,
+        ),
+    )  # fmt: skip
+    rate = np.float32(recipe.learning_rate if learning_rate is None else learning_rate)
 
     n = len(units)
     base_key = jax.random.key(seed)  # filter u draws from fold_in(base_key, u)
@@ -299,13 +373,16 @@ def visualize_filters(
         if init_images is None
         else np.broadcast_to(init_images[:, None], (n, batch, *init_images.shape[1:]))
     )
-    groups = [slice(start, min(start + chunk, n)) for start in range(0, n, chunk)]
+    groups = [slice(start, min(start + per_call, n)) for start in range(0, n, per_call)]
 
     def init_group(sl):
-        """The group's initial state and images, padded so it divides over the devices."""
-        idx = sl.start + sharding.padded_indices(sl.stop - sl.start, len(jax.devices()))
+        """The group's initial state and images, padded to the call's filter count (a bucket) by
+        repeating its last filter."""
+        idx = sl.start + sharding.padded_indices(sl.stop - sl.start, per_call)
         with sharding.device_lock:  # see sharding.device_lock: concurrent sharded runs can deadlock
-            state, start_images = init(base_key, units[idx], None if starts is None else starts[idx])
+            state, start_images = renderer.init(
+                base_key, units[idx], None if starts is None else starts[idx], rate
+            )
             return state, units[idx], np.asarray(start_images)[: sl.stop - sl.start]
 
     # every filter's start image, so a callback shows the groups not yet run (their init is
@@ -321,19 +398,19 @@ def visualize_filters(
     snapshots = np.repeat(_snapshot_uint8(images)[None], len(snapshot_steps), axis=0)  # start images
     diverged = np.zeros(n, bool)  # NaN/Inf so far, per filter: its image is shown grey
     taken = 0
-    stopped, done = False, 0
+    stopped, done, most = False, 0, 0
     for g, sl in enumerate(groups):
         m = sl.stop - sl.start
         state, group_units, _ = first if g == 0 else init_group(sl)
         done = 0
         while done < steps and not stopped:
             k = min(snapshot_every, steps - done)
-            runner = run if k == snapshot_every else _compiled(probe, setup, shape, k)[1]
             with sharding.device_lock:
-                state, values, new_images = runner(state, group_units, variables, w)
+                state, values, new_images = renderer.step(state, group_units, layer_index, k, variables, w)
                 new_images = np.asarray(new_images)[:m]
-            curves[sl, done : done + k] = np.asarray(values).T[:m]
+            curves[sl, done : done + k] = np.asarray(values)[:k].T[:m]
             done += k
+            most = max(most, done)
             all_images[sl] = new_images
             latest[sl] = curves[sl, done - 1]
             group = all_images[sl]  # a view: greying it greys all_images
@@ -357,7 +434,7 @@ def visualize_filters(
         info.name,
         units,
         images,
-        curves[:, :done] if n == chunk else curves,
+        curves[:, :most],  # steps past where a stopped run got to are not part of the result
         snapshots[:taken],
         snapshot_steps[:taken],
         done,
@@ -445,7 +522,7 @@ def visualize_classes(
     """
     probe = require_probe(probe, "visualize_classes")
     layer = layer or probe.layer_names[-1]
-    kwargs.setdefault("objective", named_objective("class", probe.layer(layer).name))  # cached: compiles once
+    kwargs.setdefault("objective", "class")
     result = visualize_filters(probe, layer, classes, **kwargs)
     seen = seen_size(probe, result.images.shape[1:3], kwargs.get("recipe"))
     probs = jax.nn.softmax(
@@ -480,7 +557,7 @@ def _integer(value, name: str) -> int:
     return int(value)
 
 
-def _weights(weights, regs) -> jax.Array:
+def _weights(weights, regs) -> np.ndarray:
     try:
         w = np.asarray(weights, np.float32)
     except (TypeError, ValueError):
@@ -489,7 +566,7 @@ def _weights(weights, regs) -> jax.Array:
         raise ValueError(
             f"weights must be finite numbers, one per regularizer {[r.name for r in regs]}; got {weights!r}."
         )
-    return jnp.asarray(w)
+    return w  # NumPy: a jnp copy would compile a staging program per new shape
 
 
 def _check_size(probe, size) -> tuple[int, int]:
@@ -508,19 +585,9 @@ def _check_size(probe, size) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-_OBJECTIVES = {
-    "channel": objectives_lib.channel,
-    "neuron": objectives_lib.neuron,
-    "class": objectives_lib.class_logit,
-}
-
-
-@functools.lru_cache(maxsize=None)
 def named_objective(kind: str, layer: str) -> objectives_lib.Objective:
-    """The objective called ``kind`` on ``layer`` (cached: the same object compiles once)."""
-    if kind not in _OBJECTIVES:
-        raise ValueError(f"Unknown objective {kind!r}; give one of {sorted(_OBJECTIVES)} or an Objective.")
-    return _OBJECTIVES[kind](layer)
+    """The objective called ``kind`` on ``layer`` (``renderer.OBJECTIVES``)."""
+    return renderer_lib.named_objective(kind, layer)
 
 
 def default_optimizer(learning_rate: float = 0.05) -> optax.GradientTransformation:
@@ -571,10 +638,10 @@ def _setup(
             raise ValueError(
                 f"A neuron objective needs a spatial layer; {info.name!r} has shape {info.shape}."
             )
-        objective = named_objective(objective, info.name)
-    if not isinstance(objective, objectives_lib.Objective):
+        named_objective(objective, info.name)  # an unknown kind fails here, naming the valid ones
+    elif not isinstance(objective, objectives_lib.Objective):
         raise TypeError(f"objective must be a name or an Objective, got {type(objective).__name__}.")
-    for name in objective.layers:
+    for name in [] if isinstance(objective, str) else objective.layers:
         probe.layer(name)
     _check_parts(param, transforms, regularizers, optimizer)
     transform = recipes_lib.build_transforms(recipe, size) if transforms is None else transforms
@@ -585,65 +652,10 @@ def _setup(
         param=param or recipes_lib.build_param(recipe.param, channels),
         transform=transform,
         regs=recipes_lib.build_priors(recipe) if regularizers is None else tuple(regularizers),
-        optimizer=optimizer or recipes_lib.build_optimizer(recipe.learning_rate),
+        optimizer=optimizer,
         objective=objective,
         relu_rule=relu_rule,
     )
-
-
-@functools.lru_cache(maxsize=32)
-def _compiled(probe, setup: _Setup, shape, n_steps):
-    """(init, run) for one probe/setup/shape: run does n_steps for every filter, compiled once."""
-    forward = with_gradient_rules(lambda v, x: probe.forward(v, x)[1], fast_conv=True, relu=setup.relu_rule)
-    needed = setup.objective.layers
-    par, opt = setup.param, setup.optimizer
-    # Image-space projections only where a prior has one or the parameterization needs them:
-    # the round trip through from_image costs two FFTs and can move a sigmoid param's extremes.
-    project = not par.bounded or any(r.project is not None for r in setup.regs)
-
-    def init_one(key, start):
-        key, sub = jax.random.split(key)
-        params = par.init(sub, shape) if start is None else par.from_image(start)
-        return params, opt.init(params), key, jnp.zeros((), jnp.int32), jnp.zeros(shape, jnp.float32)
-
-    def step_one(state, unit, variables, weights):
-        params, opt_state, key, t, attribution = state
-        key, sub = jax.random.split(key)
-
-        def loss(images):
-            acts = forward(variables, setup.transform(sub, images))
-            obj = setup.objective({n: acts[n] for n in needed}, unit)
-            return reg_lib.apply_penalties(setup.regs, weights, images) - obj, obj
-
-        images, to_params = jax.vjp(par.to_image, params)
-        (_, obj), g_images = jax.value_and_grad(loss, has_aux=True)(images)
-        updates, opt_state = opt.update(to_params(g_images)[0], opt_state, params)
-        params = optax.apply_updates(params, updates)
-        if project:  # image-space projections (decay, blur, clipping), then back into the [0, 1] box
-            projected = reg_lib.apply_projections(setup.regs, weights, par.to_image(params), -g_images, t)
-            params = par.from_image(jnp.clip(projected, 0.0, 1.0))
-        return (params, opt_state, key, t + 1, attribution + jnp.abs(g_images)), obj
-
-    def run(state, units, variables, weights):
-        def body(s, _):
-            return jax.vmap(step_one, in_axes=(0, 0, None, None))(s, units, variables, weights)
-
-        state, values = jax.lax.scan(body, state, None, length=n_steps)
-        return state, values, jax.vmap(par.to_image)(state[0])
-
-    def init(base_key, units, starts):
-        keys = jax.vmap(lambda u: jax.random.fold_in(base_key, u))(units)
-        state = (
-            jax.vmap(init_one)(keys, starts)
-            if starts is not None
-            else jax.vmap(lambda k: init_one(k, None))(keys)
-        )
-        return state, jax.vmap(par.to_image)(state[0])
-
-    # init places the state's filter axis over the devices (groups are padded to divide)
-    spread = sharding.filter_sharding()
-    placed = {} if spread is None else {"out_shardings": spread}
-    return jax.jit(init, **placed), jax.jit(run, donate_argnums=0)
 
 
 def _resize(images, size: tuple[int, int]):

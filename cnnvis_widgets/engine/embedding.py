@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnvis_widgets.engine.activations import batches
-from cnnvis_widgets.models.probe import require_probe
+from cnnvis_widgets.models.probe import owned_by_probe, require_probe
 
 METHODS = ("tsne", "pca")
 MAX_GRID = 1000  # mosaic cells per side
@@ -264,7 +264,7 @@ def _tile(tile, size) -> tuple[int, int]:
     return t
 
 
-@functools.lru_cache(maxsize=32)
+@owned_by_probe
 def _features_fn(probe, layer: str, pool: str):
     def fn(variables, x):
         acts = probe.forward(variables, x)[1][layer]

@@ -43,7 +43,7 @@ from jax.extend import core as jcore
 
 from cnnvis_widgets.engine import sharding
 from cnnvis_widgets.engine.gradient_rules import with_gradient_rules
-from cnnvis_widgets.models.probe import require_probe
+from cnnvis_widgets.models.probe import owned_by_probe, require_probe
 
 MAX_LOOP = 10_000  # SmoothGrad samples / integrated-gradient steps per call
 # Activation values per forward pass inside the Score-CAM / occlusion loops (of the largest layer): 8 MB.
@@ -461,7 +461,7 @@ def _broadcast_targets(values, n: int, what: str) -> np.ndarray:
     return values
 
 
-@functools.lru_cache(maxsize=None)
+@owned_by_probe
 def num_classes(probe) -> int:
     """The size of the model's output."""
     out = jax.eval_shape(lambda x: probe.forward(probe.variables, x)[0], jnp.zeros((1, *probe.input_shape)))
@@ -586,7 +586,7 @@ def _score_fn(spec: _Target) -> Callable:
     return score
 
 
-@functools.lru_cache(maxsize=64)
+@owned_by_probe
 def _input_gradients(probe, spec: _Target, relu: str | None, fast_conv: bool) -> Callable:
     """g(variables, x (N, H, W, C), units (N,)) → (d target / d x, scores, units), vmapped over images."""
     forward = (
@@ -611,7 +611,7 @@ def _clean_scores(probe, spec: _Target, variables, x, units):
     return _score_fn(spec)(*probe.forward(variables, x), units)
 
 
-@functools.lru_cache(maxsize=64)
+@owned_by_probe
 def _jit_gradients(probe, spec: _Target, relu: str | None):
     return jax.jit(_input_gradients(probe, spec, relu, False))
 
@@ -643,7 +643,7 @@ def _summed_gradients(grads, variables, inputs_for, items, units, like, term=lam
     return total
 
 
-@functools.lru_cache(maxsize=32)
+@owned_by_probe
 def _jit_smoothgrad(probe, spec: _Target, n_samples: int):
     grads = _input_gradients(probe, spec, None, True)
 
@@ -664,7 +664,7 @@ def _jit_smoothgrad(probe, spec: _Target, n_samples: int):
     return _device_locked(jax.jit(run))
 
 
-@functools.lru_cache(maxsize=32)
+@owned_by_probe
 def _jit_integrated(probe, spec: _Target, steps: int):
     grads = _input_gradients(probe, spec, None, True)
 
@@ -688,7 +688,7 @@ def _device_locked(fn: Callable) -> Callable:
     return locked
 
 
-@functools.lru_cache(maxsize=32)
+@owned_by_probe
 def _jit_cam(probe, spec: _Target, layer: str, formula: str):
     tapped = tap_layer(probe.forward, layer)
     score = _score_fn(spec)
@@ -712,7 +712,7 @@ def _jit_cam(probe, spec: _Target, layer: str, formula: str):
     return jax.jit(run)
 
 
-@functools.lru_cache(maxsize=32)
+@owned_by_probe
 def _jit_scorecam(probe, spec: _Target, layer: str, chunk: int):
     score = _score_fn(spec)
 
@@ -742,7 +742,7 @@ def _starts(size: int, patch: int, stride: int) -> np.ndarray:
     return np.asarray(starts)
 
 
-@functools.lru_cache(maxsize=32)
+@owned_by_probe
 def _jit_occlusion(probe, spec: _Target, size, patch, stride, chunk: int):
     score = _score_fn(spec)
     (h, w), (ph, pw) = size, patch

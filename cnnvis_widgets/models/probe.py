@@ -167,6 +167,9 @@ class Probe:
         self.layers = _describe_layers(self, module_kinds, dict(layer_kinds or {}))
         self._by_name = {layer.name: layer for layer in self.layers}
         self.fixed_size = _needs_fixed_size(self)
+        # compiled programs and other derived values made for this probe (``owned_by_probe``):
+        # they are freed with it, where a module-level cache would keep it and its weights alive
+        self.programs: dict = {}
 
     # ----------------------------------------------------------------- lookup
     @property
@@ -331,8 +334,25 @@ class Probe:
         return f"Probe({self.name}, input {self.input_shape}, {len(self.layers)} layers:\n{rows})"
 
 
+def owned_by_probe(fn: Callable) -> Callable:
+    """Cache ``fn(probe, *args)`` in ``probe.programs``, keyed by ``fn`` and the other arguments'
+    values: a compiled program lives as long as its probe (functools.lru_cache would keep every
+    probe it saw, and its weights, alive). The arguments must be hashable."""
+    key_prefix = (fn.__module__, fn.__qualname__)
+
+    @functools.wraps(fn)
+    def cached(probe, *args, **kwargs):
+        key = (*key_prefix, *args, *sorted(kwargs.items()))
+        programs = probe.programs
+        if key not in programs:
+            programs[key] = fn(probe, *args, **kwargs)
+        return programs[key]
+
+    return cached
+
+
 # ---------------------------------------------------------------- linen / nnx
-@functools.lru_cache(maxsize=64)
+@owned_by_probe
 def _jitted(probe: Probe, names: tuple[str, ...] | None):
     """The forward pass compiled once per probe and set of layers (None: the output only), so
     eager calls neither run op by op nor keep every layer: XLA drops what is not returned."""

@@ -158,7 +158,7 @@ class FilterExplorer(View):
             size=int(self.size.value),
             seed=int(self.seed.value),
             weights=list(self.regularizer_panel.weights),
-            optimizer=ascent.default_optimizer(float(self.learning_rate.value)),
+            learning_rate=float(self.learning_rate.value),  # traced: a new value compiles nothing
             param=recipes.build_param(self.parameterization.value, self.probe.input_shape[-1]),
             transforms=None if self.use_transforms.value else _no_transforms(),
         )
@@ -217,7 +217,7 @@ class FilterExplorer(View):
             recipe=self.recipe,
             regularizers=PANEL_REGULARIZERS,
             weights=request["weights"],
-            optimizer=request["optimizer"],
+            learning_rate=request["learning_rate"],
             param=request["param"],
             transforms=request["transforms"],
             snapshot_every=min(self.snapshot_every, request["steps"]),
