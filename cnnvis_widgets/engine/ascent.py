@@ -35,6 +35,7 @@ from cnnvis_widgets.engine.gradient_rules import with_gradient_rules
 from cnnvis_widgets.models.probe import owned_by_probe, require_probe
 
 MAX_STEPS = 100_000  # per run: the objective curves alone take 400 KB per filter
+MAX_FILTERS = 1 << 20  # more than any layer has: ``auto_chunk``'s cap is then the memory's alone
 
 
 @dataclasses.dataclass
@@ -353,8 +354,8 @@ def visualize_filters(
             f"at least {-(-steps * per_snapshot // 2**30)} or fewer steps."
         )
     layers, layer_index = layer_group(probe, info.name, setup.objective)
-    if chunk is None:  # the forward pass reaches the group's deepest layer
-        chunk = auto_chunk(probe, layers[-1], len(units), size, recipe, batch)
+    if chunk is None:  # the memory's limit, for a forward pass to the group's deepest layer
+        chunk = auto_chunk(probe, layers[-1], MAX_FILTERS, size, recipe, batch)
     devices = len(jax.devices())
     per_call = renderer_lib.filters_per_call(len(units), chunk, devices)
     renderer = renderer_lib.renderer_for(
@@ -477,13 +478,14 @@ def progressive_filters(
     if "init_images" in kwargs or "size" in kwargs or "chunk" in kwargs:
         raise TypeError("progressive_filters takes sizes=... per stage, not size, chunk or init_images.")
     units = probe.check_units(layer, filters)
+    deepest = layer_group(probe, probe.layer(layer).name, kwargs.get("objective", "channel"))[0][-1]
     curves, result, start = [], None, None
     for k, (size, n) in enumerate(zip(sizes, steps)):
         stage_recipe = recipe.replace(upsample=False) if k == 0 and len(sizes) > 1 else recipe
         on_progress = None if callback is None else (
             lambda p, k=k: callback(p._replace(stage=k, stages=len(sizes)))
         )  # fmt: skip
-        chunk = auto_chunk(probe, layer, len(units), (size, size), stage_recipe, per_device=per_device)
+        chunk = auto_chunk(probe, deepest, MAX_FILTERS, (size, size), stage_recipe, per_device=per_device)
         result = visualize_filters(
             probe, layer, units, size=size, steps=n, recipe=stage_recipe, callback=on_progress,
             init_images=None if start is None else np.clip(_resize(start, (size, size)), 0.0, 1.0),

@@ -1,0 +1,128 @@
+"""The Renderer: pure init/step, traced numbers (learning rate, layer, steps), filter buckets, ownership."""
+
+import gc
+import weakref
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+import cnnvis_widgets as cw
+from cnnvis_widgets.compile_cache import programs_lowered
+from cnnvis_widgets.engine import ascent, param, regularizers, renderer, transforms
+
+
+@pytest.fixture(scope="module")
+def probe():
+    return cw.load("digits-cnn")
+
+
+def _setup(probe, layers, filters=4, steps=5, objective="channel", relu_rule="redirected"):
+    return renderer.Setup(
+        layers=tuple(layers),
+        objective=objective,
+        param=param.pixel(),
+        transform=transforms.identity(),
+        priors=(),
+        optimizer=None,
+        relu_rule=relu_rule,
+        shape=(1, 32, 32, 1),
+        filters=filters,
+        steps=steps,
+    )
+
+
+def _run(r, probe, units, lr, layer=0, n=5):
+    units = np.asarray(units, np.int32)
+    state, start = r.init(jax.random.key(0), units, None, np.float32(lr))
+    start = np.asarray(start)
+    state, values, images = r.step(state, units, layer, n, probe.variables, np.zeros(0, np.float32))
+    return start, np.asarray(values), np.asarray(images)
+
+
+def test_step_scores_the_chosen_layer_as_an_independent_forward_pass_does(probe):
+    r = renderer.Renderer(probe, _setup(probe, ["conv2", "conv3"], steps=1, relu_rule=None))
+    units = [0, 1, 2, 3]
+    for index, layer in enumerate(["conv2", "conv3"]):
+        start, values, _ = _run(r, probe, units, 0.0, layer=index, n=1)
+        acts = np.asarray(probe.activations(probe.variables, start[:, 0], layer))  # (4, H, W, C)
+        expected = acts[np.arange(4), :, :, units].mean(axis=(1, 2))
+        np.testing.assert_allclose(values[0], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_learning_rate_and_step_count_are_traced(probe):
+    r = renderer.Renderer(probe, _setup(probe, ["conv1"]))
+    start, values, still = _run(r, probe, [0, 1, 2, 3], 0.0, n=5)
+    np.testing.assert_array_equal(still, start)  # Adam at learning rate 0 moves nothing
+    lowered = programs_lowered()
+    start, values, moved = _run(r, probe, [0, 1, 2, 3], 0.05, n=3)
+    assert programs_lowered() == lowered  # another learning rate and step count: same programs
+    assert np.abs(moved - start).max() > 1e-3
+    assert np.isfinite(values[:3]).all() and np.isnan(values[3:]).all()  # steps past n are NaN
+    assert (values[2] >= values[0]).all() and (values[2] > values[0]).sum() >= 3  # ascent
+    assert r.compiled and r.compile_seconds > 0
+
+
+def test_a_new_selection_of_the_same_bucket_or_a_layer_of_the_same_group_compiles_nothing(probe):
+    group, _ = ascent.layer_group(probe, "conv2", "channel")
+    assert {"conv2", "conv3", "conv4"} <= set(group)
+    cw.visualize_filters(probe, "conv2", [3, 5, 9], steps=4)
+    lowered = programs_lowered()
+    result = cw.visualize_filters(probe, "conv3", [0, 7, 30, 31], steps=4)
+    assert programs_lowered() == lowered
+    assert list(result.units) == [0, 7, 30, 31] and result.images.shape[0] == 4  # trimmed
+    cw.visualize_filters(probe, "conv2", list(range(5)), steps=4)  # 5 filters: the next bucket
+    assert programs_lowered() > lowered
+
+
+@pytest.mark.parametrize(
+    "n, chunk, devices, expected",
+    [(1, 64, 1, 1), (3, 64, 1, 4), (4, 64, 1, 4), (5, 64, 1, 16), (16, 64, 1, 16), (17, 64, 1, 64),
+     (100, 128, 1, 128), (3, 2, 1, 2), (20, 12, 1, 8), (3, 64, 2, 8), (10, 64, 2, 32)],
+)  # fmt: skip
+def test_filters_per_call_are_buckets_within_the_memory_chunk(n, chunk, devices, expected):
+    assert renderer.filters_per_call(n, chunk, devices) == expected
+
+
+def test_layer_groups_cover_every_layer_once_in_order(probe):
+    eff = cw.load("efficientnet-lite0")
+    for p in (probe, eff):
+        groups = ascent.layer_groups(p)
+        assert [name for g in groups for name in g] == p.layer_names
+        for g in groups:  # within a group, no layer's forward costs over GROUP_COST x the first's
+            first = ascent.activation_bytes(p, g[0], (1, *p.input_shape))
+            assert ascent.activation_bytes(p, g[-1], (1, *p.input_shape)) <= ascent.GROUP_COST * first
+    assert ascent.layer_group(probe, "logits", "class") == (("logits",), 0)
+    assert all(probe.layer(n).spatial for g in ascent.layer_groups(probe, True) for n in g)
+
+
+class Tiny(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Conv(4, (3, 3), name="conv")(x))
+        return nn.Dense(3, name="head")(x.mean(axis=(1, 2)))
+
+
+def test_a_dropped_probe_frees_its_programs():
+    module = Tiny()
+    variables = module.init(jax.random.key(0), jnp.zeros((1, 16, 16, 1)))
+    p = cw.Probe(module, variables, input_shape=(16, 16, 1), name="tiny")
+    cw.visualize_filters(p, "conv", [0, 1], steps=2)
+    cw.saliency(p, np.full((1, 16, 16, 1), 0.5, np.float32), "vanilla")
+    assert any(isinstance(v, renderer.Renderer) for v in p.programs.values())
+    gone = weakref.ref(p)
+    del p
+    gc.collect()
+    assert gone() is None
+
+
+def test_warm_compiles_ahead_so_the_first_step_does_not(probe):
+    r = renderer.Renderer(probe, _setup(probe, ["conv1"], filters=1, steps=2))
+    assert not r.compiled
+    assert r.warm() > 0 and r.compiled
+    lowered = programs_lowered()
+    _run(r, probe, [0], 0.05, n=2)
+    assert programs_lowered() == lowered
+    assert r.warm() == 0.0
