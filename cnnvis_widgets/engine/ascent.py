@@ -84,6 +84,10 @@ class Progress(NamedTuple):
     groups: int = 1
     stage: int = 0  # of a progressive run (``progressive_filters``): 0 .. stages - 1
     stages: int = 1
+    # True in the one report sent before a first step that must wait for XLA to compile (a
+    # first visit); ``compile_estimate`` is then the seconds this probe's last compile took
+    compiling: bool = False
+    compile_estimate: float | None = None
 
     @property
     def done_steps(self) -> int:
@@ -400,7 +404,13 @@ def visualize_filters(
     diverged = np.zeros(n, bool)  # NaN/Inf so far, per filter: its image is shown grey
     taken = 0
     stopped, done, most = False, 0, 0
+    if callback is not None and not renderer.compiled:  # say so before XLA's wait (it may stop here)
+        estimate = renderer_lib.compile_estimate(probe)
+        notice = Progress(0, steps, units, images.copy(), latest.copy(), None, 0, len(groups))
+        stopped = bool(callback(notice._replace(compiling=True, compile_estimate=estimate)))
     for g, sl in enumerate(groups):
+        if stopped:
+            break
         m = sl.stop - sl.start
         state, group_units, _ = first if g == 0 else init_group(sl)
         done = 0

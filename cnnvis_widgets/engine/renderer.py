@@ -216,6 +216,13 @@ def renderer_for(probe, setup: Setup) -> Renderer:
     return Renderer(probe, setup)
 
 
+def compile_estimate(probe) -> float | None:
+    """The seconds the probe's most recently made, compiled renderer took to compile (what a
+    first visit will wait, roughly), or None before any."""
+    times = [r.compile_seconds for r in probe.programs.values() if isinstance(r, Renderer) and r.compiled]
+    return times[-1] if times else None
+
+
 def named_objective(kind: str, layer: str) -> objectives_lib.Objective:
     """The objective called ``kind`` (``OBJECTIVES``) on ``layer``."""
     if kind not in OBJECTIVES:

@@ -24,6 +24,7 @@ class ImageGrid(widgets.VBox):
 
     selected = traitlets.Int(-1)
     frames = traitlets.Int(0)  # frames sent to the browser so far
+    stale = traitlets.Bool(False)  # the tiles shown belong to an older request (``mark_stale``)
 
     def __init__(
         self,
@@ -70,7 +71,9 @@ class ImageGrid(widgets.VBox):
             fig_margin=dict(top=4, bottom=4, left=4, right=4),
             interaction=self.mouse,
         )
-        super().__init__([self.figure], **kwargs)
+        # what the tiles are, above them; says so when they are stale (``mark_stale``)
+        self.caption = widgets.HTML(layout=widgets.Layout(margin="0 0 0 4px"))
+        super().__init__([self.caption, self.figure], **kwargs)
         if tiles is not None:
             self.update(tiles, labels, force=True)
 
@@ -79,10 +82,29 @@ class ImageGrid(widgets.VBox):
         """The montage as sent to the browser: (H, W, 3) uint8, row 0 at the top."""
         return np.asarray(self.mark.image)[::-1]
 
-    def update(self, tiles, labels=None, force: bool = True) -> bool:
-        """Show new tiles; unless ``force``, skip frames beyond ``max_fps``. True if sent. Thread-safe."""
+    def update(self, tiles, labels=None, force: bool = True, caption: str | None = None) -> bool:
+        """Show new tiles (and ``caption`` above them, HTML); unless ``force``, skip frames beyond
+        ``max_fps``. True if sent. Thread-safe."""
         with self._lock:
-            return self._update(tiles, labels, force)
+            sent = self._update(tiles, labels, force or self.stale)
+            if sent:
+                self.stale = False
+                if caption is not None:
+                    self.caption.value = caption
+            return sent
+
+    def mark_stale(self, caption: str) -> None:
+        """Fade the tiles shown (they answer an older request) and say what is coming instead:
+        at once, on the kernel thread, before the new request's first frame."""
+        with self._lock:
+            if self._shape is not None and not self.stale:
+                faded = np.asarray(self.mark.image).astype(np.uint16) * 2 // 5 + 153  # 40 % ink
+                with self.mark.hold_sync():
+                    self.mark.image = faded.astype(np.uint8)
+                    if self._label_text:
+                        self._place_labels(["…"] * len(self._label_text), self.mark.y[1])
+            self.stale = True
+            self.caption.value = caption
 
     def _update(self, tiles, labels, force: bool) -> bool:
         now = time.monotonic()

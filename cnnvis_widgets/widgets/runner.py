@@ -4,6 +4,8 @@ Widgets submit jobs; a job submitted while another waits replaces it, and a job
 that is running sees ``cancelled()`` turn True as soon as a newer one arrives (the
 engine's callback checks it between chunks). A generation counter tells stale
 results from current ones. Errors never kill the thread: they go to ``on_error``.
+A job submitted with a ``delay`` starts only if no newer job arrives within it (debouncing: a
+slider arrowed over ten layers compiles and runs only the layer it rests on).
 A thread, not asyncio tasks: tasks created from a cell can stall after the cell
 ends (ipykernel #1510, ipywidgets #4012).
 """
@@ -26,7 +28,7 @@ class Runner:
         self.name = name
         self.on_error = on_error
         self._cond = threading.Condition()
-        self._pending: tuple[int, Job] | None = None
+        self._pending: tuple[int, Job, float] | None = None
         self._generation = 0
         self._running = False
         self._closed = False
@@ -37,13 +39,14 @@ class Runner:
     def generation(self) -> int:
         return self._generation
 
-    def submit(self, job: Job) -> int:
-        """Queue ``job(cancelled)``, replacing any queued one; returns its generation."""
+    def submit(self, job: Job, delay: float = 0.0) -> int:
+        """Queue ``job(cancelled)``, replacing any queued one; returns its generation. With a
+        ``delay`` (seconds), the job starts only if no newer one is submitted meanwhile."""
         with self._cond:
             if self._closed:
                 raise RuntimeError(f"Runner {self.name!r} is closed.")
             self._generation += 1
-            self._pending = (self._generation, job)
+            self._pending = (self._generation, job, float(delay))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
                 self._thread.start()
@@ -84,9 +87,15 @@ class Runner:
                 self._cond.wait_for(lambda: self._pending is not None or self._closed)
                 if self._closed:
                     return
-                generation, job = self._pending
+                generation, job, delay = self._pending
                 self._pending = None
                 self._running = True
+                if delay > 0:  # debounce: a newer submission (or cancel) within the delay replaces it
+                    self._cond.wait_for(lambda: generation != self._generation, timeout=delay)
+                    if generation != self._generation:
+                        self._running = False
+                        self._cond.notify_all()
+                        continue
             try:
                 job(lambda: generation != self._generation)
                 if generation == self._generation:

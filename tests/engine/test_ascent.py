@@ -70,8 +70,9 @@ def test_results_do_not_depend_on_batch_composition_or_chunking(probe):
 def test_callback_sees_every_snapshot_and_can_stop(probe):
     seen = []
     full = visualize_filters(
-        probe, "conv1", [0, 1], steps=40, snapshot_every=10, callback=lambda p: seen.append(p.step)
-    )
+        probe, "conv1", [0, 1], steps=40, snapshot_every=10,
+        callback=lambda p: None if p.compiling else seen.append(p.step),  # (a first visit's notice: below)
+    )  # fmt: skip
     assert seen == [10, 20, 30, 40] and full.snapshot_steps == seen and full.snapshots.shape[:2] == (4, 2)
     assert full.objective.shape == (2, 40) and not full.stopped
 
@@ -82,11 +83,27 @@ def test_callback_sees_every_snapshot_and_can_stop(probe):
     np.testing.assert_allclose(stopped.objective, full.objective[:, :20], rtol=1e-5, atol=1e-6)
 
 
+def test_a_first_visit_is_announced_before_the_compile_and_can_be_stopped_there(probe):
+    visualize_filters(probe, "conv1", [0], steps=2, size=16)  # some compile, for the estimate
+    seen = []
+    first = visualize_filters(probe, "conv1", [0], steps=6, size=24, callback=lambda p: seen.append(p) or True)
+    assert [(p.compiling, p.step) for p in seen] == [(True, 0)] and first.stopped and first.steps_done == 0
+    assert seen[0].images.shape == (1, 24, 24, 1)  # the start images, shown while XLA works
+    seen.clear()
+    visualize_filters(probe, "conv1", [0], steps=6, size=24, callback=lambda p: seen.append(p))
+    assert seen[0].compiling and seen[0].compile_estimate > 0  # stopped before compiling: still cold
+    assert [p.step for p in seen[1:]] == [6] and not any(p.compiling for p in seen[1:])
+    seen.clear()
+    visualize_filters(probe, "conv1", [0], steps=6, size=24, callback=lambda p: seen.append(p))
+    assert [(p.compiling, p.step) for p in seen] == [(False, 6)]  # warm: no notice
+
+
 def test_progress_counts_the_whole_run_over_filter_groups(probe):
     seen = []
     visualize_filters(
-        probe, "conv1", [0, 1, 2], steps=20, snapshot_every=10, chunk=1, callback=lambda p: seen.append(p)
-    )
+        probe, "conv1", [0, 1, 2], steps=20, snapshot_every=10, chunk=1,
+        callback=lambda p: None if p.compiling else seen.append(p),
+    )  # fmt: skip
     assert [(p.group, p.groups, p.step) for p in seen] == [(g, 3, s) for g in range(3) for s in (10, 20)]
     assert [p.done_steps for p in seen] == [10, 20, 30, 40, 50, 60] and seen[-1].all_steps == 60
 

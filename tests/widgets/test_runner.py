@@ -42,3 +42,20 @@ def test_errors_are_reported_and_the_worker_lives_on():
     assert done == [True]
     runner.close()
     assert not any(t.name == "t-errors" and t.is_alive() for t in threading.enumerate())
+
+
+def test_a_delayed_job_superseded_within_its_delay_never_starts():
+    ran = []
+    runner = Runner(name="t-debounce")
+    for i in range(10):  # ten quick slider moves, 20 ms apart, each debounced by 0.2 s
+        runner.submit(lambda cancelled, i=i: ran.append(i), delay=0.2)
+        time.sleep(0.02)
+    assert runner.busy
+    assert runner.wait(5)
+    assert ran == [9]  # none of the nine skipped ones started, not even the first
+    t = time.monotonic()
+    runner.submit(lambda cancelled: ran.append("late"), delay=0.2)
+    runner.cancel()  # a cancel within the delay drops it too
+    assert runner.wait(5) and time.monotonic() - t < 1
+    assert ran == [9]
+    runner.close()
