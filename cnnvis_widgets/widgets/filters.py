@@ -9,6 +9,7 @@ large with its objective curve.
 from __future__ import annotations
 
 import functools
+import html
 import re
 import time
 
@@ -68,6 +69,7 @@ class FilterExplorer(View):
         learning_rate = self.recipe.learning_rate if learning_rate is None else learning_rate
         _check_settings(steps, size, learning_rate, seed, snapshot_every)
         self.result: ascent.AscentResult | None = None
+        self._shown: tuple[str, np.ndarray] | None = None  # (layer, units) of the tiles on screen
         self._stage_starts: list[int] = []
         self.runs_started = 0
         default = ascent.default_size(probe)[0]
@@ -163,8 +165,13 @@ class FilterExplorer(View):
             transforms=None if self.use_transforms.value else _no_transforms(),
         )
         self.runs_started += 1
+        shown = self._shown
+        if shown is None or shown[0] != layer.name or not np.array_equal(shown[1], units):
+            # the tiles belong to another layer or selection: say so at once, not at the first frame
+            self.grid.mark_stale(f"<b>{html.escape(layer.name)}</b> · {len(units)} filters · starting…")
         self.status.value = f"starting {layer.name} ({len(units)} filters)…"
-        return self.runner.submit(lambda cancelled: self._job(request, cancelled))
+        # debounced: a slider arrowed over ten layers starts (and compiles) only the last one
+        return self.runner.submit(lambda cancelled: self._job(request, cancelled), delay=DEBOUNCE_S)
 
     def _units(self, layer):
         """The picker's text as indices; "top16" = the 16 filters the explorer's image excites most."""
@@ -181,29 +188,43 @@ class FilterExplorer(View):
 
     def _job(self, request, cancelled):
         start = time.monotonic()
+        layer = request["layer"]
         labels = [str(u) for u in request["filters"]]
         sizes, stage_steps = ascent.progressive_stages(self.probe, request["size"], request["steps"])
         self.progress.max, self.progress.value = request["steps"], 0
+        compiling = {"since": None, "seconds": 0.0}  # XLA's waits, kept out of the speed readout
 
         def on_progress(p: ascent.Progress):
             if cancelled():
                 return True
+            now = time.monotonic()
+            draft = p.stage < p.stages - 1
+            stage = f"{'draft' if draft else 'full'} {sizes[p.stage]} px ({p.stage + 1}/{p.stages})"
+            caption = f"<b>{html.escape(layer)}</b> · {len(labels)} filters" + (f" · {stage}" if p.stages > 1 else "")
+            tiles = _marked([f"{u} · draft" if draft else u for u in labels], p.finite)
+            if p.compiling:  # a first visit: show the start images and say XLA is at work
+                compiling["since"] = now
+                about = f", ~{p.compile_estimate:.0f} s" if p.compile_estimate else ""
+                with self.hold_sync():
+                    self.grid.update(p.images, tiles, force=True, caption=f"{caption} · compiling…")
+                    self._shown = (layer, request["filters"])
+                    self.status.value = f"compiling {layer} (first visit{about})…"
+                return None
+            if compiling["since"] is not None:
+                compiling["seconds"] += now - compiling["since"]
+                compiling["since"] = None
             before = sum(stage_steps[: p.stage])  # steps of the finished stages
             done = before + stage_steps[p.stage] * p.done_steps // max(p.all_steps, 1)
-            draft = p.stage < p.stages - 1
             with self.hold_sync():
-                tiles = _marked([f"{u} · draft" if draft else u for u in labels], p.finite)
-                self.grid.update(p.images, tiles, force=p.step == p.total_steps)
+                self.grid.update(p.images, tiles, force=p.step == p.total_steps, caption=caption)
+                self._shown = (layer, request["filters"])
                 self.progress.max, self.progress.value = request["steps"], done
-                rate = done / max(time.monotonic() - start, 1e-6)
+                rate = done / max(now - start - compiling["seconds"], 1e-6)
                 group = f" (filter group {p.group + 1}/{p.groups})" if p.groups > 1 else ""
-                stage = (
-                    f" · {'draft' if draft else 'full'} {sizes[p.stage]} px ({p.stage + 1}/{p.stages})"
-                    if p.stages > 1
-                    else ""
-                )
                 self.status.value = (
-                    f"{request['layer']}: step {done}/{request['steps']}{group}{stage} · {rate:.0f} steps/s"
+                    f"{layer}: step {done}/{request['steps']}{group}"
+                    + (f" · {stage}" if p.stages > 1 else "")
+                    + f" · {rate:.0f} steps/s"
                 )
             return None
 
@@ -228,7 +249,9 @@ class FilterExplorer(View):
             return
         self.result = result
         self._stage_starts = list(np.cumsum(stage_steps[:-1]))  # where the detail curve jumps
-        self.grid.update(result.images, _marked(labels, result.finite), force=True)
+        caption = f"<b>{html.escape(layer)}</b> · {len(labels)} filters"
+        self.grid.update(result.images, _marked(labels, result.finite), force=True, caption=caption)
+        self._shown = (layer, request["filters"])
         bad = result.units[~result.finite]
         diverged = (
             f" · {len(bad)} diverged (NaN/Inf, shown grey): filter(s) {', '.join(map(str, bad[:16]))}"
@@ -237,9 +260,10 @@ class FilterExplorer(View):
             if len(bad)
             else ""
         )
+        waited = f" (+{compiling['seconds']:.1f} s compiling)" if compiling["seconds"] >= 0.05 else ""
         self.status.value = (
-            f"{request['layer']}: {len(labels)} filters, {sum(stage_steps[:-1]) + result.steps_done} steps in "
-            f"{time.monotonic() - start:.1f} s" + diverged
+            f"{layer}: {len(labels)} filters, {sum(stage_steps[:-1]) + result.steps_done} steps in "
+            f"{time.monotonic() - start - compiling['seconds']:.1f} s{waited}" + diverged
         )
 
     # ----------------------------------------------------------------- detail
@@ -274,7 +298,10 @@ class FilterExplorer(View):
         )
 
 
-DIVERGED = "✗NaN"  # a tile label's mark for a filter whose optimization diverged
+DIVERGED = "✗NaN"
+# Seconds a control change waits for a newer one before its run starts (and compiles): arrow
+# presses come ~0.1-0.2 s apart, so ten of them start one run (benchmarks/bench_widgets.py).
+DEBOUNCE_S = 0.25  # a tile label's mark for a filter whose optimization diverged
 
 
 def _marked(labels: list[str], finite) -> list[str]:

@@ -2,6 +2,7 @@
 stop, errors and export."""
 
 import io
+import re
 import threading
 import time
 
@@ -42,6 +43,48 @@ def test_ten_quick_slider_moves_end_with_one_run_for_the_last_value(explorer):
     assert explorer.result.layer == explorer.layer_slider.names[0]
     assert sum(t.name == "cnnvis-filters" and t.is_alive() for t in threading.enumerate()) >= 1
     assert explorer.runner._thread is not None and explorer.runner._thread.is_alive()
+
+
+def test_a_layer_change_fades_the_grid_at_once_and_skipped_layers_never_compile(explorer):
+    shown, frames = explorer.grid.pixels.copy(), explorer.grid.frames
+    started = explorer.runs_started
+    with explorer.runner._cond:  # hold the worker: nothing may draw before the marking is checked
+        explorer.layer_slider.value = "conv1"
+        # marked on the kernel thread, before any frame of the new layer: faded, captioned, no new frame
+        assert explorer.grid.stale and explorer.grid.frames == frames
+        assert "conv1" in explorer.grid.caption.value and "starting" in explorer.grid.caption.value
+        assert (explorer.grid.pixels >= shown).all() and (explorer.grid.pixels > shown).mean() > 0.3
+    assert explorer.wait(120) and not explorer.grid.stale and explorer.result.layer == "conv1"
+    assert "conv1" in explorer.grid.caption.value and "starting" not in explorer.grid.caption.value
+    # arrowing back over conv3 and conv4 to pool1 at key-repeat speed: only pool1 runs (debounced)
+    lowered, finished = programs_lowered(), explorer.runner.finished
+    for name in ["conv2", "pool1", "conv3", "pool2", "conv4", "pool2", "conv3", "pool1"]:
+        explorer.layer_slider.value = name
+        time.sleep(0.05)
+    assert explorer.wait(120) and explorer.result.layer == "pool1"
+    assert explorer.runner.finished == finished + 1 and explorer.runs_started == started + 9
+    # conv2..conv4 share one program with pool1 (ascent.layer_group): nothing compiled
+    assert programs_lowered() == lowered
+
+
+def test_a_new_filter_selection_of_the_same_bucket_compiles_nothing(explorer):
+    explorer.filter_picker.value = "3,5,9"  # 3 filters: the bucket of 4
+    assert explorer.wait(120)
+    lowered = programs_lowered()
+    explorer.filter_picker.value = "20:24"
+    assert explorer.wait(120)
+    assert list(explorer.result.units) == [20, 21, 22, 23] and programs_lowered() == lowered
+    explorer.learning_rate.value = 0.02  # a traced number too
+    assert explorer.wait(120) and programs_lowered() == lowered
+
+
+def test_a_first_visit_says_it_is_compiling_and_the_speed_leaves_the_compile_out(explorer):
+    statuses = []
+    explorer.status.observe(lambda c: statuses.append(c["new"]), "value")
+    explorer.size.value = 20  # a new image size: a new program
+    assert explorer.wait(120)
+    assert any(s.startswith("compiling conv2 (first visit, ~") for s in statuses), statuses
+    assert re.search(r"steps in [0-9.]+ s \(\+[0-9.]+ s compiling\)", statuses[-1]), statuses[-1]
 
 
 def test_stop_ends_a_run_within_one_chunk(explorer):
