@@ -264,16 +264,201 @@ def bench_cold(snapshot_every: int, steps: int) -> dict:
     return dict(snapshot_every=snapshot_every, empty_cache=runs[0], warm_cache=runs[1], cache_files=entries)
 
 
+# ----------------------------------------------------------------------------- 4. first touch
+def first_optimized_frame_after(fe, change, timeout: float = 900.0) -> float:
+    """Seconds from ``change()`` to the grid's first frame of optimized images: not the start
+    images a first visit shows while XLA compiles (their caption says "compiling")."""
+    event = threading.Event()
+    stamp = {}
+
+    def seen(_c):
+        if not event.is_set() and "compiling" not in fe.grid.caption.value:
+            stamp["t"] = time.perf_counter()
+            event.set()
+
+    fe.grid.observe(seen, "frames")
+    try:
+        t = time.perf_counter()
+        change()
+        if not event.wait(timeout):
+            raise TimeoutError("no frame")
+        return stamp["t"] - t
+    finally:
+        fe.grid.unobserve(seen, "frames")
+
+
+def _settle(fe) -> None:
+    fe.stop()
+    assert fe.wait(900), "run did not stop"
+
+
+def child_first_touch(model: str, steps: int) -> None:
+    """A fresh process with an empty compile cache: a new FilterExplorer's first frame; ten quick
+    slider moves over unvisited layers; every layer visited (first visits), then every layer
+    again (revisits); a new filter selection of the same bucket against a revisited one."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    install_capturing_comm()
+    import cnnvis_widgets as cw
+
+    cw.use_all_cores()
+    from cnnvis_widgets.compile_cache import programs_lowered
+    from cnnvis_widgets.engine import ascent
+    from cnnvis_widgets.widgets import FilterExplorer
+
+    out: dict = dict(model=model, import_s=time.monotonic() - T_IMPORT, devices=len(jax.devices()))
+    t = time.perf_counter()
+    fe = FilterExplorer(model, filters="0:16", steps=steps, autorun=False)
+    build = time.perf_counter() - t
+    out["new_explorer_first_frame_s"] = build + first_optimized_frame_after(fe, fe.run)
+    _settle(fe)
+    slider = fe.layer_slider
+    names = slider.names
+    start = names.index(slider.value)
+    groups = ascent.layer_groups(fe.probe)
+    out["groups"] = [list(g) for g in groups]
+
+    # ten quick moves (arrow presses 0.1 s apart) down from the start, over layers never visited
+    lowered = programs_lowered()
+    path = [names[max(0, start - k)] for k in range(1, 11)]
+    before_runs = fe.runner.finished
+    t = time.perf_counter()
+    for name in path[:-1]:
+        slider.value = name
+        time.sleep(0.1)
+    last = first_optimized_frame_after(fe, lambda: setattr(slider, "value", path[-1]))
+    out["ten_moves"] = dict(path=path, last_move_to_first_frame_s=last, total_s=time.perf_counter() - t,
+                            programs_lowered=programs_lowered() - lowered,
+                            groups_crossed=len({next(i for i, g in enumerate(groups) if n in g) for n in path}))
+    _settle(fe)
+    out["ten_moves"]["runs_finished_or_stopped"] = fe.runner.finished - before_runs
+
+    visits = {}
+    for sweep in ("first", "revisit"):
+        for name in names:
+            if slider.value == name:  # the slider must move: go through a layer visited already
+                slider.value = names[start] if name != names[start] else path[-1]
+                _settle(fe)
+            lowered = programs_lowered()
+            secs = first_optimized_frame_after(fe, lambda: setattr(slider, "value", name))
+            visits.setdefault(name, {})[sweep] = secs
+            visits[name][sweep + "_lowered"] = programs_lowered() - lowered
+            _settle(fe)
+            print(f"  {model} {sweep:8s} {name:20s} {secs:6.2f} s", file=sys.stderr, flush=True)
+    out["visits"] = visits
+    out["visited_before_sweep"] = sorted({names[start], path[-1]})  # not first visits in the sweep
+
+    # one quick move between warm layers, against ten (both end on a warm layer)
+    a, b = names[len(names) // 2], names[min(len(names) - 1, len(names) // 2 + 10)]
+    slider.value = a
+    _settle(fe)
+    one = first_optimized_frame_after(fe, lambda: setattr(slider, "value", b))
+    _settle(fe)
+    slider.value = a
+    _settle(fe)
+    between = names[len(names) // 2 + 1 : len(names) // 2 + 10]
+    for name in between:
+        slider.value = name
+        time.sleep(0.1)
+    ten_last = first_optimized_frame_after(fe, lambda: setattr(slider, "value", b))
+    _settle(fe)
+    out["warm_moves"] = dict(one_move_s=one, ten_moves_last_to_first_frame_s=ten_last, ratio=ten_last / one)
+
+    # filter selections on a layer with 32+ channels: new (same bucket) against a revisit
+    layer = next(n for n in names[len(names) // 2 :] if fe.probe.layer(n).channels >= 32)
+    slider.value = layer
+    _settle(fe)
+    picker = fe.filter_picker
+    picker.value = "0:16"
+    _settle(fe)
+    new = first_optimized_frame_after(fe, lambda: setattr(picker, "value", "16:32"))
+    _settle(fe)
+    again = first_optimized_frame_after(fe, lambda: setattr(picker, "value", "0:16"))
+    _settle(fe)
+    lowered = programs_lowered()
+    other_bucket = first_optimized_frame_after(fe, lambda: setattr(picker, "value", "3,5,9"))
+    _settle(fe)
+    out["selection"] = dict(layer=layer, new_same_bucket_s=new, revisit_s=again, ratio=new / again,
+                            new_bucket_s=other_bucket, new_bucket_lowered=programs_lowered() - lowered)
+    fe.close()
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def bench_first_touch(models, steps: int) -> list[dict]:
+    rows = []
+    for model in models:
+        with tempfile.TemporaryDirectory(prefix="cnnvis-jaxcache-") as cache:
+            env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--first-touch-child", model, "--steps", str(steps)],
+                env=env, stdout=subprocess.PIPE, stderr=None, text=True, timeout=3600,
+            )
+            line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+            if proc.returncode or not line:
+                raise RuntimeError(f"first-touch child for {model} failed ({proc.returncode})")
+            rows.append(json.loads(line[-1][7:]))
+    return rows
+
+
+def report_first_touch(rows) -> list[str]:
+    lines = []
+    for r in rows:
+        visits = r["visits"]
+        ratios = [v["first"] / v["revisit"] for n, v in visits.items() if n not in r["visited_before_sweep"]]
+        r["median_first_over_revisit"] = statistics.median(ratios)
+        lines.append(f"{r['model']}: {len(visits)} layers in {len(r['groups'])} program groups "
+                     f"({r['devices']} devices); import {r['import_s']:.1f} s")
+        lines.append(f"  new FilterExplorer -> first optimized frame (fresh process, empty cache): "
+                     f"{r['new_explorer_first_frame_s']:.2f} s")
+        lines.append("  layer                 first s  revisit s  ratio  programs lowered on first visit")
+        for name, v in visits.items():
+            lines.append(f"  {name:20s} {v['first']:8.2f} {v['revisit']:10.2f} {v['first'] / v['revisit']:6.2f}"
+                         f"  {v['first_lowered']}")
+        lines.append(f"  median first/revisit over {len(ratios)} layers (not {', '.join(r['visited_before_sweep'])}: "
+                     f"visited before the sweep): {r['median_first_over_revisit']:.2f} "
+                     f"(mean first {statistics.mean(v['first'] for v in visits.values()):.2f} s, "
+                     f"mean revisit {statistics.mean(v['revisit'] for v in visits.values()):.2f} s)")
+        t = r["ten_moves"]
+        lines.append(f"  ten quick moves over {t['groups_crossed']} unvisited groups ({t['path'][0]} .. "
+                     f"{t['path'][-1]}): last move -> first frame {t['last_move_to_first_frame_s']:.2f} s, "
+                     f"programs lowered {t['programs_lowered']}")
+        w = r["warm_moves"]
+        lines.append(f"  warm: one move {w['one_move_s']:.2f} s, ten quick moves (last -> first frame) "
+                     f"{w['ten_moves_last_to_first_frame_s']:.2f} s, ratio {w['ratio']:.2f}")
+        sel = r["selection"]
+        lines.append(f"  selection on {sel['layer']}: new '16:32' {sel['new_same_bucket_s']:.2f} s vs revisit "
+                     f"'0:16' {sel['revisit_s']:.2f} s, ratio {sel['ratio']:.2f}; a new bucket ('3,5,9') "
+                     f"{sel['new_bucket_s']:.2f} s ({sel['new_bucket_lowered']} programs lowered)")
+    return lines
+
+
 # ----------------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--first-touch-child", help=argparse.SUPPRESS)
+    ap.add_argument("--first-touch", nargs="*", metavar="MODEL",
+                    help="only section 4 (first touch) for these models (default digits-cnn efficientnet-lite0)")
     ap.add_argument("--snapshot-every", type=int, default=8)
     ap.add_argument("--steps", type=int, default=96)
     args = ap.parse_args()
     if args.child:
         child_main(args.snapshot_every, args.steps)
+        return
+    if args.first_touch_child:
+        child_first_touch(args.first_touch_child, args.steps)
+        return
+    if args.first_touch is not None:
+        models = args.first_touch or ["digits-cnn", "efficientnet-lite0"]
+        rows = bench_first_touch(models, args.steps)
+        lines = report_first_touch(rows)
+        print("\n".join(lines))
+        stamp = datetime.datetime.now().isoformat(timespec="seconds")
+        head = f"# bench_widgets --first-touch {' '.join(models)}  ({stamp}, {os.cpu_count()} cpus, machine as it was)"
+        (HERE / "results" / "bench_first_touch.txt").write_text(head + "\n" + "\n".join(lines) + "\n")
+        (HERE / "results" / "bench_first_touch.json").write_text(json.dumps(rows, indent=2))
         return
 
     install_capturing_comm()

@@ -261,6 +261,19 @@ def _default_layer(probe) -> str:
     return spatial[len(spatial) // 2]
 
 
+def cmd_warmup(args) -> int:
+    from cnnvis_widgets.widgets import FilterExplorer
+
+    explorer = FilterExplorer(args.model, filters=args.filters or "0:16", autorun=False)
+    groups = len(explorer.layer_slider.names)
+    print(f"compiling {explorer.probe.name}'s FilterExplorer programs ({groups} layers) into the cache")
+    start = time.time()
+    done = explorer.warmup(report=lambda layer, s: print(f"  {layer} and its group: {s:.1f} s", flush=True))
+    explorer.close()
+    print(f"warmed {len(done)} layer groups in {time.time() - start:.1f} s")
+    return 0
+
+
 def _bar(total: int, desc: str):
     from tqdm.auto import tqdm
 
@@ -337,6 +350,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--classes", help="'0:10', '3,5' or names 'tabby,espresso' (default the first 10)")
     p.add_argument("--out", default="out/classes.png")
+    p = _command(
+        sub,
+        "warmup",
+        cmd_warmup,
+        "compile a model's FilterExplorer programs into JAX's persistent cache (Binder's postBuild)",
+    )
+    p.add_argument("--filters", help="the explorer's filter selection to warm (default '0:16')")
+    p.add_argument(
+        "--devices",
+        type=int,
+        help="JAX CPU devices to compile for (default one per core, as use_all_cores() in the tutorials)",
+    )
     p = _command(sub, "app", cmd_app, "serve the explore() dashboard as a web app (Voila)")
     p.add_argument("--port", type=int, default=8866)
     p.add_argument("--ip", default="127.0.0.1")
@@ -348,7 +373,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from cnnvis_widgets.engine.sharding import use_all_cores
 
-    use_all_cores()  # before JAX starts: one CPU device per core, the filter axis spread over them
+    # before JAX starts: one CPU device per core, the filter axis spread over them
+    use_all_cores(getattr(args, "devices", None))
     from cnnvis_widgets.compile_cache import enable_compilation_cache
 
     enable_compilation_cache()

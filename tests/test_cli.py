@@ -1,5 +1,11 @@
 """The `cnnvis` command: demo, layers, filters, and user errors without tracebacks."""
 
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
 from PIL import Image
 
 from cnnvis_widgets import cli
@@ -104,3 +110,39 @@ def test_saliency_errors_name_what_is_valid(capsys):
     assert cli.main(["saliency", "--target", "conv9:1"]) == 2
     err = capsys.readouterr().err
     assert "conv9" in err and "conv4" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_warmup_fills_the_cache_so_a_fresh_explorer_compiles_nothing_big(tmp_path):
+    """`cnnvis warmup` in one process; then a fresh process's FilterExplorer, on a layer warmup only
+    reached through its group, loads its programs from the persistent cache (an empty cache: compiles)."""
+    script = textwrap.dedent("""
+        import cnnvis_widgets as cw
+        cw.use_all_cores()  # as the tutorials and the cnnvis command do: the same programs
+        import jax
+        longest = [0.0]
+        jax.monitoring.register_event_duration_secs_listener(
+            lambda e, s, **k: longest.__setitem__(0, max(longest[0], s))
+            if e == "/jax/core/compile/backend_compile_duration" else None)
+        from cnnvis_widgets.widgets import FilterExplorer
+        fe = FilterExplorer("digits-cnn", layer="conv4", filters="0:16")
+        assert fe.wait(300) and fe.result.layer == "conv4"
+        print(f"LONGEST {longest[0]:.2f}")
+    """)
+
+    def longest_compile(cache):
+        env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache)}
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return float(out.stdout.split("LONGEST")[1])
+
+    warm = tmp_path / "warm"
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(warm)}
+    out = subprocess.run(
+        [sys.executable, "-m", "cnnvis_widgets.cli", "warmup", "--model", "digits-cnn"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "conv1 and its group" in out.stdout and "conv2 and its group" in out.stdout
+    assert longest_compile(tmp_path / "empty") > 1.0  # the step program, compiled
+    assert longest_compile(warm) < 0.5  # loaded instead; only small programs compile

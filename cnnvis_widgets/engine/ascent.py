@@ -219,13 +219,17 @@ def layer_group(probe, layer: str, objective) -> tuple[tuple[str, ...], int]:
 @owned_by_probe
 def layer_groups(probe, spatial_only: bool = False) -> tuple[tuple[str, ...], ...]:
     """The probe's layers (the spatial ones only, if asked) in groups of consecutive layers whose
-    forward cost stays within ``GROUP_COST`` times that of the group's first layer."""
+    forward cost stays within ``GROUP_COST`` times that of the group's first layer. Spatial and
+    dense layers never share a group: the explorers show only spatial ones, and a program that
+    also reached the dense head would compile longer (digits-cnn: 4.6 s against 3.8 s)."""
     shape = (1, *probe.input_shape)
-    layers = [info.name for info in probe.layers if info.spatial or not spatial_only]
-    cost = {name: max(1, activation_bytes(probe, name, shape)) for name in layers}
+    layers = [info for info in probe.layers if info.spatial or not spatial_only]
+    cost = {info.name: max(1, activation_bytes(probe, info.name, shape)) for info in layers}
     groups: list[list[str]] = []
-    for name in layers:
-        if groups and cost[name] <= GROUP_COST * cost[groups[-1][0]]:
+    for info in layers:
+        name = info.name
+        first = probe.layer(groups[-1][0]) if groups else None
+        if first is not None and first.spatial == info.spatial and cost[name] <= GROUP_COST * cost[first.name]:
             groups[-1].append(name)
         else:
             groups.append([name])
@@ -390,6 +394,8 @@ def visualize_filters(
             )
             return state, units[idx], np.asarray(start_images)[: sl.stop - sl.start]
 
+    if not renderer.compiled:  # a first visit: the step compiles while init compiles and runs
+        renderer.prepare(variables, w)
     # every filter's start image, so a callback shows the groups not yet run (their init is
     # deterministic, so each group is initialized again when its turn comes)
     first = init_group(groups[0])

@@ -49,7 +49,7 @@ OBJECTIVES = {
     "class": objectives_lib.class_logit,
 }
 
-# Filters per compiled call, per device: a selection is padded up to the next of these (so
+# Filters per compiled call: a selection is padded up to the next of these (so
 # "3,5,9" and "0:4" share a program, and "0:16" and "top16"), at most 4x the work of the
 # filters asked for, and never above the memory-bounded chunk (``ascent.auto_chunk``).
 BUCKETS = (1, 4, 16, 64)
@@ -105,6 +105,7 @@ class Renderer:
         self.compiled = False
         self.compile_seconds: float | None = None
         self._lock = threading.Lock()
+        self._compiling: threading.Thread | None = None  # ``prepare``'s background compile
         spread = sharding.filter_sharding()  # init places the filter axis over the devices
         self.init = jax.jit(self._init, **({} if spread is None else {"out_shardings": spread}))
         self._step = jax.jit(self._step_impl, donate_argnums=0)
@@ -186,8 +187,33 @@ class Renderer:
         """``n`` steps (at most ``setup.steps``) of layer ``layers[layer]``; compiles on first use."""
         args = (state, units, np.int32(layer), np.int32(n), variables, weights)
         if not self.compiled:
-            self._compile(args)
+            pending = self._compiling
+            if pending is not None:
+                pending.join()
+            self._compile(args)  # a no-op once the background compile succeeded
         return self._step(*args)
+
+    def prepare(self, variables, weights) -> None:
+        """Start compiling ``step`` on a background thread, from the shapes alone, unless it is
+        compiled or compiling: a first visit then compiles ``init`` and runs it meanwhile (XLA
+        compiles on one core; a CPU has two or more)."""
+        with self._lock:
+            if self.compiled or self._compiling is not None:
+                return
+            self._compiling = threading.Thread(
+                target=self._compile_from_shapes, args=(variables, weights), name="cnnvis-compile", daemon=True
+            )
+            self._compiling.start()
+
+    def _compile_from_shapes(self, variables, weights) -> None:
+        units = np.zeros(self.setup.filters, np.int32)
+        state = jax.eval_shape(self.init, jax.random.key(0), units, None, np.float32(0.05))[0]
+        spread = sharding.filter_sharding()  # where init puts the state
+        state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=spread), state)
+        try:
+            self._compile((state, units, np.int32(0), np.int32(1), variables, weights))
+        except Exception:  # noqa: BLE001 - step() compiles again in the caller's thread and reports it
+            pass
 
     def warm(self, variables=None) -> float:
         """Compile ``step`` now (no optimization runs); returns the seconds it took (0 if warm)."""
@@ -231,13 +257,13 @@ def named_objective(kind: str, layer: str) -> objectives_lib.Objective:
 
 
 def filters_per_call(n: int, chunk: int, devices: int) -> int:
-    """Filters one compiled call runs for ``n`` filters: ``n`` rounded up to a bucket (``BUCKETS``
-    per device), or the largest bucket-or-power-of-two within the memory-bounded ``chunk``."""
-    per_device = -(-n // devices)
-    bucket = next((b for b in BUCKETS if b >= per_device), None)
+    """Filters one compiled call runs for ``n`` filters: ``n`` rounded up to a bucket (``BUCKETS``,
+    then powers of two), or the largest power of two within the memory-bounded ``chunk``; then
+    rounded up to a multiple of ``devices`` (the filter axis is split over them)."""
+    bucket = next((b for b in BUCKETS if b >= n), None)
     if bucket is None:  # beyond the largest bucket: powers of two
-        bucket = 1 << (per_device - 1).bit_length()
-    most = max(1, chunk // devices)
+        bucket = 1 << (n - 1).bit_length()
+    most = max(1, chunk)
     if bucket > most:  # memory-bound: the largest power of two that fits
         bucket = 1 << (most.bit_length() - 1)
-    return bucket * devices
+    return -(-bucket // devices) * devices

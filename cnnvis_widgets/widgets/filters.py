@@ -153,17 +153,7 @@ class FilterExplorer(View):
             self.runner.cancel()
             self.show_error(err)
             return self.runner.generation
-        request = dict(
-            layer=layer.name,
-            filters=units,
-            steps=int(self.steps.value),
-            size=int(self.size.value),
-            seed=int(self.seed.value),
-            weights=list(self.regularizer_panel.weights),
-            learning_rate=float(self.learning_rate.value),  # traced: a new value compiles nothing
-            param=recipes.build_param(self.parameterization.value, self.probe.input_shape[-1]),
-            transforms=None if self.use_transforms.value else _no_transforms(),
-        )
+        request = self._request(layer.name, units)
         self.runs_started += 1
         shown = self._shown
         if shown is None or shown[0] != layer.name or not np.array_equal(shown[1], units):
@@ -172,6 +162,46 @@ class FilterExplorer(View):
         self.status.value = f"starting {layer.name} ({len(units)} filters)…"
         # debounced: a slider arrowed over ten layers starts (and compiles) only the last one
         return self.runner.submit(lambda cancelled: self._job(request, cancelled), delay=DEBOUNCE_S)
+
+    def _request(self, layer: str, units, steps: int | None = None) -> dict:
+        """The engine's arguments for ``units`` of ``layer`` with the controls' current values."""
+        return dict(
+            layer=layer,
+            filters=units,
+            steps=int(self.steps.value) if steps is None else steps,
+            size=int(self.size.value),
+            seed=int(self.seed.value),
+            weights=list(self.regularizer_panel.weights),
+            learning_rate=float(self.learning_rate.value),  # traced: a new value compiles nothing
+            param=recipes.build_param(self.parameterization.value, self.probe.input_shape[-1]),
+            transforms=None if self.use_transforms.value else _no_transforms(),
+        )
+
+    def warmup(self, layers=None, report=None) -> list[tuple[str, float]]:
+        """Compile, now, what a first visit of each layer group would (``ascent.layer_groups``;
+        default every group the layer slider reaches) with the current settings: a run of a few
+        steps per group. With JAX's persistent cache on (the explorer turns it on) a later
+        process loads them instead of compiling (``cnnvis warmup``). Returns (layer, seconds)
+        per group; ``report(layer, seconds)`` is called after each."""
+        names = self.layer_slider.names if layers is None else [self.probe.layer(n).name for n in layers]
+        firsts = []
+        for group in ascent.layer_groups(self.probe):
+            members = [n for n in group if n in names]
+            if members:
+                firsts.append(members[0])
+        done = []
+        for layer in firsts:
+            info = self.probe.layer(layer)
+            units = self.probe.check_units(layer, self._units(info))
+            start = time.monotonic()
+            # at most 6 steps compile the same programs as the full run: steps per call is
+            # snapshot_every, and 6 or more steps draft first where the full run does
+            # (ascent.progressive_stages)
+            self._optimize(self._request(layer, units, steps=min(int(self.steps.value), 6)), None)
+            done.append((layer, time.monotonic() - start))
+            if report is not None:
+                report(*done[-1])
+        return done
 
     def _units(self, layer):
         """The picker's text as indices; "top16" = the 16 filters the explorer's image excites most."""
@@ -228,23 +258,7 @@ class FilterExplorer(View):
                 )
             return None
 
-        result = ascent.progressive_filters(
-            self.probe,
-            request["layer"],
-            request["filters"],
-            sizes=sizes,
-            steps=stage_steps,
-            seed=request["seed"],
-            recipe=self.recipe,
-            regularizers=PANEL_REGULARIZERS,
-            weights=request["weights"],
-            learning_rate=request["learning_rate"],
-            param=request["param"],
-            transforms=request["transforms"],
-            snapshot_every=min(self.snapshot_every, request["steps"]),
-            per_device=64 // len(jax.devices()),  # the whole grid in one call (every tile moves at once)
-            callback=on_progress,
-        )
+        result = self._optimize(request, on_progress)
         if cancelled():
             return
         self.result = result
@@ -264,6 +278,27 @@ class FilterExplorer(View):
         self.status.value = (
             f"{layer}: {len(labels)} filters, {sum(stage_steps[:-1]) + result.steps_done} steps in "
             f"{time.monotonic() - start - compiling['seconds']:.1f} s{waited}" + diverged
+        )
+
+    def _optimize(self, request, callback) -> ascent.AscentResult:
+        """The engine's run for ``request`` (``_request``): a draft, then the full picture."""
+        sizes, stage_steps = ascent.progressive_stages(self.probe, request["size"], request["steps"])
+        return ascent.progressive_filters(
+            self.probe,
+            request["layer"],
+            request["filters"],
+            sizes=sizes,
+            steps=stage_steps,
+            seed=request["seed"],
+            recipe=self.recipe,
+            regularizers=PANEL_REGULARIZERS,
+            weights=request["weights"],
+            learning_rate=request["learning_rate"],
+            param=request["param"],
+            transforms=request["transforms"],
+            snapshot_every=min(self.snapshot_every, request["steps"]),
+            per_device=64 // len(jax.devices()),  # the whole grid in one call (every tile moves at once)
+            callback=callback,
         )
 
     # ----------------------------------------------------------------- detail

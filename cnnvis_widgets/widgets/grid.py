@@ -86,11 +86,9 @@ class ImageGrid(widgets.VBox):
         """Show new tiles (and ``caption`` above them, HTML); unless ``force``, skip frames beyond
         ``max_fps``. True if sent. Thread-safe."""
         with self._lock:
-            sent = self._update(tiles, labels, force or self.stale)
+            sent = self._update(tiles, labels, force or self.stale, caption)
             if sent:
                 self.stale = False
-                if caption is not None:
-                    self.caption.value = caption
             return sent
 
     def mark_stale(self, caption: str) -> None:
@@ -106,7 +104,7 @@ class ImageGrid(widgets.VBox):
             self.stale = True
             self.caption.value = caption
 
-    def _update(self, tiles, labels, force: bool) -> bool:
+    def _update(self, tiles, labels, force: bool, caption: str | None = None) -> bool:
         now = time.monotonic()
         if not force and now < self._next_send:
             return False
@@ -136,6 +134,8 @@ class ImageGrid(widgets.VBox):
             text = [str(label) for label in labels] if labels is not None else []
             if text != self._label_text:
                 self._place_labels(text, h)
+        if caption is not None:
+            self.caption.value = caption  # before ``frames`` moves: an observer of frames sees both
         self.frames += 1
         return True
 

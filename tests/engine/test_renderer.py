@@ -80,7 +80,8 @@ def test_a_new_selection_of_the_same_bucket_or_a_layer_of_the_same_group_compile
 @pytest.mark.parametrize(
     "n, chunk, devices, expected",
     [(1, 64, 1, 1), (3, 64, 1, 4), (4, 64, 1, 4), (5, 64, 1, 16), (16, 64, 1, 16), (17, 64, 1, 64),
-     (100, 128, 1, 128), (3, 2, 1, 2), (20, 12, 1, 8), (3, 64, 2, 8), (10, 64, 2, 32)],
+     (100, 128, 1, 128), (3, 2, 1, 2), (20, 12, 1, 8), (1, 64, 2, 2), (3, 64, 2, 4), (16, 64, 2, 16),
+     (10, 64, 2, 16), (5, 3, 2, 2)],
 )  # fmt: skip
 def test_filters_per_call_are_buckets_within_the_memory_chunk(n, chunk, devices, expected):
     assert renderer.filters_per_call(n, chunk, devices) == expected
@@ -126,3 +127,15 @@ def test_warm_compiles_ahead_so_the_first_step_does_not(probe):
     _run(r, probe, [0], 0.05, n=2)
     assert programs_lowered() == lowered
     assert r.warm() == 0.0
+
+
+def test_prepare_compiles_in_the_background_what_step_then_uses(probe):
+    r = renderer.Renderer(probe, _setup(probe, ["conv2"], filters=4, steps=3))
+    r.prepare(probe.variables, np.zeros(0, np.float32))
+    units = np.arange(4, dtype=np.int32)
+    state, _ = r.init(jax.random.key(1), units, None, np.float32(0.05))  # meanwhile, in this thread
+    r._compiling.join()
+    assert r.compiled
+    lowered = programs_lowered()
+    r.step(state, units, 0, 3, probe.variables, np.zeros(0, np.float32))
+    assert programs_lowered() == lowered  # the background compile is the one step runs
