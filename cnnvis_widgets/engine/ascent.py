@@ -361,18 +361,7 @@ def visualize_filters(
             f"{len(units)} images ({n_snapshots * per_snapshot / 2**30:.1f} GB); use a snapshot_every of "
             f"at least {-(-steps * per_snapshot // 2**30)} or fewer steps."
         )
-    layers, layer_index = layer_group(probe, info.name, setup.objective)
-    if chunk is None:  # the memory's limit, for a forward pass to the group's deepest layer
-        chunk = auto_chunk(probe, layers[-1], MAX_FILTERS, size, recipe, batch)
-    devices = len(jax.devices())
-    per_call = renderer_lib.filters_per_call(len(units), chunk, devices)
-    renderer = renderer_lib.renderer_for(
-        probe,
-        renderer_lib.Setup(
-            layers, setup.objective, setup.param, setup.transform, setup.regs, setup.optimizer,
-            setup.relu_rule, shape, per_call, snapshot_every,
-        ),
-    )  # fmt: skip
+    renderer, layer_index, per_call = _renderer(probe, info.name, setup, shape, len(units), chunk, snapshot_every, recipe)
     rate = np.float32(recipe.learning_rate if learning_rate is None else learning_rate)
 
     n = len(units)
@@ -498,10 +487,17 @@ def progressive_filters(
     curves, result, start = [], None, None
     for k, (size, n) in enumerate(zip(sizes, steps)):
         stage_recipe = recipe.replace(upsample=False) if k == 0 and len(sizes) > 1 else recipe
+        if k + 1 < len(sizes):  # the next stage's program compiles while this one runs
+            try:
+                _prepare_stage(probe, layer, len(units), sizes[k + 1], steps[k + 1], recipe, per_device, kwargs)
+            except (ValueError, TypeError):  # bad arguments: this stage's run reports them
+                pass
         on_progress = None if callback is None else (
             lambda p, k=k: callback(p._replace(stage=k, stages=len(sizes)))
         )  # fmt: skip
-        chunk = auto_chunk(probe, deepest, MAX_FILTERS, (size, size), stage_recipe, per_device=per_device)
+        chunk = auto_chunk(
+            probe, deepest, MAX_FILTERS, (size, size), stage_recipe, kwargs.get("batch", 1), per_device=per_device
+        )
         result = visualize_filters(
             probe, layer, units, size=size, steps=n, recipe=stage_recipe, callback=on_progress,
             init_images=None if start is None else np.clip(_resize(start, (size, size)), 0.0, 1.0),
@@ -674,6 +670,37 @@ def _setup(
         objective=objective,
         relu_rule=relu_rule,
     )
+
+
+def _renderer(probe, layer, setup: _Setup, shape, n: int, chunk, steps_per_call: int, recipe):
+    """(the probe's Renderer for this run, ``layer``'s index in its group, filters per call)."""
+    layers, index = layer_group(probe, layer, setup.objective)
+    if chunk is None:  # the memory's limit, for a forward pass to the group's deepest layer
+        chunk = auto_chunk(probe, layers[-1], MAX_FILTERS, shape[1:3], recipe, shape[0])
+    per_call = renderer_lib.filters_per_call(n, chunk, len(jax.devices()))
+    parts = (setup.objective, setup.param, setup.transform, setup.regs, setup.optimizer, setup.relu_rule)
+    setup = renderer_lib.Setup(layers, *parts, shape, per_call, steps_per_call)
+    return renderer_lib.renderer_for(probe, setup), index, per_call
+
+
+def _prepare_stage(probe, layer: str, n: int, size: int, steps: int, recipe, per_device: int, kwargs) -> None:
+    """Start compiling, in the background, the program a later stage of ``progressive_filters``
+    will run (its first visit then waits less): the same parts ``visualize_filters`` would pick."""
+    info = probe.layer(layer)
+    parts = {k: kwargs.get(k) for k in ("param", "transforms", "regularizers", "optimizer")}
+    setup = _setup(
+        probe, info, kwargs.get("objective", "channel"), (size, size), parts["param"], parts["transforms"],
+        parts["regularizers"], parts["optimizer"], kwargs.get("relu_rule", "redirected"), recipe,
+    )  # fmt: skip
+    batch = kwargs.get("batch", 1)
+    shape = (batch, size, size, probe.input_shape[-1])
+    every = min(kwargs.get("snapshot_every") or steps, steps)
+    chunk = auto_chunk(probe, layer_group(probe, info.name, setup.objective)[0][-1], MAX_FILTERS, (size, size),
+                       recipe, batch, per_device=per_device)  # fmt: skip
+    renderer, _, _ = _renderer(probe, info.name, setup, shape, n, chunk, every, recipe)
+    given = kwargs.get("weights")
+    weights = reg_lib.default_weights(setup.regs) if given is None else _weights(given, setup.regs)
+    renderer.prepare(probe.check_variables(kwargs.get("variables")), weights)
 
 
 def _resize(images, size: tuple[int, int]):
