@@ -487,14 +487,19 @@ def progressive_filters(
     curves, result, start = [], None, None
     for k, (size, n) in enumerate(zip(sizes, steps)):
         stage_recipe = recipe.replace(upsample=False) if k == 0 and len(sizes) > 1 else recipe
-        if k + 1 < len(sizes):  # the next stage's program compiles while this one runs
-            try:
-                _prepare_stage(probe, layer, len(units), sizes[k + 1], steps[k + 1], recipe, per_device, kwargs)
-            except (ValueError, TypeError):  # bad arguments: this stage's run reports them
-                pass
-        on_progress = None if callback is None else (
-            lambda p, k=k: callback(p._replace(stage=k, stages=len(sizes)))
-        )  # fmt: skip
+        prepared = [k + 1 == len(sizes)]
+
+        def on_progress(p, k=k, prepared=prepared):
+            if not p.compiling and not prepared[0]:
+                # this stage's first frame is out: the next stage's program compiles while it runs
+                # (not before: two compiles at once would delay this stage's first frame)
+                prepared[0] = True
+                try:
+                    _prepare_stage(probe, layer, len(units), sizes[k + 1], steps[k + 1], recipe, per_device, kwargs)
+                except (ValueError, TypeError):  # bad arguments: the next stage's run reports them
+                    pass
+            return None if callback is None else callback(p._replace(stage=k, stages=len(sizes)))
+
         chunk = auto_chunk(
             probe, deepest, MAX_FILTERS, (size, size), stage_recipe, kwargs.get("batch", 1), per_device=per_device
         )
