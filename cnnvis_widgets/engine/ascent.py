@@ -204,11 +204,11 @@ GROUP_COST = 1.5
 
 def layer_group(probe, layer: str, objective) -> tuple[tuple[str, ...], int]:
     """(the layers one program serves, ``layer``'s index among them) for an objective kind
-    ("channel": groups over all layers, "neuron": over the spatial ones, "class": the layer
+    ("channel": groups over all layers, "neuron": over the spatial ones, others: the layer
     alone) or an ``Objective`` (its own layers, index 0)."""
     if not isinstance(objective, str):
         return tuple(objective.layers), 0
-    if objective == "class":
+    if objective not in ("channel", "neuron"):  # class logits, DeepDream's energy: the layer alone
         return (layer,), 0
     for group in layer_groups(probe, objective == "neuron"):
         if layer in group:
@@ -361,7 +361,9 @@ def visualize_filters(
             f"{len(units)} images ({n_snapshots * per_snapshot / 2**30:.1f} GB); use a snapshot_every of "
             f"at least {-(-steps * per_snapshot // 2**30)} or fewer steps."
         )
-    renderer, layer_index, per_call = _renderer(probe, info.name, setup, shape, len(units), chunk, snapshot_every, recipe)
+    renderer, layer_index, per_call = _renderer(
+        probe, info.name, setup, shape, len(units), chunk, snapshot_every, recipe
+    )
     rate = np.float32(recipe.learning_rate if learning_rate is None else learning_rate)
 
     n = len(units)
@@ -487,19 +489,9 @@ def progressive_filters(
     curves, result, start = [], None, None
     for k, (size, n) in enumerate(zip(sizes, steps)):
         stage_recipe = recipe.replace(upsample=False) if k == 0 and len(sizes) > 1 else recipe
-        prepared = [k + 1 == len(sizes)]
-
-        def on_progress(p, k=k, prepared=prepared):
-            if not p.compiling and not prepared[0]:
-                # this stage's first frame is out: the next stage's program compiles while it runs
-                # (not before: two compiles at once would delay this stage's first frame)
-                prepared[0] = True
-                try:
-                    _prepare_stage(probe, layer, len(units), sizes[k + 1], steps[k + 1], recipe, per_device, kwargs)
-                except (ValueError, TypeError):  # bad arguments: the next stage's run reports them
-                    pass
-            return None if callback is None else callback(p._replace(stage=k, stages=len(sizes)))
-
+        on_progress = None if callback is None else (
+            lambda p, k=k: callback(p._replace(stage=k, stages=len(sizes)))
+        )  # fmt: skip
         chunk = auto_chunk(
             probe, deepest, MAX_FILTERS, (size, size), stage_recipe, kwargs.get("batch", 1), per_device=per_device
         )
@@ -686,26 +678,6 @@ def _renderer(probe, layer, setup: _Setup, shape, n: int, chunk, steps_per_call:
     parts = (setup.objective, setup.param, setup.transform, setup.regs, setup.optimizer, setup.relu_rule)
     setup = renderer_lib.Setup(layers, *parts, shape, per_call, steps_per_call)
     return renderer_lib.renderer_for(probe, setup), index, per_call
-
-
-def _prepare_stage(probe, layer: str, n: int, size: int, steps: int, recipe, per_device: int, kwargs) -> None:
-    """Start compiling, in the background, the program a later stage of ``progressive_filters``
-    will run (its first visit then waits less): the same parts ``visualize_filters`` would pick."""
-    info = probe.layer(layer)
-    parts = {k: kwargs.get(k) for k in ("param", "transforms", "regularizers", "optimizer")}
-    setup = _setup(
-        probe, info, kwargs.get("objective", "channel"), (size, size), parts["param"], parts["transforms"],
-        parts["regularizers"], parts["optimizer"], kwargs.get("relu_rule", "redirected"), recipe,
-    )  # fmt: skip
-    batch = kwargs.get("batch", 1)
-    shape = (batch, size, size, probe.input_shape[-1])
-    every = min(kwargs.get("snapshot_every") or steps, steps)
-    chunk = auto_chunk(probe, layer_group(probe, info.name, setup.objective)[0][-1], MAX_FILTERS, (size, size),
-                       recipe, batch, per_device=per_device)  # fmt: skip
-    renderer, _, _ = _renderer(probe, info.name, setup, shape, n, chunk, every, recipe)
-    given = kwargs.get("weights")
-    weights = reg_lib.default_weights(setup.regs) if given is None else _weights(given, setup.regs)
-    renderer.prepare(probe.check_variables(kwargs.get("variables")), weights)
 
 
 def _resize(images, size: tuple[int, int]):

@@ -7,6 +7,8 @@ amplifies whatever a layer already sees in it.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from cnnvis_widgets.engine import objectives, param, recipes, regularizers, transforms
@@ -36,8 +38,8 @@ def invert_features(
     x = _one_image(probe, image)
     target = np.asarray(probe.activations(probe.variables, x, layer))[0]
     kwargs.setdefault("regularizers", (regularizers.total_variation(tv), regularizers.alpha_norm(alpha)))
-    kwargs.setdefault("param", param.pixel(sd=0.1))
-    kwargs.setdefault("transforms", transforms.compose(transforms.jitter(max(1, x.shape[1] // 32))))
+    kwargs.setdefault("param", _INVERSION_PARAM)
+    kwargs.setdefault("transforms", _jitter(max(1, x.shape[1] // 32)))
     kwargs.setdefault("recipe", recipes.PLAIN)  # the features are compared at the image's own size
     return visualize_filters(
         probe,
@@ -59,8 +61,6 @@ def deep_dream(
 
     References: Mordvintsev et al. 2015, "Inceptionism: Going Deeper into Neural Networks".
     """
-    import optax
-
     x = _one_image(probe, image)
     if "optimizer" not in kwargs and not (
         isinstance(learning_rate, (int, float, np.number))
@@ -68,22 +68,33 @@ def deep_dream(
         and learning_rate > 0
     ):
         raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate!r}.")
+    # parts by value and the learning rate traced: another photo or rate compiles nothing new
     kwargs.setdefault("regularizers", ())
-    kwargs.setdefault("param", param.pixel())
-    kwargs.setdefault("transforms", transforms.jitter(max(1, x.shape[1] // 28)))
-    kwargs.setdefault("optimizer", optax.adam(learning_rate))
+    kwargs.setdefault("param", recipes.build_param("pixel", probe.input_shape[-1]))
+    kwargs.setdefault("transforms", _jitter(max(1, x.shape[1] // 28)))
+    if "optimizer" not in kwargs:
+        kwargs["learning_rate"] = float(learning_rate)
     kwargs.setdefault("recipe", recipes.PLAIN)  # the photo is changed at its own size
     return visualize_filters(
         probe,
         layer,
         [0],
-        objective=objectives.activation_energy(layer),
+        objective="energy",
         steps=steps,
         init_images=x,
         seed=seed,
         relu_rule=None,
         **kwargs,
     )
+
+
+_INVERSION_PARAM = param.pixel(sd=0.1)  # one object: a part of the program's key
+
+
+@functools.lru_cache(maxsize=None)
+def _jitter(d: int):
+    """``transforms.jitter(d)``, one object per value (a transform is part of a program's key)."""
+    return transforms.jitter(d)
 
 
 def _one_image(probe, image) -> np.ndarray:

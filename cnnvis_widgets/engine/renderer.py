@@ -47,6 +47,7 @@ OBJECTIVES = {
     "channel": objectives_lib.channel,
     "neuron": objectives_lib.neuron,
     "class": objectives_lib.class_logit,
+    "energy": objectives_lib.activation_energy,  # DeepDream's (inversion.deep_dream)
 }
 
 # Filters per compiled call: a selection is padded up to the next of these (so

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import cnnvis_widgets as cw
+from cnnvis_widgets.compile_cache import programs_lowered
 from cnnvis_widgets.engine.inversion import deep_dream, invert_features
 
 
@@ -39,6 +40,15 @@ def test_deep_dream_amplifies_the_layer_from_the_image(setup):
     energy = lambda img: float(np.mean(np.square(probe.activations(probe.variables, img[None], "conv3"))))
     assert energy(result.images[0]) > 1.5 * energy(x)  # measured: 6.8 → 12.8 after 32 steps
     assert np.corrcoef(result.images[0].ravel(), x.ravel())[0, 1] > 0.5  # still the same digit underneath
+
+
+def test_another_photo_or_learning_rate_dreams_without_compiling(setup):
+    probe, x, _ = setup
+    deep_dream(probe, x, "conv3", steps=4)
+    lowered = programs_lowered()
+    calm = deep_dream(probe, 1 - x, "conv3", steps=4, learning_rate=1e-6)
+    assert programs_lowered() == lowered
+    np.testing.assert_allclose(calm.images[0], 1 - x, atol=1e-4)  # a tiny rate barely moves it
 
 
 def test_bad_inputs(setup):
