@@ -329,6 +329,14 @@ class Probe:
             )
         return variables
 
+    def __copy__(self) -> Probe:
+        """A shallow copy with its own ``programs``: a copy over other variables must not run
+        programs that may have the original's weights built in."""
+        twin = object.__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        twin.programs = {}
+        return twin
+
     def __repr__(self) -> str:
         rows = "\n".join(f"  {layer}" for layer in self.layers)
         return f"Probe({self.name}, input {self.input_shape}, {len(self.layers)} layers:\n{rows})"

@@ -11,7 +11,6 @@ the kept maps on the kernel: no job. Three modes: "single" (the image and its ov
 from __future__ import annotations
 
 import difflib
-import functools
 import html
 import threading
 import time
@@ -37,6 +36,7 @@ from cnnvis_widgets.engine.sanity import randomization_cascade
 from cnnvis_widgets.widgets.controls import ImagePicker
 from cnnvis_widgets.widgets.grid import ImageGrid
 from cnnvis_widgets.widgets.view import View, as_probe
+from cnnvis_widgets.models.probe import owned_by_probe
 
 MODES = ("single", "batch", "compare")
 LABELS = {
@@ -502,7 +502,7 @@ def _check_options(options: dict) -> dict:
     return out
 
 
-@functools.lru_cache(maxsize=8)
+@owned_by_probe
 def _probabilities(probe):
     """Jitted softmax of the model's output, once per probe."""
 

@@ -31,7 +31,7 @@ from cnnvis_widgets import data
 from cnnvis_widgets.compile_cache import enable_compilation_cache
 from cnnvis_widgets.engine.activations import kernels_as_images
 from cnnvis_widgets.models import digits
-from cnnvis_widgets.models.probe import Probe
+from cnnvis_widgets.models.probe import Probe, owned_by_probe
 from cnnvis_widgets.widgets.grid import ImageGrid
 from cnnvis_widgets.widgets.view import View
 
@@ -398,7 +398,7 @@ def _eval_data():
     )
 
 
-@functools.lru_cache(maxsize=8)
+@owned_by_probe
 def _evaluate(probe: Probe, conv_layers: tuple[str, ...], image_index: int):
     """Jitted: (test accuracy, train accuracy, {conv: peak over test digits}, {layer: maps of one digit})."""
     n_test = len(data.digits_split()[1].labels)

@@ -88,5 +88,18 @@ def test_filter_explorer_draws_a_draft_then_the_full_picture_and_a_detail_view(l
     assert picked == "1", picked
     assert_drawn(shot(detail, "s4-03-filters-detail"), "the detail view")
     page.screenshot(path=str(ARTIFACTS / "s4-04-page.png"), timeout=T_SHOT)
+
+    # a layer in another program group (a first visit: seconds of XLA): at once the old tiles fade
+    # and the caption names the new layer; the status says it is compiling
+    kernel_exec(page, "fe.layer_slider.value = 'block9.expand'")
+    wait_html(page, "block9.expand", T_SHOT, r"block9\.expand · 4 filters")
+    stale = shot(figure, "s4-05-filters-stale-while-compiling")
+    report["stale"] = drawn(stale)
+    assert stale.mean() > final.mean() + 25, (stale.mean(), final.mean())  # faded towards white
+    report["compiling_status"] = wait_html(page, "compiling block9.expand (first visit", T_RUN)
+    page.locator(".jp-OutputArea-output", has=figure).first.screenshot(
+        path=str(ARTIFACTS / "s4-06-view-compiling.png"), timeout=T_SHOT
+    )
+    kernel_exec(page, "fe.stop()")
     write_report("s4-report", report)
     assert_console_clean(page, console)
