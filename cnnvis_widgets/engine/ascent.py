@@ -365,14 +365,43 @@ def visualize_filters(
         probe, info.name, setup, shape, len(units), chunk, snapshot_every, recipe
     )
     rate = np.float32(recipe.learning_rate if learning_rate is None else learning_rate)
-
     n = len(units)
-    base_key = jax.random.key(seed)  # filter u draws from fold_in(base_key, u)
     starts = (
         None
         if init_images is None
         else np.broadcast_to(init_images[:, None], (n, batch, *init_images.shape[1:]))
     )
+    return render(
+        renderer, layer_index, units, steps, seed=seed, learning_rate=rate, variables=variables,
+        weights=w, starts=starts, callback=callback, layer=info.name,
+    )  # fmt: skip
+
+
+def render(
+    renderer: renderer_lib.Renderer,
+    layer_index: int,
+    units: np.ndarray,
+    steps: int,
+    *,
+    seed: int,
+    learning_rate: float,
+    variables,
+    weights,
+    starts: np.ndarray | None = None,
+    callback: Callable[[Progress], bool | None] | None = None,
+    layer: str = "",
+) -> AscentResult:
+    """The driver loop over a renderer's compiled programs: ``units`` in groups of
+    ``renderer.setup.filters`` (padded by repeating the group's last filter), each run ``steps``
+    steps, ``setup.steps`` per call; ``callback`` sees each call's images (and, on a first
+    visit, a notice before XLA compiles) and may stop the run. ``starts``: (N, B, H, W, C)
+    start images, or None for the parameterization's noise. ``layers[layer_index]`` of the
+    setup is maximized (``layer`` names it in the result)."""
+    per_call, snapshot_every = renderer.setup.filters, renderer.setup.steps
+    batch = renderer.setup.shape[0]
+    w, rate = weights, np.float32(learning_rate)
+    n = len(units)
+    base_key = jax.random.key(seed)  # filter u draws from fold_in(base_key, u)
     groups = [slice(start, min(start + per_call, n)) for start in range(0, n, per_call)]
 
     def init_group(sl):
@@ -402,7 +431,7 @@ def visualize_filters(
     taken = 0
     stopped, done, most = False, 0, 0
     if callback is not None and not renderer.compiled:  # say so before XLA's wait (it may stop here)
-        estimate = renderer_lib.compile_estimate(probe)
+        estimate = renderer_lib.compile_estimate(renderer.probe)
         notice = Progress(0, steps, units, images.copy(), latest.copy(), None, 0, len(groups))
         stopped = bool(callback(notice._replace(compiling=True, compile_estimate=estimate)))
     for g, sl in enumerate(groups):
@@ -439,7 +468,7 @@ def visualize_filters(
     where = attribution.mean(axis=1)
     where = np.nan_to_num(where / np.maximum(where.max(axis=(1, 2), keepdims=True), 1e-30))
     return AscentResult(
-        info.name,
+        layer,
         units,
         images,
         curves[:, :most],  # steps past where a stopped run got to are not part of the result

@@ -22,6 +22,7 @@ optax's ``GradientTransformation`` (init/update pairs) and Flax nnx (state owned
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import threading
 import time
@@ -204,17 +205,20 @@ class Renderer:
             self._compiling = threading.Thread(
                 target=self._compile_from_shapes, args=(variables, weights), name="cnnvis-compile", daemon=True
             )
+            _BACKGROUND.add(self._compiling)
             self._compiling.start()
 
     def _compile_from_shapes(self, variables, weights) -> None:
         units = np.zeros(self.setup.filters, np.int32)
-        state = jax.eval_shape(self.init, jax.random.key(0), units, None, np.float32(0.05))[0]
-        spread = sharding.filter_sharding()  # where init puts the state
-        state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=spread), state)
         try:
+            state = jax.eval_shape(self.init, jax.random.key(0), units, None, np.float32(0.05))[0]
+            spread = sharding.filter_sharding()  # where init puts the state
+            state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=spread), state)
             self._compile((state, units, np.int32(0), np.int32(1), variables, weights))
         except Exception:  # noqa: BLE001 - step() compiles again in the caller's thread and reports it
             pass
+        finally:
+            _BACKGROUND.discard(threading.current_thread())
 
     def warm(self, variables=None) -> float:
         """Compile ``step`` now (no optimization runs); returns the seconds it took (0 if warm)."""
@@ -235,6 +239,17 @@ class Renderer:
             self._step.lower(*args).compile()  # fills the jit's own cache (and the persistent one)
             self.compile_seconds = time.monotonic() - start
             self.compiled = True
+
+
+# Background compiles still running: the process waits for them at exit (XLA aborts the
+# interpreter, "terminate called after throwing", if a compile is torn down mid-way).
+_BACKGROUND: set[threading.Thread] = set()
+
+
+@atexit.register
+def _join_background() -> None:
+    for thread in list(_BACKGROUND):
+        thread.join()
 
 
 @owned_by_probe

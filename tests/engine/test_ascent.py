@@ -89,10 +89,11 @@ def test_a_first_visit_is_announced_before_the_compile_and_can_be_stopped_there(
     first = visualize_filters(probe, "conv1", [0], steps=6, size=24, callback=lambda p: seen.append(p) or True)
     assert [(p.compiling, p.step) for p in seen] == [(True, 0)] and first.stopped and first.steps_done == 0
     assert seen[0].images.shape == (1, 24, 24, 1)  # the start images, shown while XLA works
+    assert seen[0].compile_estimate > 0  # the last compile's seconds (the warm-up's)
     seen.clear()
     visualize_filters(probe, "conv1", [0], steps=6, size=24, callback=lambda p: seen.append(p))
-    assert seen[0].compiling and seen[0].compile_estimate > 0  # stopped before compiling: still cold
-    assert [p.step for p in seen[1:]] == [6] and not any(p.compiling for p in seen[1:])
+    # the step compiled in the background meanwhile, or is still compiling: at most the notice
+    assert [p.step for p in seen if not p.compiling] == [6] and not any(p.compiling for p in seen[1:])
     seen.clear()
     visualize_filters(probe, "conv1", [0], steps=6, size=24, callback=lambda p: seen.append(p))
     assert [(p.compiling, p.step) for p in seen] == [(False, 6)]  # warm: no notice
@@ -170,7 +171,7 @@ def test_two_threads_running_sharded_optimizations_at_once_finish(tmp_path):
         (
             dict(objective="fancy"),
             ValueError,
-            r"Unknown objective 'fancy'; give one of \['channel', 'class', 'neuron'\]",
+            r"Unknown objective 'fancy'; give one of \['channel', 'class', 'energy', 'neuron'\]",
         ),
         (dict(weights=[1.0]), ValueError, "weights must have one value per regularizer"),
         (dict(layer="fc1", objective="neuron"), ValueError, "A neuron objective needs a spatial layer"),
