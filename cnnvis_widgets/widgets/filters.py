@@ -194,10 +194,11 @@ class FilterExplorer(View):
             info = self.probe.layer(layer)
             units = self.probe.check_units(layer, self._units(info))
             start = time.monotonic()
-            # at most 6 steps compile the same programs as the full run: steps per call is
-            # snapshot_every, and 6 or more steps draft first where the full run does
-            # (ascent.progressive_stages)
-            self._optimize(self._request(layer, units, steps=min(int(self.steps.value), 6)), None)
+            # a short run compiles the same programs as the full one: steps per call is
+            # snapshot_every (capped by each stage's steps), and with at least 3 x snapshot_every
+            # steps each stage has as many (ascent.progressive_stages)
+            steps = min(int(self.steps.value), max(6, 3 * self.snapshot_every))
+            self._optimize(self._request(layer, units, steps=steps), None)
             done.append((layer, time.monotonic() - start))
             if report is not None:
                 report(*done[-1])

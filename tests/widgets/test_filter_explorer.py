@@ -209,3 +209,15 @@ def test_the_detail_view_puts_the_curve_beside_the_full_size_image(explorer):
     explorer.grid.selected = 2
     shown = Image.open(io.BytesIO(explorer.detail.value))
     assert explorer.detail.layout.display is None and shown.size == (960, 320)
+
+
+def test_warmup_compiles_what_a_first_visit_would():
+    fe = FilterExplorer("digits-cnn", layer="conv1", filters="0:8", steps=40, size=24, snapshot_every=4,
+                        autorun=False)  # fmt: skip
+    done = fe.warmup(layers=["conv3"])  # conv3's group: conv2 .. conv4
+    assert [layer for layer, _ in done] == ["conv3"]
+    lowered = programs_lowered()
+    fe.layer_slider.value = "conv4"
+    assert fe.wait(120) and fe.result.layer == "conv4" and fe.result.steps_done == 40
+    assert programs_lowered() == lowered
+    fe.close()
