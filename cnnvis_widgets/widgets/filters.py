@@ -128,7 +128,8 @@ class FilterExplorer(View):
             (self.parameterization, "value"),
             (self.use_transforms, "value"),
         ]:
-            control.observe(lambda _change: self.run(), trait)
+            # debounced: a slider arrowed over ten layers starts (and compiles) only the last one
+            control.observe(lambda _change: self.run(delay=DEBOUNCE_S), trait)
         self.run_button.on_click(lambda _b: self.run())
         self.stop_button.on_click(lambda _b: self.stop())
         self.grid.observe(self._show_detail, "selected")
@@ -144,8 +145,10 @@ class FilterExplorer(View):
         return self._image
 
     # --------------------------------------------------------------- running
-    def run(self) -> int:
-        """(Re)start the optimization with the controls' current values; returns its generation."""
+    def run(self, delay: float = 0.0) -> int:
+        """(Re)start the optimization with the controls' current values; returns its generation.
+        With a ``delay`` (seconds; the controls use ``DEBOUNCE_S``) it starts only if no newer
+        request comes meanwhile."""
         try:
             layer = self.probe.layer(self.layer_slider.value)
             units = self.probe.check_units(layer.name, self._units(layer))
@@ -160,8 +163,7 @@ class FilterExplorer(View):
             # the tiles belong to another layer or selection: say so at once, not at the first frame
             self.grid.mark_stale(f"<b>{html.escape(layer.name)}</b> · {len(units)} filters · starting…")
         self.status.value = f"starting {layer.name} ({len(units)} filters)…"
-        # debounced: a slider arrowed over ten layers starts (and compiles) only the last one
-        return self.runner.submit(lambda cancelled: self._job(request, cancelled), delay=DEBOUNCE_S)
+        return self.runner.submit(lambda cancelled: self._job(request, cancelled), delay=delay)
 
     def _request(self, layer: str, units, steps: int | None = None) -> dict:
         """The engine's arguments for ``units`` of ``layer`` with the controls' current values."""
@@ -334,10 +336,10 @@ class FilterExplorer(View):
         )
 
 
-DIVERGED = "✗NaN"
+DIVERGED = "✗NaN"  # a tile label's mark for a filter whose optimization diverged
 # Seconds a control change waits for a newer one before its run starts (and compiles): arrow
 # presses come ~0.1-0.2 s apart, so ten of them start one run (benchmarks/bench_widgets.py).
-DEBOUNCE_S = 0.25  # a tile label's mark for a filter whose optimization diverged
+DEBOUNCE_S = 0.25
 
 
 def _marked(labels: list[str], finite) -> list[str]:
