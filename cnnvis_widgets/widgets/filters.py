@@ -162,6 +162,7 @@ class FilterExplorer(View):
         if shown is None or shown[0] != layer.name or not np.array_equal(shown[1], units):
             # the tiles belong to another layer or selection: say so at once, not at the first frame
             self.grid.mark_stale(f"<b>{html.escape(layer.name)}</b> · {len(units)} filters · starting…")
+            self.detail.layout.display = "none"  # the clicked tile's detail belongs to them too
         self.status.value = f"starting {layer.name} ({len(units)} filters)…"
         return self.runner.submit(lambda cancelled: self._job(request, cancelled), delay=delay)
 

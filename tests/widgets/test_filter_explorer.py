@@ -48,8 +48,11 @@ def test_ten_quick_slider_moves_end_with_one_run_for_the_last_value(explorer):
 def test_a_layer_change_fades_the_grid_at_once_and_skipped_layers_never_compile(explorer):
     shown, frames = explorer.grid.pixels.copy(), explorer.grid.frames
     started = explorer.runs_started
+    explorer.grid.selected = 2  # a detail view of conv2's filter 2 is open
+    assert explorer.detail.layout.display is None
     with explorer.runner._cond:  # hold the worker: nothing may draw before the marking is checked
         explorer.layer_slider.value = "conv1"
+        assert explorer.detail.layout.display == "none"  # conv2's detail goes with its tiles
         # marked on the kernel thread, before any frame of the new layer: faded, captioned, no new frame
         assert explorer.grid.stale and explorer.grid.frames == frames
         assert "conv1" in explorer.grid.caption.value and "starting" in explorer.grid.caption.value
