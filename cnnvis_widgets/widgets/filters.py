@@ -226,7 +226,9 @@ class FilterExplorer(View):
         labels = [str(u) for u in request["filters"]]
         sizes, stage_steps = ascent.progressive_stages(self.probe, request["size"], request["steps"])
         self.progress.max, self.progress.value = request["steps"], 0
-        compiling = {"since": None, "seconds": 0.0}  # XLA's waits, kept out of the speed readout
+        # XLA's waits, kept out of the speed readout: from the report before a first visit's notice
+        # (its init compiled meanwhile) to the report after it
+        compiling = {"since": None, "seconds": 0.0, "last": start}
 
         def on_progress(p: ascent.Progress):
             if cancelled():
@@ -237,7 +239,7 @@ class FilterExplorer(View):
             caption = f"<b>{html.escape(layer)}</b> · {len(labels)} filters" + (f" · {stage}" if p.stages > 1 else "")
             tiles = _marked([f"{u} · draft" if draft else u for u in labels], p.finite)
             if p.compiling:  # a first visit: show the start images and say XLA is at work
-                compiling["since"] = now
+                compiling["since"] = compiling["last"]
                 about = f", ~{p.compile_estimate:.0f} s" if p.compile_estimate else ""
                 with self.hold_sync():
                     self.grid.update(p.images, tiles, force=True, caption=f"{caption} · compiling…")
@@ -247,6 +249,7 @@ class FilterExplorer(View):
             if compiling["since"] is not None:
                 compiling["seconds"] += now - compiling["since"]
                 compiling["since"] = None
+            compiling["last"] = now
             before = sum(stage_steps[: p.stage])  # steps of the finished stages
             done = before + stage_steps[p.stage] * p.done_steps // max(p.all_steps, 1)
             with self.hold_sync():
