@@ -138,6 +138,9 @@ MEMORY_BUDGET = 288 * 2**20
 # Runs upsampled to the native size (recipes.IMAGENET) get half: the estimate undercounts them, and
 # their cold compile peaked over 1 GB on block1.expand at 16 filters per call (results/bench_memory.txt).
 UPSAMPLED_BUDGET = MEMORY_BUDGET // 2
+# A first visit compiles init and step at once (two cores) only when a call's activations are
+# below this: digits-cnn's 16 filters take ~16 MB, EfficientNet-Lite0's take hundreds.
+PARALLEL_COMPILE_BYTES = 64 * 2**20
 
 
 def chunk_budget(probe, size: tuple[int, int], recipe: recipes_lib.Recipe | None = None) -> int:
@@ -282,6 +285,7 @@ def visualize_filters(
     init_images: Any = None,
     recipe: recipes_lib.Recipe | str | None = None,
     learning_rate: float | None = None,
+    share_layers: bool = False,
 ) -> AscentResult:
     """Optimize an image for each filter of ``layer`` (all filters when ``filters`` is None).
 
@@ -311,9 +315,13 @@ def visualize_filters(
       learning_rate: Adam's step size (default the recipe's; traced: no recompilation). Ignored
         when ``optimizer`` is given.
 
-    The work runs on the probe's ``renderer.Renderer`` for this setup: a program serves a group
-    of layers (``renderer.layer_group``) and a bucket of filter counts, so another layer of the
-    group, other filters or another learning rate reuse it.
+      share_layers: compile one program for ``layer``'s whole group (``layer_groups``), so its
+        neighbours reuse it: what the live explorers do. It costs a forward pass to the group's
+        deepest layer (up to ``GROUP_COST`` x the work, and the memory); off for one-off calls.
+
+    The work runs on the probe's ``renderer.Renderer`` for this setup: a program serves a bucket
+    of filter counts (and a group of layers, with ``share_layers``), so other filters, other prior
+    weights or another learning rate reuse it.
     """
     probe = require_probe(probe, "visualize_filters")
     info = probe.layer(layer)
@@ -362,8 +370,13 @@ def visualize_filters(
             f"at least {-(-steps * per_snapshot // 2**30)} or fewer steps."
         )
     renderer, layer_index, per_call = _renderer(
-        probe, info.name, setup, shape, len(units), chunk, snapshot_every, recipe
+        probe, info.name, setup, shape, len(units), chunk, snapshot_every, recipe, share_layers
     )
+    # a first visit compiles the step on a second core while init compiles and runs, where the
+    # program is small: two EfficientNet compiles at once cost ~100 MB more (notebook 04: 1116 MB
+    # against 1019 MB with one; Binder allows 1 GB)
+    seen = (1, *seen_size(probe, size, recipe), probe.input_shape[-1])
+    small = per_call * activation_bytes(probe, renderer.setup.layers[-1], seen) <= PARALLEL_COMPILE_BYTES
     rate = np.float32(recipe.learning_rate if learning_rate is None else learning_rate)
     n = len(units)
     starts = (
@@ -373,7 +386,7 @@ def visualize_filters(
     )
     return render(
         renderer, layer_index, units, steps, seed=seed, learning_rate=rate, variables=variables,
-        weights=w, starts=starts, callback=callback, layer=info.name,
+        weights=w, starts=starts, callback=callback, layer=info.name, background_compile=small,
     )  # fmt: skip
 
 
@@ -390,13 +403,15 @@ def render(
     starts: np.ndarray | None = None,
     callback: Callable[[Progress], bool | None] | None = None,
     layer: str = "",
+    background_compile: bool = False,
 ) -> AscentResult:
     """The driver loop over a renderer's compiled programs: ``units`` in groups of
     ``renderer.setup.filters`` (padded by repeating the group's last filter), each run ``steps``
     steps, ``setup.steps`` per call; ``callback`` sees each call's images (and, on a first
     visit, a notice before XLA compiles) and may stop the run. ``starts``: (N, B, H, W, C)
     start images, or None for the parameterization's noise. ``layers[layer_index]`` of the
-    setup is maximized (``layer`` names it in the result)."""
+    setup is maximized (``layer`` names it in the result). ``background_compile``: a first
+    visit compiles the step on another thread while init compiles and runs."""
     per_call, snapshot_every = renderer.setup.filters, renderer.setup.steps
     batch = renderer.setup.shape[0]
     w, rate = weights, np.float32(learning_rate)
@@ -414,7 +429,7 @@ def render(
             )
             return state, units[idx], np.asarray(start_images)[: sl.stop - sl.start]
 
-    if not renderer.compiled:  # a first visit: the step compiles while init compiles and runs
+    if background_compile and not renderer.compiled:  # the step compiles while init does
         renderer.prepare(variables, w)
     # every filter's start image, so a callback shows the groups not yet run (their init is
     # deterministic, so each group is initialized again when its turn comes)
@@ -514,7 +529,9 @@ def progressive_filters(
     if "init_images" in kwargs or "size" in kwargs or "chunk" in kwargs:
         raise TypeError("progressive_filters takes sizes=... per stage, not size, chunk or init_images.")
     units = probe.check_units(layer, filters)
-    deepest = layer_group(probe, probe.layer(layer).name, kwargs.get("objective", "channel"))[0][-1]
+    deepest = probe.layer(layer).name
+    if kwargs.get("share_layers"):
+        deepest = layer_group(probe, deepest, kwargs.get("objective", "channel"))[0][-1]
     curves, result, start = [], None, None
     for k, (size, n) in enumerate(zip(sizes, steps)):
         stage_recipe = recipe.replace(upsample=False) if k == 0 and len(sizes) > 1 else recipe
@@ -698,9 +715,14 @@ def _setup(
     )
 
 
-def _renderer(probe, layer, setup: _Setup, shape, n: int, chunk, steps_per_call: int, recipe):
-    """(the probe's Renderer for this run, ``layer``'s index in its group, filters per call)."""
-    layers, index = layer_group(probe, layer, setup.objective)
+def _renderer(probe, layer, setup: _Setup, shape, n: int, chunk, steps_per_call: int, recipe, share: bool):
+    """(the probe's Renderer for this run, ``layer``'s index in its layers, filters per call)."""
+    if share:
+        layers, index = layer_group(probe, layer, setup.objective)
+    elif isinstance(setup.objective, str):
+        layers, index = (layer,), 0
+    else:
+        layers, index = tuple(setup.objective.layers), 0
     if chunk is None:  # the memory's limit, for a forward pass to the group's deepest layer
         chunk = auto_chunk(probe, layers[-1], MAX_FILTERS, shape[1:3], recipe, shape[0])
     per_call = renderer_lib.filters_per_call(n, chunk, len(jax.devices()))

@@ -305,6 +305,7 @@ class FilterExplorer(View):
             transforms=request["transforms"],
             snapshot_every=min(self.snapshot_every, request["steps"]),
             per_device=64 // len(jax.devices()),  # the whole grid in one call (every tile moves at once)
+            share_layers=True,  # one program per group of layers: a neighbour's first visit is warm
             callback=callback,
         )
 

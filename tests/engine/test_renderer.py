@@ -68,13 +68,16 @@ def test_learning_rate_and_step_count_are_traced(probe):
 def test_a_new_selection_of_the_same_bucket_or_a_layer_of_the_same_group_compiles_nothing(probe):
     group, _ = ascent.layer_group(probe, "conv2", "channel")
     assert {"conv2", "conv3", "conv4"} <= set(group)
-    cw.visualize_filters(probe, "conv2", [3, 5, 9], steps=4)
+    cw.visualize_filters(probe, "conv2", [3, 5, 9], steps=4, share_layers=True)
     lowered = programs_lowered()
-    result = cw.visualize_filters(probe, "conv3", [0, 7, 30, 31], steps=4)
+    result = cw.visualize_filters(probe, "conv3", [0, 7, 30, 31], steps=4, share_layers=True)
     assert programs_lowered() == lowered
     assert list(result.units) == [0, 7, 30, 31] and result.images.shape[0] == 4  # trimmed
-    cw.visualize_filters(probe, "conv2", list(range(5)), steps=4)  # 5 filters: the next bucket
+    cw.visualize_filters(probe, "conv2", list(range(5)), steps=4, share_layers=True)  # the next bucket
     assert programs_lowered() > lowered
+    # a one-off call (no share_layers) compiles for its layer alone: the forward stops there
+    alone = cw.visualize_filters(probe, "conv3", [0, 7, 30, 31], steps=4)
+    np.testing.assert_allclose(alone.images, result.images, atol=1e-5)  # the same pictures
 
 
 @pytest.mark.parametrize(
