@@ -232,7 +232,7 @@ class Renderer:
         return self.compile_seconds or 0.0
 
     def _compile(self, args) -> None:
-        with self._lock:
+        with self._lock, _ONE_COMPILE:
             if self.compiled:
                 return
             start = time.monotonic()
@@ -240,6 +240,10 @@ class Renderer:
             self.compile_seconds = time.monotonic() - start
             self.compiled = True
 
+
+# One step program compiles at a time in this process: an EfficientNet compile takes hundreds of
+# MB, and a notebook's explorer, dashboard and cells compiling at once went over Binder's 1 GB.
+_ONE_COMPILE = threading.Lock()
 
 # Background compiles still running: the process waits for them at exit (XLA aborts the
 # interpreter, "terminate called after throwing", if a compile is torn down mid-way).
