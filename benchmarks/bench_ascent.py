@@ -103,7 +103,7 @@ class Workload:
         )
         return r.objective[:, -1]
 
-    # ------------------------------------------------ the same step, written out (engine: ascent._compiled)
+    # ------------------------------------------------ the same step, written out (engine: renderer.Renderer)
     def init_one(self, unit):
         key, sub = jax.random.split(jax.random.fold_in(jax.random.key(0), unit))
         params = self.param.init(sub, self.shape)

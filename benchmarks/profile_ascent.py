@@ -36,7 +36,7 @@ import numpy as np
 from machine import machine_info
 
 import cnnvis_widgets as cw
-from cnnvis_widgets.engine import ascent, regularizers
+from cnnvis_widgets.engine import ascent, regularizers, renderer
 
 HERE = Path(__file__).resolve().parent
 MODELS = {"vgg": "conv6", "effnet": "block5.expand"}
@@ -174,13 +174,16 @@ def main():
         probe, info, "channel", (args.size, args.size), settings["param"], settings["transforms"],
         settings["regularizers"], settings["optimizer"], "redirected", settings["recipe"],
     )  # fmt: skip
-    init, run = ascent._compiled(probe, setup, shape, args.steps)
-    units = np.arange(chunk)
+    parts = (setup.objective, setup.param, setup.transform, setup.regs, setup.optimizer, setup.relu_rule)
+    engine = renderer.Renderer(probe, renderer.Setup((info.name,), *parts, shape, chunk, args.steps))
+    units = np.arange(chunk, dtype=np.int32)
     weights = regularizers.default_weights(setup.regs)
-    fresh = lambda: init(jax.random.key(0), units, None)[0]  # noqa: E731
-    compiled = run.lower(fresh(), units, probe.variables, weights).compile()
+    rate = np.float32(0.05)  # not used: the compared work gives its own optimizer
+    fresh = lambda: engine.init(jax.random.key(0), units, None, rate)[0]  # noqa: E731
+    call_args = lambda state: (state, units, np.int32(0), np.int32(args.steps), probe.variables, weights)  # noqa: E731
+    compiled = engine._step.lower(*call_args(fresh())).compile()  # the engine's own step program
     ops = parse_hlo(compiled.as_text())
-    jax.block_until_ready(compiled(fresh(), units, probe.variables, weights))  # warm
+    jax.block_until_ready(compiled(*call_args(fresh())))  # warm
 
     walls = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -189,7 +192,7 @@ def main():
                 state = fresh()
                 jax.block_until_ready(state)
                 start = time.perf_counter()
-                jax.block_until_ready(compiled(state, units, probe.variables, weights))
+                jax.block_until_ready(compiled(*call_args(state)))
                 walls.append(time.perf_counter() - start)
         times, counts = thunk_times(Path(tmp))
 

@@ -14,7 +14,7 @@ from flax import linen as nn
 
 import cnnvis_widgets as cw
 from cnnvis_widgets import data, export
-from cnnvis_widgets.engine import ascent, recipes
+from cnnvis_widgets.engine import recipes
 from cnnvis_widgets.models.probe import Probe
 from cnnvis_widgets.widgets import (
     ActivationExplorer,

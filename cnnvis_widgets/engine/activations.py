@@ -16,7 +16,6 @@ Yosinski et al. 2015 (feature maps of every layer, live); Araujo et al. 2019
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple, Sequence
 
 import jax

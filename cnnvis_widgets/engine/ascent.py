@@ -31,7 +31,6 @@ from cnnvis_widgets.engine import regularizers as reg_lib
 from cnnvis_widgets.engine import renderer as renderer_lib
 from cnnvis_widgets.engine import sharding
 from cnnvis_widgets.engine import transforms as transforms_lib
-from cnnvis_widgets.engine.gradient_rules import with_gradient_rules
 from cnnvis_widgets.models.probe import owned_by_probe, require_probe
 
 MAX_STEPS = 100_000  # per run: the objective curves alone take 400 KB per filter

@@ -7,7 +7,6 @@ feature space vs pixel space).
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple, Sequence
 
 import jax

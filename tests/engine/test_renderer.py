@@ -11,7 +11,7 @@ from flax import linen as nn
 
 import cnnvis_widgets as cw
 from cnnvis_widgets.compile_cache import programs_lowered
-from cnnvis_widgets.engine import ascent, param, regularizers, renderer, transforms
+from cnnvis_widgets.engine import ascent, param, renderer, transforms
 
 
 @pytest.fixture(scope="module")
