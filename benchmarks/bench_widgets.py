@@ -168,13 +168,15 @@ def bench_fps(snapshots, steps: int, repeats: int) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- 3. first frame
-def first_frame_after(fe, change, timeout: float = 600.0) -> float:
-    """Seconds from calling ``change()`` (a slider move) to the grid's next frame."""
+def first_frame_after(fe, change, timeout: float = 600.0, optimized: bool = False) -> float:
+    """Seconds from calling ``change()`` (a slider move) to the grid's next frame; with
+    ``optimized``, its next frame of optimized images: not the start images a first visit shows
+    while XLA compiles (their caption says "compiling")."""
     event = threading.Event()
     stamp = {}
 
     def seen(_c):
-        if not event.is_set():
+        if not event.is_set() and not (optimized and "compiling" in fe.grid.caption.value):
             stamp["t"] = time.perf_counter()
             event.set()
 
@@ -265,28 +267,6 @@ def bench_cold(snapshot_every: int, steps: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- 4. first touch
-def first_optimized_frame_after(fe, change, timeout: float = 900.0) -> float:
-    """Seconds from ``change()`` to the grid's first frame of optimized images: not the start
-    images a first visit shows while XLA compiles (their caption says "compiling")."""
-    event = threading.Event()
-    stamp = {}
-
-    def seen(_c):
-        if not event.is_set() and "compiling" not in fe.grid.caption.value:
-            stamp["t"] = time.perf_counter()
-            event.set()
-
-    fe.grid.observe(seen, "frames")
-    try:
-        t = time.perf_counter()
-        change()
-        if not event.wait(timeout):
-            raise TimeoutError("no frame")
-        return stamp["t"] - t
-    finally:
-        fe.grid.unobserve(seen, "frames")
-
-
 def _settle(fe) -> None:
     fe.stop()
     assert fe.wait(900), "run did not stop"
@@ -311,7 +291,7 @@ def child_first_touch(model: str, steps: int) -> None:
     t = time.perf_counter()
     fe = FilterExplorer(model, filters="0:16", steps=steps, autorun=False)
     build = time.perf_counter() - t
-    out["new_explorer_first_frame_s"] = build + first_optimized_frame_after(fe, fe.run)
+    out["new_explorer_first_frame_s"] = build + first_frame_after(fe, fe.run, optimized=True)
     _settle(fe)
     slider = fe.layer_slider
     names = slider.names
@@ -327,7 +307,7 @@ def child_first_touch(model: str, steps: int) -> None:
     for name in path[:-1]:
         slider.value = name
         time.sleep(0.1)
-    last = first_optimized_frame_after(fe, lambda: setattr(slider, "value", path[-1]))
+    last = first_frame_after(fe, lambda: setattr(slider, "value", path[-1]), optimized=True)
     out["ten_moves"] = dict(path=path, last_move_to_first_frame_s=last, total_s=time.perf_counter() - t,
                             programs_lowered=programs_lowered() - lowered,
                             groups_crossed=len({next(i for i, g in enumerate(groups) if n in g) for n in path}))
@@ -341,7 +321,7 @@ def child_first_touch(model: str, steps: int) -> None:
                 slider.value = names[start] if name != names[start] else path[-1]
                 _settle(fe)
             lowered = programs_lowered()
-            secs = first_optimized_frame_after(fe, lambda: setattr(slider, "value", name))
+            secs = first_frame_after(fe, lambda: setattr(slider, "value", name), optimized=True)
             visits.setdefault(name, {})[sweep] = secs
             visits[name][sweep + "_lowered"] = programs_lowered() - lowered
             _settle(fe)
@@ -353,7 +333,7 @@ def child_first_touch(model: str, steps: int) -> None:
     a, b = names[len(names) // 2], names[min(len(names) - 1, len(names) // 2 + 10)]
     slider.value = a
     _settle(fe)
-    one = first_optimized_frame_after(fe, lambda: setattr(slider, "value", b))
+    one = first_frame_after(fe, lambda: setattr(slider, "value", b), optimized=True)
     _settle(fe)
     slider.value = a
     _settle(fe)
@@ -361,7 +341,7 @@ def child_first_touch(model: str, steps: int) -> None:
     for name in between:
         slider.value = name
         time.sleep(0.1)
-    ten_last = first_optimized_frame_after(fe, lambda: setattr(slider, "value", b))
+    ten_last = first_frame_after(fe, lambda: setattr(slider, "value", b), optimized=True)
     _settle(fe)
     out["warm_moves"] = dict(one_move_s=one, ten_moves_last_to_first_frame_s=ten_last, ratio=ten_last / one)
 
@@ -372,12 +352,12 @@ def child_first_touch(model: str, steps: int) -> None:
     picker = fe.filter_picker
     picker.value = "0:16"
     _settle(fe)
-    new = first_optimized_frame_after(fe, lambda: setattr(picker, "value", "16:32"))
+    new = first_frame_after(fe, lambda: setattr(picker, "value", "16:32"), optimized=True)
     _settle(fe)
-    again = first_optimized_frame_after(fe, lambda: setattr(picker, "value", "0:16"))
+    again = first_frame_after(fe, lambda: setattr(picker, "value", "0:16"), optimized=True)
     _settle(fe)
     lowered = programs_lowered()
-    other_bucket = first_optimized_frame_after(fe, lambda: setattr(picker, "value", "3,5,9"))
+    other_bucket = first_frame_after(fe, lambda: setattr(picker, "value", "3,5,9"), optimized=True)
     _settle(fe)
     out["selection"] = dict(layer=layer, new_same_bucket_s=new, revisit_s=again, ratio=new / again,
                             new_bucket_s=other_bucket, new_bucket_lowered=programs_lowered() - lowered)
