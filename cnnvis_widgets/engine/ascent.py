@@ -528,9 +528,8 @@ def progressive_filters(
     if "init_images" in kwargs or "size" in kwargs or "chunk" in kwargs:
         raise TypeError("progressive_filters takes sizes=... per stage, not size, chunk or init_images.")
     units = probe.check_units(layer, filters)
-    deepest = probe.layer(layer).name
-    if kwargs.get("share_layers"):
-        deepest = layer_group(probe, deepest, kwargs.get("objective", "channel"))[0][-1]
+    objective = kwargs.get("objective", "channel")
+    deepest = _program_layers(probe, probe.layer(layer).name, objective, kwargs.get("share_layers", False))[0][-1]
     curves, result, start = [], None, None
     for k, (size, n) in enumerate(zip(sizes, steps)):
         stage_recipe = recipe.replace(upsample=False) if k == 0 and len(sizes) > 1 else recipe
@@ -714,14 +713,19 @@ def _setup(
     )
 
 
+def _program_layers(probe, layer: str, objective, share: bool) -> tuple[tuple[str, ...], int]:
+    """(the layers a run's program serves, ``layer``'s index among them): its group with
+    ``share`` (``layer_group``), else the layer alone (or a custom Objective's own layers)."""
+    if share:
+        return layer_group(probe, layer, objective)
+    if isinstance(objective, str):
+        return (layer,), 0
+    return tuple(objective.layers), 0
+
+
 def _renderer(probe, layer, setup: _Setup, shape, n: int, chunk, steps_per_call: int, recipe, share: bool):
     """(the probe's Renderer for this run, ``layer``'s index in its layers, filters per call)."""
-    if share:
-        layers, index = layer_group(probe, layer, setup.objective)
-    elif isinstance(setup.objective, str):
-        layers, index = (layer,), 0
-    else:
-        layers, index = tuple(setup.objective.layers), 0
+    layers, index = _program_layers(probe, layer, setup.objective, share)
     if chunk is None:  # the memory's limit, for a forward pass to the group's deepest layer
         chunk = auto_chunk(probe, layers[-1], MAX_FILTERS, shape[1:3], recipe, shape[0])
     per_call = renderer_lib.filters_per_call(n, chunk, len(jax.devices()))
