@@ -7,16 +7,25 @@ RSS = ru_maxrss, the whole process: Python, JAX, the model, XLA's compiles), aft
 ``cw.use_all_cores()``, default settings but few steps (memory does not grow with steps).
 With ``--contrast`` the same layer also runs with the old fixed chunk (16 per device).
 
+``--after-compile`` measures instead what handing the compiler's freed scratch back to the system
+(``memory.trim_after_compiles``, on from import) saves: notebook 02 in fast mode, in fresh kernels
+alternating without and with it (peak = VmHWM, as tests/test_notebooks.py reads it).
+
     .venv/bin/python benchmarks/bench_memory.py
+    .venv/bin/python benchmarks/bench_memory.py --after-compile
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 LIMIT_MB = 1024
@@ -41,6 +50,35 @@ print(json.dumps(dict(layer=layer, filters=n, size=size, steps=steps, chunk=chun
 """
 
 
+def after_compile(reps: int, out: Path) -> None:
+    """Notebook 02 in fast mode, in fresh kernels, with the trim after compiles off and on."""
+    sys.path.insert(0, str(HERE.parent))
+    import nbformat
+
+    from tests.test_notebooks import run_notebook
+
+    source = nbformat.read(HERE.parent / "notebooks" / "02_what_each_layer_sees.ipynb", as_version=4)
+    peaks = {"off": [], "on": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in ("off", "on"):
+            nb = copy.deepcopy(source)
+            if mode == "off":
+                nb.cells.insert(0, nbformat.v4.new_code_cell(
+                    "import cnnvis_widgets.memory\ncnnvis_widgets.memory.TRIM_AFTER_COMPILE_S = float('inf')"))
+            nbformat.write(nb, Path(tmp) / f"{mode}.ipynb")
+        for _ in range(reps):
+            for mode in ("off", "on"):
+                peaks[mode].append(run_notebook(Path(tmp) / f"{mode}.ipynb", Path(tmp))[1])
+                print(mode, f"{peaks[mode][-1]:.0f} MB", flush=True)
+    on, off = (float(np.median(peaks[m])) for m in ("on", "off"))
+    line = (f"notebook 02 (fast mode, EfficientNet-Lite0), {reps} fresh kernels each: peak median {off:.0f} MB "
+            f"without the trim after compiles, {on:.0f} MB with it (saves {off - on:.0f} MB, ratio {on / off:.2f}); "
+            f"all: off {[round(p) for p in peaks['off']]}, on {[round(p) for p in peaks['on']]}")
+    print(line)
+    out.write_text(json.dumps(peaks, indent=2))
+    out.with_suffix(".txt").write_text(line + "\n")
+
+
 def run(layer: str, size: int, steps: int, chunk: str) -> dict:
     out = subprocess.run(
         [sys.executable, "-c", CHILD, layer, str(size), str(steps), chunk],
@@ -57,8 +95,12 @@ def main():
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--contrast", action="store_true", help="also run the old fixed chunk (slow)")
+    parser.add_argument("--after-compile", action="store_true", help="the trim after a compile, on and off")
+    parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--out", default=str(HERE / "results" / "bench_memory.json"))
     args = parser.parse_args()
+    if args.after_compile:
+        return after_compile(args.reps, HERE / "results" / "memory_after_compile.json")
     rows, lines = [], []
     for layer in args.layers.split(","):
         for chunk in ("auto", "32") if args.contrast else ("auto",):

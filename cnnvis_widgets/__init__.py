@@ -1,8 +1,9 @@
 """cnnvis_widgets: see inside convolutional networks, live, in Jupyter."""
 
-from cnnvis_widgets.memory import limit_malloc_arenas
+from cnnvis_widgets.memory import limit_malloc_arenas, trim_after_compiles
 
 limit_malloc_arenas()  # before JAX starts its threads: see memory.py
+trim_after_compiles()
 
 from cnnvis_widgets import data, export
 from cnnvis_widgets.engine import (

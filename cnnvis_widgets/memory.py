@@ -26,3 +26,40 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
         return bool(ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, int(arenas)))
     except (OSError, AttributeError):  # not glibc (e.g. musl)
         return False
+
+
+# A compile of this many seconds or more is followed by a trim: a layer's step program takes
+# seconds, and the many small programs under this free little.
+TRIM_AFTER_COMPILE_S = 0.25
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_trimming = False
+
+
+def release_freed_memory() -> bool:
+    """Hand the heap's free pages back to the system (glibc ``malloc_trim``); True if any were."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):  # not glibc
+        return False
+
+
+def trim_after_compiles() -> None:
+    """After each XLA compile, hand its freed scratch back (once per process; see below).
+
+    A compile frees hundreds of MB that glibc keeps, and the program's first run, or the next
+    compile, then allocates on top of them (notebook 02 peaked over Binder's 1 GB in CI without
+    this; benchmarks/bench_memory.py --after-compile measures the difference).
+    """
+    global _trimming
+    if not _trimming:
+        import jax  # here, not at the top: the arena cap must come before JAX starts its threads
+
+        jax.monitoring.register_event_duration_secs_listener(_after_event)
+        _trimming = True
+
+
+def _after_event(event: str, seconds: float, **_kw) -> None:
+    if event == _COMPILE_EVENT and seconds >= TRIM_AFTER_COMPILE_S:
+        release_freed_memory()
