@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import ipywidgets as widgets
 import numpy as np
 import traitlets
@@ -90,18 +92,35 @@ class FilterPicker(widgets.HBox):
 
 
 # Every regularizer of the engine, in one tuple: toggling one changes only its (traced)
-# weight, so the compiled optimization is reused.
+# weight, so the compiled optimization is reused. Each row: the toggle's label, the regularizer,
+# on by default (without a recipe), the weight slider's range, and what it does in plain words
+# (shown as the row's tooltip and help line) with the paper it comes from.
 PANEL = (
-    ("L2 decay", reg_lib.l2_decay(0.01), True, (0.0, 0.1)),
-    ("blur every 4 steps", reg_lib.gaussian_blur(0.5, every=4), True, (0.0, 1.0)),
-    ("clip small norm (fraction)", reg_lib.clip_norm(10.0), False, (0.0, 0.5)),
-    ("clip small contribution (fraction)", reg_lib.clip_contribution(10.0), False, (0.0, 0.5)),
-    ("total variation", reg_lib.total_variation(1.0), True, (0.0, 10.0)),
-    ("α-norm (α=6)", reg_lib.alpha_norm(1.0), False, (0.0, 10.0)),
-    ("bounded range", reg_lib.bounded_range(1.0), False, (0.0, 10.0)),
-    ("L1", reg_lib.lp(0.1, p=1.0), False, (0.0, 1.0)),
-)
-PANEL_REGULARIZERS = tuple(reg for _, reg, _, _ in PANEL)
+    ("L2 decay", reg_lib.l2_decay(0.01), True, (0.0, 0.1),
+     "pulls every pixel a little toward grey each step, so only what the filter needs stays "
+     "(Yosinski et al. 2015)"),
+    ("blur every 4 steps", reg_lib.gaussian_blur(0.5, every=4), True, (0.0, 1.0),
+     "blurs the image every 4 steps: removes the fine noise a filter also responds to "
+     "(Yosinski et al. 2015)"),
+    ("grey out faint pixels", reg_lib.clip_norm(10.0), False, (0.0, 0.5),
+     "sets to grey this fraction of the pixels, those closest to grey: keeps the strong parts "
+     "(Yosinski et al. 2015, 'clipping pixels with small norm')"),
+    ("grey out useless pixels", reg_lib.clip_contribution(10.0), False, (0.0, 0.5),
+     "sets to grey this fraction of the pixels, those the filter's response depends on least "
+     "(Yosinski et al. 2015, 'clipping pixels with small contribution')"),
+    ("total variation", reg_lib.total_variation(1.0), True, (0.0, 10.0),
+     "penalizes differences between neighbouring pixels: smoother, less noisy pictures "
+     "(Mahendran & Vedaldi 2016)"),
+    ("no extreme colours", reg_lib.alpha_norm(1.0), False, (0.0, 10.0),
+     "penalizes pixels near pure black, white or saturated (an α-norm with α = 6) "
+     "(Mahendran & Vedaldi 2016)"),
+    ("keep colours near grey", reg_lib.bounded_range(1.0), False, (0.0, 10.0),
+     "penalizes pixels whose colour strays far from grey (a soft bounded range) "
+     "(Mahendran & Vedaldi 2016)"),
+    ("sparse (L1)", reg_lib.lp(0.1, p=1.0), False, (0.0, 1.0),
+     "penalizes every departure from grey equally: most pixels stay grey"),
+)  # fmt: skip
+PANEL_REGULARIZERS = tuple(row[1] for row in PANEL)
 
 
 class RegularizerPanel(widgets.VBox):
@@ -109,40 +128,68 @@ class RegularizerPanel(widgets.VBox):
 
     With a ``recipe`` (``engine.recipes``) the toggles start as the recipe's priors (none for
     ImageNet models, whose pictures they fade); without one, as the first wave's defaults.
+    Each row explains itself (tooltip and a help line); ``reset()`` (the "reset" button) puts
+    every toggle and weight back to where it started.
     """
 
     weights = traitlets.List(traitlets.Float())
 
     def __init__(self, recipe=None, **kwargs):
         self.toggles, self.sliders = [], []
+        self._defaults: list[tuple[bool, float]] = []
         rows = []
         chosen = None if recipe is None else dict(recipe.priors)
-        for label, reg, on, (lo, hi) in PANEL:
+        for label, reg, on, (lo, hi), help_text in PANEL:
             if chosen is not None:
                 on = reg.name in chosen
+            weight = chosen.get(reg.name, reg.weight) if chosen else reg.weight
             toggle = widgets.Checkbox(
-                on, description=label, indent=False, layout=widgets.Layout(width="240px")
+                on, description=label, indent=False, tooltip=help_text, layout=widgets.Layout(width="200px")
             )
             slider = widgets.FloatSlider(
-                chosen.get(reg.name, reg.weight) if chosen else reg.weight,
+                weight,
                 min=lo,
                 max=hi,
                 step=(hi - lo) / 100,
                 continuous_update=False,
                 readout_format=".3g",
+                tooltip=f"weight: {help_text}",
+                layout=widgets.Layout(width="260px"),
             )
             toggle.observe(self._sync, "value")
             slider.observe(self._sync, "value")
             self.toggles.append(toggle)
             self.sliders.append(slider)
-            rows.append(widgets.HBox([toggle, slider]))
-        super().__init__(rows, **kwargs)
+            self._defaults.append((on, weight))
+            rows.append(widgets.HBox([toggle, slider], layout=widgets.Layout(flex_flow="row wrap")))
+            rows.append(widgets.HTML(f"<small style='color:#666'>{html.escape(help_text)}</small>",
+                                     layout=widgets.Layout(margin="-6px 0 4px 4px", max_width="460px")))
+        self.reset_button = widgets.Button(
+            description="reset to defaults", icon="undo", tooltip="every prior back to this model's default"
+        )
+        self.reset_button.on_click(lambda _b: self.reset())
+        super().__init__([*rows, self.reset_button], **kwargs)
         self._sync()
 
+    def reset(self) -> None:
+        """Every toggle and weight back to its starting value: one change of ``weights``."""
+        with self.hold_trait_notifications():
+            self._syncing = True
+            try:
+                for toggle, slider, (on, weight) in zip(self.toggles, self.sliders, self._defaults):
+                    toggle.value, slider.value = on, weight
+            finally:
+                self._syncing = False
+            self._sync()
+
     def _sync(self, _change=None):
+        if getattr(self, "_syncing", False):
+            return
         for toggle, slider in zip(self.toggles, self.sliders):
             slider.disabled = not toggle.value  # a weight that does nothing is not offered
-        self.weights = [s.value if t.value else 0.0 for t, s in zip(self.toggles, self.sliders)]
+        weights = [s.value if t.value else 0.0 for t, s in zip(self.toggles, self.sliders)]
+        if weights != self.weights:
+            self.weights = weights
 
 
 class ImagePicker(widgets.VBox):

@@ -81,24 +81,45 @@ class FilterExplorer(View):
             probe.check_units(info.name, parse_filters(filters, info.channels))
         self.filter_picker = FilterPicker(filters)
         self.regularizer_panel = RegularizerPanel(self.recipe)
-        self.steps = widgets.BoundedIntText(steps, min=1, max=10000, description="steps")
-        self.size = widgets.BoundedIntText(size or default, min=8, max=512, description="size")
-        self.learning_rate = widgets.BoundedFloatText(
-            learning_rate, min=1e-5, max=10.0, step=0.01, description="lr"
+        self.steps = widgets.BoundedIntText(
+            steps, min=1, max=10000, description="steps", tooltip="optimizer steps per filter: more, sharper pictures"
         )
-        self.seed = widgets.IntText(seed, description="seed")
+        self.size = widgets.BoundedIntText(
+            size or default, min=8, max=512, description="size",
+            tooltip="the pictures' side in pixels (ImageNet models draw a half-size draft first)",
+        )  # fmt: skip
+        self.learning_rate = widgets.BoundedFloatText(
+            learning_rate, min=1e-5, max=10.0, step=0.01, description="step size",
+            tooltip="the optimizer's learning rate (Adam): larger moves faster, too large diverges (✗NaN)",
+        )  # fmt: skip
+        self.seed = widgets.IntText(seed, description="seed", tooltip="the random start: another seed, another picture")
         self.parameterization = widgets.Dropdown(
             options=[("Fourier (decorrelated)", "fourier"), ("MACO (natural spectrum)", "maco"), ("pixels", "pixel")],
             value=self.recipe.param,
-            description="param",
+            description="image as",
+            tooltip="what the optimizer changes: Fourier coefficients with decorrelated colours (Olah et al. "
+            "2017), phases under a natural-image spectrum (MACO, Fel et al. 2023) or raw pixels",
         )
-        self.use_transforms = widgets.Checkbox(True, description="jitter / scale / rotate", indent=False)
+        self.use_transforms = widgets.Checkbox(
+            True, description="jitter / scale / rotate", indent=False,
+            tooltip="move the picture randomly every step so that only features robust to it grow (Olah et al. 2017)",
+        )  # fmt: skip
+        self.tile_size = widgets.Dropdown(
+            options=[("fit width", 0), ("64 px", 64), ("96 px", 96), ("128 px", 128), ("192 px", 192), ("256 px", 256)],
+            value=0,
+            description="tiles",
+            tooltip="the size of each picture on screen",
+            layout=widgets.Layout(width="200px"),
+        )
+        for control in (self.steps, self.size, self.learning_rate, self.seed, self.parameterization):
+            control.style.description_width = "70px"
         self._image = None if image is None else _fit(probe, image, "image")
         self.snapshot_every = snapshot_every
         self.run_button = widgets.Button(description="Run", icon="play", button_style="success")
         self.stop_button = widgets.Button(description="Stop", icon="stop")
         self.progress = widgets.IntProgress(0, 0, steps, description="")
-        self.grid = ImageGrid(cmap="gray", tile_px=128 if default >= 96 else 72)  # ImageNet pictures: 128 px tiles
+        self.grid = ImageGrid(cmap="gray", tile_px=0)  # tiles fit the width; the "tiles" control resizes them
+        widgets.link((self.tile_size, "value"), (self.grid, "tile_px"))
         # the clicked tile at full resolution with its curve (a PNG: no Output capture from threads)
         self.detail = widgets.Image(format="png", layout=widgets.Layout(display="none", max_width="100%"))
         enable_compilation_cache()  # the next session compiles nothing it compiled before
@@ -108,9 +129,11 @@ class FilterExplorer(View):
         )
         tabs = widgets.Accordion([widgets.HBox([settings, self.regularizer_panel])], titles=("settings",))
         tabs.selected_index = None
-        bar = widgets.HBox([self.run_button, self.stop_button, self.progress, self.status])
+        bar = widgets.HBox(
+            [self.run_button, self.stop_button, self.progress, self.status], layout=widgets.Layout(flex_flow="row wrap")
+        )
         self.children = [
-            widgets.HBox([self.layer_slider, self.filter_picker]),
+            widgets.HBox([self.layer_slider, self.filter_picker, self.tile_size], layout=widgets.Layout(flex_flow="row wrap")),
             tabs,
             bar,
             self.grid,
@@ -261,7 +284,7 @@ class FilterExplorer(View):
                 self.status.value = (
                     f"{layer}: step {done}/{request['steps']}{group}"
                     + (f" · {stage}" if p.stages > 1 else "")
-                    + f" · {rate:.0f} steps/s"
+                    + f" · {rate:.{1 if rate < 10 else 0}f} steps/s"
                 )
             return None
 
@@ -313,6 +336,7 @@ class FilterExplorer(View):
     def _show_detail(self, change):
         i = change["new"]
         if self.result is None or not 0 <= i < len(self.result.units):
+            self.detail.layout.display = "none"  # no tile selected (or its tiles are gone): no detail
             return
         from cnnvis_widgets import export
 

@@ -1,7 +1,9 @@
 """ImageGrid: N tiles shown as ONE bqplot figure (a montage), updated in place.
 
 Pixels travel as raw uint8 arrays over binary buffers (bqplot-image-gl's ``ImageGL``
-mark: ~1 ms of kernel time per frame), never as PNG. Clicking a tile sets ``selected``.
+mark: ~1 ms of kernel time per frame), never as PNG. Clicking a tile sets ``selected``, and
+the selected tile is drawn framed. ``tile_px`` (a trait: a control can link to it) is the
+tiles' size on screen; 0 fits the grid to ``FIT_WIDTH_PX``.
 """
 
 from __future__ import annotations
@@ -19,12 +21,24 @@ from bqplot_image_gl.interacts import MouseInteraction
 from cnnvis_widgets import images as px
 
 
+FIT_WIDTH_PX = 720  # a grid with tile_px=0 is this wide (a notebook's output area at 1024 px holds it)
+MAX_WIDTH_PX = 960
+SELECTED_RGB = (255, 140, 0)  # the frame of the selected tile
+
+
+def fitted_tile_px(n: int, ncols: int | None = None) -> int:
+    """The tile size that makes ``n`` tiles ``FIT_WIDTH_PX`` wide (between 48 and 256 px)."""
+    _, cols = px.grid_shape(n, ncols)
+    return int(np.clip(FIT_WIDTH_PX // cols, 48, 256))
+
+
 class ImageGrid(widgets.VBox):
     """A montage of tiles (N, H, W, C in [0, 1]) with labels; ``selected`` is the clicked tile."""
 
     selected = traitlets.Int(-1)
     frames = traitlets.Int(0)  # frames sent to the browser so far
     stale = traitlets.Bool(False)  # the tiles shown belong to an older request (``mark_stale``)
+    tile_px = traitlets.Int(72)  # a tile's size on screen; 0: fit the grid to FIT_WIDTH_PX
 
     def __init__(
         self,
@@ -36,8 +50,10 @@ class ImageGrid(widgets.VBox):
         max_fps: float = 15.0,
         **kwargs,
     ):
-        self.ncols, self.cmap, self.tile_px, self.max_fps = ncols, cmap, tile_px, max_fps
+        self.ncols, self.cmap, self.max_fps = ncols, cmap, max_fps
         self._shape = None
+        self._montage = None  # the last montage sent, without the selection frame (uint8, row 0 on top)
+        self._last = None  # (tiles, labels) of the last update: redrawn when tile_px changes
         self._next_send = 0.0
         # the worker (frames) and the kernel's event handlers may both draw: one at a time, or
         # ipywidgets' hold_sync bookkeeping races ("Set changed size during iteration", lost updates)
@@ -74,8 +90,18 @@ class ImageGrid(widgets.VBox):
         # what the tiles are, above them; says so when they are stale (``mark_stale``)
         self.caption = widgets.HTML(layout=widgets.Layout(margin="0 0 0 4px"))
         super().__init__([self.caption, self.figure], **kwargs)
+        self.tile_px = tile_px
+        self.observe(self._relayout, "tile_px")
+        self.observe(self._reframe, "selected")
         if tiles is not None:
             self.update(tiles, labels, force=True)
+
+    @property
+    def shown_tile_px(self) -> int:
+        """The tiles' size on screen now (``tile_px``, or the fitted size when it is 0)."""
+        if self.tile_px > 0:
+            return self.tile_px
+        return fitted_tile_px(self._shape[0] if self._shape else 1, self.ncols)
 
     @property
     def pixels(self) -> np.ndarray:
@@ -96,6 +122,7 @@ class ImageGrid(widgets.VBox):
         at once, on the kernel thread, before the new request's first frame."""
         with self._lock:
             if self._shape is not None and not self.stale:
+                self.selected = -1  # the selection belongs to the old tiles
                 faded = np.asarray(self.mark.image).astype(np.uint16) * 2 // 5 + 153  # 40 % ink
                 with self.mark.hold_sync():
                     self.mark.image = faded.astype(np.uint8)
@@ -114,23 +141,28 @@ class ImageGrid(widgets.VBox):
         tiles = np.asarray(tiles, np.float32)
         if tiles.ndim != 4:
             raise ValueError(f"ImageGrid expects tiles of shape (N, H, W, C), got {tiles.shape}.")
+        self._last = (tiles, labels)
         rgb = px.colorize(tiles, self.cmap) if tiles.shape[-1] == 1 else tiles[..., :3]
-        if self._shape != (len(tiles), *tiles.shape[1:3]):
+        new_shape = self._shape != (len(tiles), *tiles.shape[1:3])
+        if new_shape:
+            if self._shape is not None:
+                self.selected = -1  # other tiles: the selection is gone
+            self._shape = (len(tiles), *tiles.shape[1:3])
             # a band under each row for the labels: ~14 screen px, in tile pixels
-            self._gap = int(np.ceil(14 * tiles.shape[1] / self.tile_px)) if labels is not None else 0
+            self._gap = int(np.ceil(14 * tiles.shape[1] / self.shown_tile_px)) if labels is not None else 0
         montage = px.to_uint8(px.montage(rgb, self.ncols, pad=1, pad_value=1.0, row_gap=self._gap))
         h, w = montage.shape[:2]
         with self.mark.hold_sync():  # not self.hold_sync(): `selected` is set by clicks, on the kernel thread
-            if self._shape != (len(tiles), *tiles.shape[1:3]):
-                self._shape = (len(tiles), *tiles.shape[1:3])
-                rows, cols = px.grid_shape(len(tiles), self.ncols)
-                self.figure.layout = widgets.Layout(
-                    width=f"{min(cols * self.tile_px, 960) + 8}px",
-                    height=f"{min(cols * self.tile_px, 960) * h / w + 8:.0f}px",
-                )
+            if new_shape:
+                _, cols = px.grid_shape(len(tiles), self.ncols)
+                # the layout's width and height in one change, from the first frame: the figure
+                # is never drawn at a default aspect and corrected later
+                width = min(cols * self.shown_tile_px, MAX_WIDTH_PX)
+                self.figure.layout = widgets.Layout(width=f"{width + 8}px", height=f"{width * h / w + 8:.0f}px")
                 self.mark.x, self.mark.y = (0, w), (0, h)
                 self._x.max, self._y.max = w, h
-            self.mark.image = montage[::-1]  # bqplot's y axis points up
+            self._montage = montage
+            self.mark.image = self._framed(montage)[::-1]  # bqplot's y axis points up
             text = [str(label) for label in labels] if labels is not None else []
             if text != self._label_text:
                 self._place_labels(text, h)
@@ -138,6 +170,32 @@ class ImageGrid(widgets.VBox):
             self.caption.value = caption  # before ``frames`` moves: an observer of frames sees both
         self.frames += 1
         return True
+
+    def _framed(self, montage: np.ndarray) -> np.ndarray:
+        """The montage with a frame (~3 screen px) just inside the selected tile's edge."""
+        if not 0 <= self.selected < (self._shape[0] if self._shape else 0):
+            return montage
+        n, th, tw = self._shape
+        _, cols = px.grid_shape(n, self.ncols)
+        r, c = divmod(self.selected, cols)
+        y0, x0 = r * (th + 1 + self._gap), c * (tw + 1)
+        k = max(1, round(3 * th / self.shown_tile_px))
+        framed = montage.copy()
+        tile = framed[y0 : y0 + th, x0 : x0 + tw]
+        for edge in (tile[:k], tile[-k:], tile[:, :k], tile[:, -k:]):
+            edge[...] = SELECTED_RGB[: montage.shape[-1]]
+        return framed
+
+    def _reframe(self, _change) -> None:
+        with self._lock:
+            if self._montage is not None and not self.stale:
+                self.mark.image = self._framed(self._montage)[::-1]
+
+    def _relayout(self, _change) -> None:
+        with self._lock:
+            if self._last is not None and not self.stale:
+                self._shape = None  # lay out again at the new size (the selection stays)
+                self._update(*self._last, force=True)
 
     def _place_labels(self, text: list[str], height: int) -> None:
         """One label centred in the band under each tile."""

@@ -224,3 +224,61 @@ def test_warmup_compiles_what_a_first_visit_would():
     assert fe.wait(120) and fe.result.layer == "conv4" and fe.result.steps_done == 40
     assert programs_lowered() == lowered
     fe.close()
+
+
+def test_the_clicked_tile_is_framed_and_a_new_layer_clears_the_frame(explorer):
+    from cnnvis_widgets.widgets.grid import SELECTED_RGB
+
+    grid = explorer.grid
+    plain = grid.pixels.copy()
+    n, th, tw = grid._shape
+    cols = int(np.ceil(np.sqrt(n)))
+    grid.selected = 5
+    r, c = divmod(5, cols)
+    y0, x0 = r * (th + 1 + grid._gap), c * (tw + 1)
+    framed = grid.pixels
+    assert (framed[y0, x0 : x0 + tw] == SELECTED_RGB).all() and (framed[y0 : y0 + th, x0] == SELECTED_RGB).all()
+    changed = np.any(framed != plain, axis=-1)
+    assert not changed[: y0].any() and not changed[y0 + th :].any()  # only tile 5's edge changed
+    assert not changed[:, : x0].any() and not changed[:, x0 + tw :].any()
+    assert explorer.detail.layout.display is None
+    explorer.layer_slider.value = "conv1"
+    assert grid.selected == -1 and explorer.detail.layout.display == "none"
+    assert explorer.wait(120)
+    assert not (np.all(grid.pixels == SELECTED_RGB, axis=-1)).any()
+
+
+def test_tiles_fit_the_width_and_the_tiles_control_resizes_them(explorer):
+    from cnnvis_widgets.widgets.grid import FIT_WIDTH_PX
+
+    width = lambda: int(explorer.grid.figure.layout.width.rstrip("px"))  # noqa: E731
+    height = lambda: float(explorer.grid.figure.layout.height.rstrip("px"))  # noqa: E731
+    assert explorer.tile_size.value == 0  # "fit width": 8 tiles, 3 columns, 240 px each
+    assert width() == 3 * (FIT_WIDTH_PX // 3) + 8
+    pixels, frames = explorer.grid.pixels.copy(), explorer.grid.frames
+    explorer.tile_size.value = 64
+    assert width() == 3 * 64 + 8 and explorer.grid.frames == frames + 1
+    h, w = explorer.grid.pixels.shape[:2]
+    assert abs((height() - 8) / (width() - 8) - h / w) < 0.02  # the figure's aspect is the montage's
+    assert explorer.grid.pixels.shape[0] > pixels.shape[0]  # a taller label band in tile pixels: text stays ~14 px
+
+
+def test_every_setting_explains_itself_and_reset_restores_the_defaults(explorer):
+    panel = explorer.regularizer_panel
+    for control in (explorer.steps, explorer.size, explorer.learning_rate, explorer.seed,
+                    explorer.parameterization, explorer.use_transforms, explorer.tile_size,
+                    *panel.toggles, *panel.sliders):  # fmt: skip
+        assert len(control.tooltip or "") > 15, control.description
+    assert all(re.search(r"\(\D+ \d{4}|grey", t.tooltip) for t in panel.toggles)  # a paper, or plain words
+    start = list(panel.weights)
+    changes = []
+    panel.observe(lambda c: changes.append(c["new"]), "weights")
+    panel.toggles[2].value = True  # "grey out faint pixels" on
+    panel.sliders[0].value = 0.05
+    panel.toggles[4].value = not panel.toggles[4].value
+    assert panel.weights != start
+    assert all(s.disabled == (not t.value) for t, s in zip(panel.toggles, panel.sliders))
+    changes.clear()
+    panel.reset_button.click()
+    assert panel.weights == start and len(changes) == 1  # one change: one run, not one per control
+    assert all(s.disabled == (not t.value) for t, s in zip(panel.toggles, panel.sliders))
