@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--target", help="a class name or index, or a layer unit like conv3:5 (default: the predicted class)"
     )
     p.add_argument("--opacity", type=float, default=0.5)
-    p.add_argument("--cmap", default="jet", help="a matplotlib colormap for unsigned maps")
+    p.add_argument("--cmap", default="inferno", help="a matplotlib colormap for unsigned maps (sequential)")
     p.add_argument("--out", default="out/saliency.png")
     p = _command(
         sub, "maps", cmd_maps, "feature maps of one image at a layer → PNG grid", "image", "layer", "filters"

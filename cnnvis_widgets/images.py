@@ -86,18 +86,28 @@ def to_rgb(images: np.ndarray) -> np.ndarray:
     return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images[..., :3]
 
 
-def display_maps(maps: np.ndarray, signed: bool = False, percentile: float = 99.5) -> np.ndarray:
+def display_maps(
+    maps: np.ndarray, signed: bool = False, percentile: float = 99.5, shared: bool = False
+) -> np.ndarray:
     """(N, H, W) maps → [0, 1] for colouring: 0 → 0 (unsigned) or 0.5 (signed, ± around it).
 
     Each map is scaled by its ``percentile`` of |value| and clipped, so a few extreme pixels
-    (common in gradient maps) do not leave the rest dark.
+    (common in gradient maps) do not leave the rest dark. ``shared``: one scale (and offset)
+    for all maps, so equal colours mean equal values across them (a batch compared side by side).
     """
     maps = np.asarray(maps, np.float32)
-    lo = np.zeros((len(maps), 1, 1), np.float32) if signed else maps.min(axis=(1, 2), keepdims=True)
-    scale = np.percentile(np.abs(maps - lo), percentile, axis=(1, 2), keepdims=True)
-    scale = np.where(scale > 0, scale, np.abs(maps - lo).max(axis=(1, 2), keepdims=True))
+    axes = (0, 1, 2) if shared else (1, 2)
+    lo = np.zeros((len(maps), 1, 1), np.float32) if signed else maps.min(axis=axes, keepdims=True)
+    scale = np.percentile(np.abs(maps - lo), percentile, axis=axes, keepdims=True)
+    scale = np.where(scale > 0, scale, np.abs(maps - lo).max(axis=axes, keepdims=True))
     scaled = (maps - lo) / np.where(scale > 0, scale, 1)
     return np.clip(0.5 + 0.5 * scaled if signed else scaled, 0.0, 1.0)
+
+
+def colormap_css(cmap: str, stops: int = 11) -> str:
+    """A CSS ``linear-gradient`` (left to right) of a matplotlib colormap, for a colour bar."""
+    rgb = to_uint8(colorize(np.linspace(0, 1, stops)[None], cmap)[0])
+    return "linear-gradient(to right, " + ", ".join(f"rgb({r},{g},{b})" for r, g, b in rgb) + ")"
 
 
 def overlay(images: np.ndarray, heat: np.ndarray, opacity: float = 0.5) -> np.ndarray:

@@ -1494,7 +1494,7 @@ CASES = [
         "ActivationExplorer/unknown-image-name",
         lambda p, t: ActivationExplorer(p, image="dog", autorun=False),
         ValueError,
-        "Unknown image 'dog'; choose one of: test digit 0",
+        "Unknown image 'dog'; choose one of: test image #0 — label",
     ),
     case(
         "ActivationExplorer/nan-image",

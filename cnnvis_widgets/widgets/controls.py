@@ -268,7 +268,7 @@ def _named_images(probe, images) -> dict:
     if images is None:
         if probe.input_shape[-1] == 1:
             test = data.digits_split()[1]
-            return {f"test digit {i} (a {test.labels[i]})": test.images[i] for i in range(16)}
+            return {f"test image #{i} — label {test.labels[i]}": test.images[i] for i in range(16)}
         return {name: data.photo(name) for name in data.PHOTOS}
     if isinstance(images, dict):
         return dict(images)

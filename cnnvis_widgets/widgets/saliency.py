@@ -70,7 +70,8 @@ class SaliencyExplorer(View):
       cascade_steps: parameter modules the sanity row randomizes, top down (None: all; the default 12
         covers digits-cnn's 6, while efficientnet-lite0 has 99, each re-running the method).
       options: per-method engine options, e.g. ``{"smoothgrad": {"n_samples": 16}}``.
-      cmap, signed_cmap: colormaps of unsigned maps and of signed attributions.
+      cmap, signed_cmap: colormaps of unsigned maps (sequential) and of signed attributions
+        (diverging, centred on 0); a colour bar under the maps shows each one in use.
       autorun: compute at once.
     """
 
@@ -87,7 +88,7 @@ class SaliencyExplorer(View):
         sanity: bool = False,
         cascade_steps: int | None = 12,
         options: dict | None = None,
-        cmap: str = "jet",
+        cmap: str = "inferno",
         signed_cmap: str = "RdBu_r",
         autorun: bool = True,
     ):
@@ -121,7 +122,7 @@ class SaliencyExplorer(View):
                 close = difflib.get_close_matches(str(name), list(colormaps), n=3)
                 hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
                 raise ValueError(
-                    f"Unknown {what} {name!r}.{hint} Any matplotlib colormap name works, e.g. 'jet', 'viridis'."
+                    f"Unknown {what} {name!r}.{hint} Any matplotlib colormap name works, e.g. 'inferno', 'viridis' (sequential) or 'RdBu_r' (diverging)."
                 )
         self.cascade_steps = cascade_steps
         self.cmap, self.signed_cmap = cmap, signed_cmap
@@ -159,25 +160,41 @@ class SaliencyExplorer(View):
         self.mode = widgets.ToggleButtons(options=list(MODES), value=mode, description="mode")
         self.mode.style.button_width = "80px"
         self.batch_size = widgets.BoundedIntText(
-            batch_size, min=0, max=100000, description="first N", tooltip="images in batch mode (0: all)"
-        )
-        self.batch_size.layout.width = "160px"
+            batch_size, min=0, max=100000, description="images (0 = all)",
+            tooltip="batch mode shows the picker's first N images, one map each (0: every image)",
+            style={"description_width": "initial"}, layout=widgets.Layout(width="170px"),
+        )  # fmt: skip
         self.opacity = widgets.FloatSlider(
             opacity, min=0.0, max=1.0, step=0.05, description="opacity", continuous_update=True
         )
         self.sanity = widgets.Checkbox(sanity, description="sanity check (randomize layers)", indent=False)
         self.grid = ImageGrid(tile_px=128)
-        self.top5_html = widgets.HTML(layout=widgets.Layout(min_width="220px", margin="0 0 0 12px"))
+        self.colorbar = widgets.HTML(layout=widgets.Layout(margin="0 0 0 4px"))  # what the colours mean
+        # the model's top-5 for the picker's image: each a button that makes its class the target
+        self.top5_title = widgets.HTML()
+        self.top5_buttons = [
+            widgets.Button(layout=widgets.Layout(width="210px", height="26px"), style={"button_color": "#f4f6fa"})
+            for _ in range(5)
+        ]
+        for button in self.top5_buttons:
+            button.on_click(self._class_clicked)
+        self.top5_note = widgets.HTML()
+        self.top5_box = widgets.VBox(
+            [self.top5_title, *self.top5_buttons, self.top5_note],
+            layout=widgets.Layout(min_width="220px", margin="0 0 0 12px"),
+        )
         self.cascade_title = widgets.HTML()
         self.cascade_grid = ImageGrid(tile_px=96)
         # shown only with the sanity check on: a bqplot figure laid out hidden (0×0) errs in the browser
         self.cascade_box = widgets.VBox([self.cascade_title, self.cascade_grid] if sanity else [])
 
         self.children = [
-            widgets.HBox([self.image_picker, self.method, self.target]),
-            widgets.HBox([self.mode, self.batch_size, self.opacity, self.sanity]),
+            widgets.HBox([self.image_picker, self.method, self.target], layout=widgets.Layout(flex_flow="row wrap")),
+            widgets.HBox(
+                [self.mode, self.batch_size, self.opacity, self.sanity], layout=widgets.Layout(flex_flow="row wrap")
+            ),
             self.status,
-            widgets.HBox([self.grid, self.top5_html]),
+            widgets.HBox([widgets.VBox([self.grid, self.colorbar]), self.top5_box]),
             self.cascade_box,
         ]
         self._sync_batch_control()
@@ -245,6 +262,9 @@ class SaliencyExplorer(View):
         }
         what = "every method" if mode == "compare" else LABELS.get(request["method"], request["method"])
         self.show_status(f"computing {what} on {len(names)} image(s)…")
+        if self._display is None:  # nothing shown yet: the image(s) at once, not a blank box
+            with self._draw_lock:
+                self.grid.update(px.to_rgb(images), [f"{n} · computing…" for n in names], force=True)
         return self.runner.submit(lambda cancelled: self._job(request, cancelled))
 
     def options_for(self, method: str, target) -> dict:
@@ -263,9 +283,11 @@ class SaliencyExplorer(View):
         probe, target, images = self.probe, request["target"], request["images"]
         base = px.to_rgb(images)
         results = {}
-        for method in request["methods"]:
+        for k, method in enumerate(request["methods"]):
             if cancelled():
                 return
+            if request["mode"] == "compare":
+                self.show_status(f"computing {LABELS.get(method, method)} ({k + 1}/{len(request['methods'])})…")
             results[method] = saliency(probe, images, method, target, **self.options_for(method, target))
             if request["mode"] == "compare" and len(results) < len(request["methods"]):
                 self._show_main(*self._compare_tiles(base[0], results, request["methods"]), force=False)
@@ -292,8 +314,8 @@ class SaliencyExplorer(View):
         if request["mode"] == "compare":
             tiles = self._compare_tiles(base[0], results, request["methods"])
         elif request["mode"] == "batch":
-            maps = self._display_maps(result)
-            labels = [f"{i}: {self.target_label(result, i)}" for i in range(len(maps))]
+            maps = self._display_maps(result, shared=True)  # one scale: equal colours, equal values
+            labels = [f"{name} → {self.target_label(result, i)}" for i, name in enumerate(request["names"])]
             tiles = (base, self._heat(maps, result.method), np.ones(len(maps), bool), labels, maps)
         else:
             maps = self._display_maps(result)
@@ -315,11 +337,12 @@ class SaliencyExplorer(View):
         )
         self._show_main(*tiles, force=True)
         self._show_cascade(request, cascade)
-        self.top5_html.value = self._top5_table(top5, result)
+        self._show_top5(top5, result, request)
+        self.colorbar.value = self._colorbar_html(request)
         what = "every method" if request["mode"] == "compare" else LABELS.get(result.method, result.method)
         self.show_status(
-            f"{what} · target {self.target_label(result, 0)}"
-            + (f" (first of {len(images)} images)" if len(images) > 1 else "")
+            f"{what} · target {self.target_label(result, self._picked(request))}"
+            + (f" ({html.escape(request['image_name'])}; {len(images)} images)" if len(images) > 1 else "")
             + f" · {time.monotonic() - start:.2f} s"
         )
 
@@ -377,26 +400,60 @@ class SaliencyExplorer(View):
         labels = [LABELS.get(m, m) + ("" if d else " …") for m, d in zip(methods, done)]
         return np.repeat(image_rgb[None], len(methods), axis=0), heat, done, labels, maps
 
-    def _display_maps(self, result) -> np.ndarray:
-        """Maps in [0, 1] for colouring: signed attributions centred at 0.5, others min-max scaled."""
-        return px.display_maps(result.maps, signed=result.method in SIGNED_METHODS)
+    def _display_maps(self, result, shared: bool = False) -> np.ndarray:
+        """Maps in [0, 1] for colouring: signed attributions centred at 0.5, others min-max scaled
+        (``shared``: one scale for all of them)."""
+        return px.display_maps(result.maps, signed=result.method in SIGNED_METHODS, shared=shared)
 
     def _heat(self, maps, method: str) -> np.ndarray:
         return px.colorize(maps, self.signed_cmap if method in SIGNED_METHODS else self.cmap)
 
-    def _top5_table(self, top5, result) -> str:
-        rows = "".join(
-            f"<tr><td>{html.escape(name)}</td><td style='text-align:right'>{p:.3f}</td>"
-            f"<td><div style='background:#4a90d9;height:10px;width:{max(1, round(80 * p))}px'></div></td></tr>"
-            for name, p in top5
-        )
+    def _show_top5(self, top5, result, request) -> None:
+        """The top-5 of the picker's image as buttons (a click makes the class the target) and
+        the target's score for that same image."""
+        self.top5_title.value = f"<b>top-5</b> <small>({html.escape(request['image_name'])})</small>"
+        for button, (name, p) in zip(self.top5_buttons, top5):
+            button.description = f"{name} · {p:.3f}"
+            button.tooltip = f"make {name!r} the target"
+        i = self._picked(request)
         unit = result.target_layer is not None
-        score = f"{'mean activation' if unit else 'logit'} {result.scores[0]:.3g}"
-        return (
-            f"<b>top-5</b> <small>({html.escape(self.image_picker.value)})</small>"
-            f"<table style='font-size:12px'>{rows}</table>"
-            f"<small>target {html.escape(self.target_label(result, 0))}: {score}</small>"
+        score = f"{'mean activation' if unit else 'logit'} {result.scores[i]:.3g}"
+        self.top5_note.value = (
+            f"<small>target {html.escape(self.target_label(result, i))}: {score}<br>"
+            "click a class to explain it</small>"
         )
+
+    def _picked(self, request) -> int:
+        """Which of the request's images is the picker's (the one the top-5 is about)."""
+        names = request["names"]
+        return names.index(request["image_name"]) if request["image_name"] in names else 0
+
+    def _class_clicked(self, button) -> None:
+        k = self.top5_buttons.index(button)
+        if k < len(self.top5):
+            self.target.value = self.top5[k][0]  # the target box's observer starts the run
+
+    def _colorbar_html(self, request) -> str:
+        """A colour bar per kind of map shown: sequential for magnitudes, diverging around 0."""
+        kinds = {m in SIGNED_METHODS for m in request["methods"]}
+        scale = (
+            f"one scale for all {len(request['names'])} images"
+            if request["mode"] == "batch"
+            else "each map scaled to its own 99.5th percentile"
+        )
+        bars = []
+        for signed in sorted(kinds):
+            cmap = self.signed_cmap if signed else self.cmap
+            ends = ("− lowers the score", "+ raises it") if signed else ("0", "high")
+            bars.append(
+                "<div style='display:flex;align-items:center;gap:6px;font-size:11px;margin:2px 0'>"
+                f"<span style='min-width:60px'>{'signed' if signed else 'magnitude'}</span>"
+                f"<span>{ends[0]}</span>"
+                f"<span style='display:inline-block;width:160px;height:10px;background:{px.colormap_css(cmap)};"
+                "border:1px solid #999'></span>"
+                f"<span>{ends[1]}</span></div>"
+            )
+        return "".join(bars) + f"<small style='color:#666'>{scale}</small>"
 
     # --------------------------------------------------------------- naming
     def class_name(self, index: int) -> str:
@@ -413,6 +470,7 @@ class SaliencyExplorer(View):
     # --------------------------------------------------------------- control reactions
     def _sync_batch_control(self) -> None:
         self.batch_size.disabled = self.mode.value != "batch"
+        self.method.disabled = self.mode.value == "compare"  # compare shows every method
 
     def _mode_changed(self, _change) -> None:
         self._sync_batch_control()

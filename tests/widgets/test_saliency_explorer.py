@@ -158,7 +158,7 @@ def test_top5_match_an_independent_softmax(explorer):
         top = np.argsort(-probs)[:5]
         assert [n for n, _ in explorer.top5] == [probe.class_names[i] for i in top]
         np.testing.assert_allclose([p for _, p in explorer.top5], probs[top], atol=1e-5)
-        assert f"{probs[top[0]]:.3f}" in explorer.top5_html.value
+        assert f"{probs[top[0]]:.3f}" in explorer.top5_buttons[0].description
 
 
 def test_the_kernel_answers_while_a_slow_job_runs():
@@ -201,3 +201,63 @@ def test_constructor_rejects_a_bad_method_or_target():
         SaliencyExplorer("digits-cnn", method="vanila", autorun=False)
     with pytest.raises(ValueError, match="Valid layers"):
         SaliencyExplorer("digits-cnn", target=("conv9", 1), autorun=False)
+
+
+def test_the_image_shows_at_once_while_the_first_map_computes():
+    se = SaliencyExplorer("digits-cnn", autorun=False)
+    try:
+        with se.runner._cond:  # hold the worker: what shows now was drawn by run() itself
+            se.run()
+            assert se.grid.frames == 1 and "computing" in se.grid.labels.text[0]
+            assert se.grid.pixels.max() > 200  # the digit (white strokes), not a blank black box
+        assert se.wait(120) and "computing" not in " ".join(se.grid.labels.text)
+    finally:
+        se.close()
+
+
+def test_clicking_a_top5_class_makes_it_the_target(explorer):
+    assert explorer.target.value == sal.PREDICTED
+    second = explorer.top5[1][0]
+    explorer.top5_buttons[1].click()
+    assert explorer.target.value == second
+    assert explorer.wait(120)
+    assert explorer.target_label(explorer.result, 0) == second
+    assert f"target {second}:" in explorer.top5_note.value
+    assert explorer.image_picker.value.startswith("test image #0 — label ")
+
+
+def test_batch_maps_share_one_scale_and_the_target_line_is_the_picked_images(explorer):
+    explorer.target.value = "3"
+    explorer.mode.value = "batch"
+    explorer.batch_size.value = 4
+    explorer.image_picker.value = explorer.image_picker.names[2]
+    assert explorer.wait(120)
+    maps = explorer.result.maps
+    # one scale: the displayed maps are the raw ones through a single affine map (independently)
+    lo, scale = maps.min(), np.percentile(np.abs(maps - maps.min()), 99.5)
+    np.testing.assert_allclose(explorer.maps, np.clip((maps - lo) / scale, 0, 1), atol=1e-5)
+    own = np.percentile(explorer.maps, 99.5, axis=(1, 2))  # 1.0 for every map if each had its own scale
+    assert own.min() < 0.95, own
+    picked = explorer.image_picker.value
+    assert picked in explorer.top5_title.value
+    assert f"{explorer.result.scores[2]:.3g}" in explorer.top5_note.value  # image 2's score, not image 0's
+    assert [t.split(" → ")[0] for t in explorer.grid.labels.text] == explorer.image_picker.names[:4]
+    assert "one scale for all 4 images" in explorer.colorbar.value
+
+
+def test_compare_mode_reports_each_method_and_shows_both_colour_bars(explorer):
+    statuses = []
+    explorer.status.observe(lambda c: statuses.append(c["new"]), "value")
+    explorer.mode.value = "compare"
+    assert explorer.method.disabled
+    assert explorer.wait(300)
+    n = len(sal.METHODS)
+    for k, method in enumerate(sal.METHODS):
+        assert any(f"computing {LABELS[method]} ({k + 1}/{n})" in t for t in statuses), method
+    from cnnvis_widgets.images import colormap_css
+
+    assert colormap_css(explorer.cmap) in explorer.colorbar.value
+    assert colormap_css(explorer.signed_cmap) in explorer.colorbar.value
+    explorer.mode.value = "single"
+    assert not explorer.method.disabled and explorer.wait(120)
+    assert colormap_css(explorer.signed_cmap) not in explorer.colorbar.value  # vanilla: magnitudes only
