@@ -21,7 +21,7 @@ from bqplot_image_gl.interacts import MouseInteraction
 from cnnvis_widgets import images as px
 
 
-FIT_WIDTH_PX = 720  # a grid with tile_px=0 is this wide (a notebook's output area at 1024 px holds it)
+FIT_WIDTH_PX = 560  # a grid with tile_px=0 is this wide: JupyterLab at 1024 px with its file browser open leaves ~590 px
 MAX_WIDTH_PX = 960
 SELECTED_RGB = (255, 140, 0)  # the frame of the selected tile
 

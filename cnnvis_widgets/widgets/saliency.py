@@ -39,6 +39,7 @@ from cnnvis_widgets.widgets.view import View, as_probe
 from cnnvis_widgets.models.probe import owned_by_probe
 
 MODES = ("single", "batch", "compare")
+CASCADE_COLUMNS = 6  # the sanity row's tiles per row: 6 x 88 px, and labels like "block15 ρ=0.52" fit
 LABELS = {
     "vanilla": "vanilla gradient",
     "grad_x_input": "gradient × input",
@@ -168,7 +169,7 @@ class SaliencyExplorer(View):
             opacity, min=0.0, max=1.0, step=0.05, description="opacity", continuous_update=True
         )
         self.sanity = widgets.Checkbox(sanity, description="sanity check (randomize layers)", indent=False)
-        self.grid = ImageGrid(tile_px=128)
+        self.grid = ImageGrid(tile_px=0)  # fits the width: two large tiles in single mode, 4 columns in the others
         self.colorbar = widgets.HTML(layout=widgets.Layout(margin="0 0 0 4px"))  # what the colours mean
         # the model's top-5 for the picker's image: each a button that makes its class the target
         self.top5_title = widgets.HTML()
@@ -184,7 +185,7 @@ class SaliencyExplorer(View):
             layout=widgets.Layout(min_width="220px", margin="0 0 0 12px"),
         )
         self.cascade_title = widgets.HTML()
-        self.cascade_grid = ImageGrid(tile_px=96)
+        self.cascade_grid = ImageGrid(tile_px=88)
         # shown only with the sanity check on: a bqplot figure laid out hidden (0×0) errs in the browser
         self.cascade_box = widgets.VBox([self.cascade_title, self.cascade_grid] if sanity else [])
 
@@ -194,7 +195,9 @@ class SaliencyExplorer(View):
                 [self.mode, self.batch_size, self.opacity, self.sanity], layout=widgets.Layout(flex_flow="row wrap")
             ),
             self.status,
-            widgets.HBox([widgets.VBox([self.grid, self.colorbar]), self.top5_box]),
+            widgets.HBox(  # the top-5 goes under the maps where the notebook is narrow
+                [widgets.VBox([self.grid, self.colorbar]), self.top5_box], layout=widgets.Layout(flex_flow="row wrap")
+            ),
             self.cascade_box,
         ]
         self._sync_batch_control()
@@ -315,7 +318,7 @@ class SaliencyExplorer(View):
             tiles = self._compare_tiles(base[0], results, request["methods"])
         elif request["mode"] == "batch":
             maps = self._display_maps(result, shared=True)  # one scale: equal colours, equal values
-            labels = [f"{name} → {self.target_label(result, i)}" for i, name in enumerate(request["names"])]
+            labels = [f"{_short(name, i)} → {self.target_label(result, i)}" for i, name in enumerate(request["names"])]
             tiles = (base, self._heat(maps, result.method), np.ones(len(maps), bool), labels, maps)
         else:
             maps = self._display_maps(result)
@@ -377,7 +380,7 @@ class SaliencyExplorer(View):
             labels = [f"{step} ρ={r:.2f}" for step, r in zip(cascade.steps, rho)]
             base = np.repeat(px.to_rgb(request["image"][None]), len(maps), axis=0)
             self._cascade_display = (base, px.colorize(maps, self.cmap), np.ones(len(maps), bool), labels)
-            self.cascade_grid.ncols = len(maps)
+            self.cascade_grid.ncols = min(len(maps), CASCADE_COLUMNS)  # rows of 6 fit a narrow notebook
             self.cascade_grid.update(self._blend(self._cascade_display), labels, force=True)
             method = LABELS.get(cascade.methods[0], cascade.methods[0])
             self.cascade_title.value = (
@@ -540,6 +543,11 @@ def target_to_text(probe, target) -> str:
 
 
 # ------------------------------------------------------------------ helpers
+def _short(name: str, index: int, most: int = 12) -> str:
+    """A tile label for image ``index`` called ``name``: the name if it fits under a tile, else #index."""
+    return name if len(name) <= most else f"#{index}"
+
+
 def _check_options(options: dict) -> dict:
     if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
         raise TypeError(

@@ -253,7 +253,7 @@ def test_tiles_fit_the_width_and_the_tiles_control_resizes_them(explorer):
 
     width = lambda: int(explorer.grid.figure.layout.width.rstrip("px"))  # noqa: E731
     height = lambda: float(explorer.grid.figure.layout.height.rstrip("px"))  # noqa: E731
-    assert explorer.tile_size.value == 0  # "fit width": 8 tiles, 3 columns, 240 px each
+    assert explorer.tile_size.value == 0  # "fit width": 8 tiles, 3 columns, FIT_WIDTH_PX wide
     assert width() == 3 * (FIT_WIDTH_PX // 3) + 8
     pixels, frames = explorer.grid.pixels.copy(), explorer.grid.frames
     explorer.tile_size.value = 64
