@@ -232,7 +232,8 @@ def _check_filters(h: Harness):
         chunk=len(units),
     )
     np.testing.assert_allclose(result.images, again.images, atol=1e-5)
-    expected = ImageGrid(cmap="gray")
+    expected = ImageGrid(cmap="gray", tile_px=fe.grid.tile_px)
+    expected.selected = fe.grid.selected  # a clicked tile is framed
     expected.update(again.images, [str(u) for u in units])
     np.testing.assert_array_equal(fe.grid.pixels, expected.pixels)
     assert list(fe.grid.labels.text) == [str(u) for u in units]
@@ -248,7 +249,7 @@ def _check_saliency(h: Harness):
     again = sal.saliency(probe, images, se.method.value, target, **se.options_for(se.method.value, target))
     np.testing.assert_allclose(se.result.maps, again.maps, rtol=1e-4, atol=1e-6)
     blended = se._blend(se._display)
-    expected = ImageGrid(tile_px=128)
+    expected = ImageGrid(tile_px=se.grid.tile_px)
     expected.update(blended, se._display[3])
     np.testing.assert_array_equal(se.grid.pixels, expected.pixels)
 
