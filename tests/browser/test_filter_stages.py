@@ -93,7 +93,12 @@ def test_filter_explorer_draws_a_draft_then_the_full_picture_and_a_detail_view(l
     # and the caption names the new layer; the status says it is compiling
     # (the debounce is stretched to 3 s here so that the faded frame stays long enough to be
     # photographed: with a warm compile cache the new layer's start images follow within ~0.5 s)
-    kernel_exec(page, "import cnnvis_widgets.widgets.filters as f; _debounce, f.DEBOUNCE_S = f.DEBOUNCE_S, 3.0; fe.layer_slider.value = 'block9.expand'")
+    kernel_exec(
+        page,
+        "import cnnvis_widgets.widgets.filters as f\n"
+        "_debounce, f.DEBOUNCE_S = f.DEBOUNCE_S, 3.0\n"
+        "fe.layer_slider.value = 'block9.expand'",
+    )
     wait_html(page, "block9.expand", T_SHOT, r"block9\.expand · 4 filters · starting")
     stale = shot(figure, "s4-05-filters-stale-while-compiling", settle_ms=1500)
     kernel_exec(page, "f.DEBOUNCE_S = _debounce")
