@@ -38,17 +38,30 @@ def cmd_filters(args) -> int:
     start = time.time()
 
     filters = probe.check_units(layer, _parse_filters(args.filters))
-    bar = _bar(args.steps, f"{probe.name} {layer}")  # its total grows if the filters run in groups
+    bar = _RunBar(f"{probe.name} {layer}")
     result = visualize_filters(probe, layer, filters, **_ascent_options(args, bar))
     bar.close()
+    dead = _dead_filters(probe, layer)
     path = export.save_grid(
         result.images,
         args.out,
-        labels=[str(u) for u in result.units],
-        title=f"{probe.name} · {layer} · {result.steps_done} steps",
+        labels=[f"{u} · dead" if dead[u] else str(u) for u in result.units],
+        title=f"{probe.name} · {layer} · {result.steps_done} steps"
+        + (f" · {int(dead[result.units].sum())} dead (never fire on a test digit)" if dead.any() else ""),
     )
     print(f"wrote {path} ({len(result.units)} filters of {layer}, {time.time() - start:.1f} s)")
     return 0
+
+
+def _dead_filters(probe, layer: str) -> np.ndarray:
+    """Which filters of ``layer`` never fire (ReLU output <= 0 everywhere) on the bundled test
+    digits, for digits-cnn (the model trained on them); all False for other models."""
+    if probe.name != "digits-cnn":
+        return np.zeros(probe.layer(layer).channels, bool)
+    from cnnvis_widgets import data
+    from cnnvis_widgets.engine.activations import filter_stats
+
+    return filter_stats(probe, data.digits_split()[1].images, layer).dead
 
 
 def cmd_demo(args) -> int:
@@ -154,7 +167,7 @@ def cmd_classes(args) -> int:
 
     probe = load(args.model)
     classes = _class_indices(probe, args.classes)
-    bar = _bar(args.steps, f"{probe.name} classes")
+    bar = _RunBar(f"{probe.name} classes")
     result = visualize_classes(probe, classes, **_ascent_options(args, bar))
     bar.close()
     names = probe.class_names or [str(c) for c in range(max(classes) + 1)]
@@ -238,22 +251,34 @@ def cmd_app(args) -> int:
         return 0
 
 
-def _ascent_options(args, bar) -> dict:
-    """The optimization options of --steps/--size/--seed, with a callback that moves ``bar``
-    over the whole run (the filter groups run one after another)."""
-
-    def on_progress(progress) -> None:  # returns None: never stops the run
-        bar.total = progress.all_steps
-        bar.update(progress.done_steps - bar.n)
-
+def _ascent_options(args, bar: _RunBar) -> dict:
+    """The optimization options of --steps/--size/--seed, with ``bar`` as the progress callback."""
     return dict(
         steps=args.steps,
         size=args.size,
         seed=args.seed,
         recipe=args.recipe,
         snapshot_every=max(1, args.steps // 8),
-        callback=on_progress,
+        callback=bar,
     )
+
+
+class _RunBar:
+    """A progress bar over a whole optimization run, made at its first report: its total is then
+    known (every filter group's steps: never "0/128" growing to "/256"); says when XLA compiles."""
+
+    def __init__(self, desc: str):
+        self.desc, self.bar = desc, None
+
+    def __call__(self, progress) -> None:  # returns None: never stops the run
+        if self.bar is None:
+            self.bar = _bar(progress.all_steps, self.desc)
+        self.bar.set_description(f"{self.desc} (compiling…)" if progress.compiling else self.desc, refresh=progress.compiling)
+        self.bar.update(progress.done_steps - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _default_layer(probe) -> str:

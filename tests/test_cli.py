@@ -26,6 +26,44 @@ def test_filters_writes_a_grid(tmp_path, capsys):
     assert "4 filters of conv2" in capsys.readouterr().out
 
 
+def test_filters_marks_dead_filters_and_its_progress_bar_knows_its_total_from_the_start(
+    tmp_path, capsys, monkeypatch
+):
+    import numpy as np
+
+    from cnnvis_widgets import data, export, load
+
+    class Bar:  # what the CLI asks of its tqdm bar, recorded
+        def __init__(self, total, desc):
+            self.total, self.n = total, 0
+
+        def update(self, k):
+            self.n += k
+
+        def set_description(self, desc, refresh=True):
+            pass
+
+        def close(self):
+            pass
+
+    bars = []
+    monkeypatch.setattr(cli, "_bar", lambda total, desc: bars.append(Bar(total, desc)) or bars[-1])
+    saved = {}
+    real_save = export.save_grid
+    monkeypatch.setattr(export, "save_grid", lambda tiles, path, labels, title: saved.update(labels=labels, title=title)
+                        or real_save(tiles, path, labels=labels, title=title))  # fmt: skip
+    out = tmp_path / "conv4.png"
+    assert cli.main(["filters", "--layer", "conv4", "--steps", "4", "--out", str(out)]) == 0
+    assert len(bars) == 1 and bars[0].total == bars[0].n >= 4  # the total at creation is where it ends
+    # dead = never positive on any of the 450 test digits, from the model's own forward pass
+    probe = load("digits-cnn")
+    acts = np.asarray(probe.forward(probe.variables, data.digits_split()[1].images)[1]["conv4"])
+    dead = np.flatnonzero(acts.max(axis=(0, 1, 2)) <= 0)
+    assert len(dead) > 0, "digits-cnn's conv4 has dead filters (the README's figure shows them)"
+    assert [i for i, label in enumerate(saved["labels"]) if label.endswith("dead")] == list(dead)
+    assert f"{len(dead)} dead" in saved["title"]
+
+
 def test_recipe_option_draws_with_that_recipe_and_refuses_unknown_names(tmp_path, capsys):
     out = tmp_path / "grid.png"
     args = ["filters", "--layer", "conv2", "--filters", "0:2", "--steps", "8", "--out", str(out)]
