@@ -105,13 +105,22 @@ class Dashboard(widgets.VBox):
                     f"<span style='color:#b00'>⚠ {html.escape(type(err).__name__)}: {html.escape(str(err))}</span>"
                 )
             self.views[key] = view
+            self._sync_shown()
             children = list(self.tabs.children)
             children[i] = view
             self.tabs.children = children
             self._share_image(view)
         if self.tabs.selected_index != self.view_keys.index(key):
             self.tabs.selected_index = self.view_keys.index(key)
+        self._sync_shown()
         return self.views[key]
+
+    def _sync_shown(self) -> None:
+        """Tell each built view whether its tab is the one on screen (``View.shown``)."""
+        on_screen = self.view_keys[self.tabs.selected_index]
+        for key, view in self.views.items():
+            if hasattr(view, "shown"):
+                view.shown = key == on_screen
 
     # ------------------------------------------------------------ shared image
     def _pickers(self):

@@ -84,7 +84,10 @@ class ImageGrid(widgets.VBox):
             marks=[self.mark, self.labels],
             padding_x=0,
             padding_y=0,
-            fig_margin=dict(top=4, bottom=4, left=4, right=4),
+            # no margins inside the figure: a figure laid out hidden (a dashboard's other tab) has
+            # width 0, and bqplot's plot area would be 0 - margins, which the browser refuses
+            # ('<rect> attribute width: A negative value'); the space around it is a CSS margin
+            fig_margin=dict(top=0, bottom=0, left=0, right=0),
             interaction=self.mouse,
         )
         # what the tiles are, above them; says so when they are stale (``mark_stale``)
@@ -158,7 +161,9 @@ class ImageGrid(widgets.VBox):
                 # the layout's width and height in one change, from the first frame: the figure
                 # is never drawn at a default aspect and corrected later
                 width = min(cols * self.shown_tile_px, MAX_WIDTH_PX)
-                self.figure.layout = widgets.Layout(width=f"{width + 8}px", height=f"{width * h / w + 8:.0f}px")
+                self.figure.layout = widgets.Layout(
+                    width=f"{width}px", height=f"{width * h / w:.0f}px", margin="4px", overflow="hidden"
+                )
                 self.mark.x, self.mark.y = (0, w), (0, h)
                 self._x.max, self._y.max = w, h
             self._montage = montage

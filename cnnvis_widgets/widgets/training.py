@@ -94,7 +94,9 @@ class TrainingMonitor(View):
         self._stale = False  # the grids skipped the last frame (frame-rate limit)
         self._reset_history()
 
-        self.learning_rate = widgets.FloatText(learning_rate, description="learning rate", step=1e-3)
+        self.learning_rate = widgets.FloatText(
+            learning_rate, description="learning rate", step=1e-3, style={"description_width": "initial"}
+        )  # the label whole, not "learning r…"
         self.epochs = widgets.BoundedIntText(epochs, min=1, max=500, description="epochs")
         self.batch_size = widgets.BoundedIntText(
             batch_size, min=1, max=len(train.labels), description="batch"
@@ -114,6 +116,11 @@ class TrainingMonitor(View):
             ["#d62728", "#2ca02c"],
             (0, 1),
         )
+        # the curves' figures leave the page while the view is hidden: a hidden bqplot figure with
+        # axes is laid out again at each resize, at width 0 (see View.shown)
+        self._curve_figures = [loss_figure, accuracy_figure]
+        self.curves = widgets.HBox(self._curve_figures, layout=widgets.Layout(flex_flow="row wrap"))
+        self.observe(self._show_curves, "shown")
         self.kernel_grid = ImageGrid(cmap="gray", ncols=8, tile_px=40)
         self.digit_grid = ImageGrid(cmap="gray", tile_px=96)
         self.map_grid = ImageGrid(cmap="viridis", ncols=16, tile_px=44)
@@ -133,7 +140,7 @@ class TrainingMonitor(View):
         self.children = [
             settings,
             bar,
-            widgets.HBox([loss_figure, accuracy_figure]),
+            self.curves,
             widgets.HBox(
                 [
                     widgets.VBox([title("conv1 kernels (grey = 0)"), self.kernel_grid]),
@@ -141,7 +148,7 @@ class TrainingMonitor(View):
                 ]
             ),
             title(
-                f"feature maps of test digit #{self.image_index} (a {digit}): conv1 (first row), "
+                f"feature maps of test image #{self.image_index} — label {digit}: conv1 (first row), "
                 "conv2; a × marks a dead filter"
             ),
             widgets.HBox([self.digit_grid, self.map_grid]),
@@ -262,6 +269,24 @@ class TrainingMonitor(View):
             "dead": [],
         }
 
+    def _show_curves(self, _change=None) -> None:
+        """Curve figures on the page only while the view is shown; drawn from ``history`` then."""
+        self.curves.children = self._curve_figures if self.shown else []
+        self._draw_curves()
+
+    def _draw_curves(self, _change=None) -> None:
+        """The loss and accuracy curves from ``history``; held while the view is hidden (``shown``)."""
+        if not self.shown:
+            return
+        h = self.history
+        with self.loss_lines.hold_sync(), self.accuracy_lines.hold_sync():
+            self.loss_lines.x, self.loss_lines.y = (
+                np.asarray(h["loss_step"], float),
+                np.asarray(h["loss"], float),
+            )
+            self.accuracy_lines.x = np.asarray(h["eval_step"], float)
+            self.accuracy_lines.y = np.asarray([h["test_accuracy"], h["train_accuracy"]], float)
+
     def _show(self, step: int, variables, force: bool = True) -> None:
         """Evaluate ``variables`` once (jitted) and update every display; record the numbers.
 
@@ -290,13 +315,7 @@ class TrainingMonitor(View):
             m = np.nan_to_num(np.moveaxis(np.asarray(maps[name]), -1, 0)[..., None], nan=0.0)  # (C, H, W, 1)
             map_tiles.append(m / max(float(m.max()), 1e-8))  # per layer: weak filters look dark
             map_labels += [mark(name, i) for i in range(len(m))]
-        with self.loss_lines.hold_sync(), self.accuracy_lines.hold_sync():
-            self.loss_lines.x, self.loss_lines.y = (
-                np.asarray(h["loss_step"], float),
-                np.asarray(h["loss"], float),
-            )
-            self.accuracy_lines.x = np.asarray(h["eval_step"], float)
-            self.accuracy_lines.y = np.asarray([h["test_accuracy"], h["train_accuracy"]], float)
+        self._draw_curves()
         sent = self.kernel_grid.update(zoomed, [mark("conv1", i) for i in range(len(zoomed))], force=force)
         sent &= self.map_grid.update(np.concatenate(map_tiles), map_labels, force=force)
         self._stale = not sent

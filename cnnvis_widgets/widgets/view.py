@@ -14,12 +14,21 @@ import os
 from pathlib import Path
 
 import ipywidgets as widgets
+import traitlets
 
 from cnnvis_widgets.widgets.runner import Runner
 
 
 class View(widgets.VBox):
-    """Base of the explorers: ``runner``, ``status``, ``wait()``, ``close()``, ``save()``."""
+    """Base of the explorers: ``runner``, ``status``, ``wait()``, ``close()``, ``save()``.
+
+    ``shown``: whether the view is on screen; a dashboard sets it False on its hidden tabs. A view
+    whose figures have axes holds their updates meanwhile: bqplot lays a hidden figure out at
+    width 0, and its plot area (0 minus the axes' margins) is refused by the browser ('<rect>
+    attribute width: A negative value').
+    """
+
+    shown = traitlets.Bool(True)
 
     def __init__(self, name: str = "cnnvis-runner", **kwargs):
         super().__init__(**kwargs)

@@ -268,3 +268,52 @@ def write_report(name: str, report: dict) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / f"{name}.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
+
+
+# ----------------------------------------------------------------------------- layout
+# In the index-th element matching a selector: what scrolls sideways, how far the content
+# reaches past the element's right edge (px), and the grid figures' boxes with their labels'
+# text boxes (page px). Only what is shown counts (Lumino hides the other tabs' panels).
+MEASURE = """([selector, index]) => {
+    const out = document.querySelectorAll(selector)[index];
+    const over = [];
+    const shown = e => e.offsetParent !== null || e === out;
+    for (const e of [out, ...out.querySelectorAll('.widget-box, .widget-html-content')].filter(shown)) {
+        const excess = e.scrollWidth - e.clientWidth;
+        if (excess > 1 && getComputedStyle(e).overflowX !== 'visible') over.push([e.className, excess]);
+    }
+    const outBox = out.getBoundingClientRect();
+    const reach = Math.max(...Array.from(out.querySelectorAll('*')).filter(shown)
+        .map(e => e.getBoundingClientRect().right));
+    const figures = Array.from(out.querySelectorAll('.bqplot.figure')).filter(shown).map(f => {
+        const b = f.getBoundingClientRect();
+        const labels = Array.from(f.querySelectorAll('text.object_label, .label text, text'))
+            .filter(t => t.textContent.trim() && t.getBoundingClientRect().width > 0)
+            .map(t => { const r = t.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom, t.textContent]; });
+        return {box: [b.left, b.top, b.right, b.bottom], labels};
+    });
+    return {over, width: outBox.width, right: outBox.right, reach, figures};
+}"""
+
+
+def check_layout(page, index: int, what: str, report: dict, selector: str = ".jp-OutputArea-output") -> dict:
+    """Assert that the ``index``-th ``selector`` lays out cleanly: nothing in it scrolls sideways or
+    reaches past its right edge, and its grids' labels stay inside their figure and apart.
+    Records the measures in ``report[what]``; returns them."""
+    m = page.evaluate(MEASURE, [selector, index])
+    report[what] = {"over": m["over"], "width": m["width"], "reach_past": m["reach"] - m["right"]}
+    assert not m["over"], f"{what}: content scrolls sideways inside {m['over']}"
+    assert m["reach"] <= m["right"] + 1, f"{what}: something reaches {m['reach'] - m['right']:.0f} px past the output"
+    for fig in m["figures"]:
+        left, top, right, bottom = fig["box"]
+        boxes = fig["labels"]
+        for x0, y0, x1, y1, text in boxes:
+            assert x0 >= left - 1 and x1 <= right + 1 and y0 >= top - 1 and y1 <= bottom + 1, (
+                f"{what}: label {text!r} at {[x0, y0, x1, y1]} leaves its figure {fig['box']}"
+            )
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1 :]:
+                overlap_x = min(a[2], b[2]) - max(a[0], b[0])
+                overlap_y = min(a[3], b[3]) - max(a[1], b[1])
+                assert overlap_x <= 1 or overlap_y <= 1, f"{what}: labels {a[4]!r} and {b[4]!r} overlap"
+    return m

@@ -1,7 +1,10 @@
 """Scenario 3: the ``explore()`` dashboard renders.
 
-- As the Voila app (``cnnvis app``'s notebook, served the same way): the tabs appear, the
-  Filters tab's grid draws; clicking "Saliency" builds that view and its grid draws.
+- As the Voila app (``cnnvis app``'s notebook, served the same way), at 1024 px: the tabs
+  appear, the Filters tab's grid draws; clicking "Saliency" builds that view and its grid draws;
+  then another digit is picked and, while it computes, the Training tab is opened, and every
+  other tab after it: each tab lays out cleanly (nothing scrolls sideways or sticks out, labels
+  inside their figures), and no console error appears (hidden tabs once logged negative sizes).
 - Notebook 7 ("bring your own model", ``notebooks/07_*.ipynb``) run in JupyterLab: its
   dashboard renders. The notebook is part of the tutorials: if it is missing, this FAILS.
 """
@@ -15,6 +18,7 @@ import pytest
 
 from tests.browser.helpers import (
     ARTIFACTS,
+    check_layout,
     T_CELLS,
     T_PAGE,
     T_RUN,
@@ -59,6 +63,7 @@ def _tab_titles(tabs) -> list[str]:
 
 def test_voila_app_renders_the_dashboard_and_builds_a_tab_on_click(voila, page_and_console):
     page, console = page_and_console
+    page.set_viewport_size({"width": 1024, "height": 1000})
     report: dict = {}
     t0 = time.monotonic()
     page.goto(voila.url, wait_until="domcontentloaded", timeout=T_PAGE)
@@ -89,6 +94,20 @@ def test_voila_app_renders_the_dashboard_and_builds_a_tab_on_click(voila, page_a
     saliency = shot(figure, "s3-voila-02-saliency")
     assert_drawn(saliency, "the Voila dashboard's Saliency grid")
     report["saliency"] = {"status": status, **drawn(saliency)}
+
+    check_layout(page, 0, "saliency tab", report, selector=".widget-tab")
+
+    # another digit, and at once the Training tab (built while the Saliency job runs), then the rest
+    t2 = time.monotonic()
+    picker = tabs.locator(".widget-dropdown:visible", has=page.locator(".widget-label", has_text="image"))
+    picker.locator("select").first.select_option(index=3, timeout=T_SHOT)
+    for title in ("Training", "Weights", "Feature maps", "Embedding", "Filters"):
+        tabs.locator(".lm-TabBar-tab", has_text=title).click(timeout=T_SHOT)
+        tabs.locator(VISIBLE_FIGURE).first.wait_for(state="visible", timeout=T_RUN)
+        time.sleep(1.0)  # the tab's first frames (a layout change after them would show here)
+        check_layout(page, 0, f"{title} tab", report, selector=".widget-tab")
+        tabs.screenshot(path=str(ARTIFACTS / f"s3-voila-tab-{title.split()[0].lower()}.png"), timeout=T_SHOT)
+    report["tour_s"] = time.monotonic() - t2
 
     body = page.evaluate("() => document.body.innerText")
     assert "There was an error when executing cell" not in body, body[-2000:]

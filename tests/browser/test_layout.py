@@ -15,6 +15,7 @@ import pytest
 
 from tests.browser.helpers import (
     ARTIFACTS,
+    check_layout,
     T_CELLS,
     T_RUN,
     T_SHOT,
@@ -40,48 +41,6 @@ FILTERS_DONE = r"conv2: 16 filters, \d+ steps in"
 SALIENCY_DONE = r" · [0-9.]+ s$"
 SELECTED_RGB = np.array([255, 140, 0], np.float32)  # widgets/grid.py
 
-# Per output area: how far its content reaches past its width (px), and the grid figures' boxes
-# with their tile labels' text boxes (page px).
-MEASURE = """(index) => {
-    const out = document.querySelectorAll('.jp-OutputArea-output')[index];
-    const over = [];
-    for (const e of [out, ...out.querySelectorAll('.widget-box, .widget-html-content')]) {
-        const excess = e.scrollWidth - e.clientWidth;
-        if (excess > 1 && getComputedStyle(e).overflowX !== 'visible') over.push([e.className, excess]);
-    }
-    const outBox = out.getBoundingClientRect();
-    const reach = Math.max(...Array.from(out.querySelectorAll('*')).map(e => e.getBoundingClientRect().right));
-    const figures = Array.from(out.querySelectorAll('.bqplot.figure')).map(f => {
-        const b = f.getBoundingClientRect();
-        const labels = Array.from(f.querySelectorAll('text.object_label, .label text, text'))
-            .filter(t => t.textContent.trim() && t.getBoundingClientRect().width > 0)
-            .map(t => { const r = t.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom, t.textContent]; });
-        return {box: [b.left, b.top, b.right, b.bottom], labels};
-    });
-    return {over, width: outBox.width, right: outBox.right, reach, figures};
-}"""
-
-
-def _check_layout(page, index: int, what: str, report: dict) -> dict:
-    m = page.evaluate(MEASURE, index)
-    report[what] = {"over": m["over"], "width": m["width"], "reach_past": m["reach"] - m["right"]}
-    assert not m["over"], f"{what}: content scrolls sideways inside {m['over']}"
-    assert m["reach"] <= m["right"] + 1, f"{what}: something reaches {m['reach'] - m['right']:.0f} px past the output"
-    for fig in m["figures"]:
-        left, top, right, bottom = fig["box"]
-        boxes = fig["labels"]
-        for x0, y0, x1, y1, text in boxes:
-            assert x0 >= left - 1 and x1 <= right + 1 and y0 >= top - 1 and y1 <= bottom + 1, (
-                f"{what}: label {text!r} at {[x0, y0, x1, y1]} leaves its figure {fig['box']}"
-            )
-        for i, a in enumerate(boxes):
-            for b in boxes[i + 1 :]:
-                overlap_x = min(a[2], b[2]) - max(a[0], b[0])
-                overlap_y = min(a[3], b[3]) - max(a[1], b[1])
-                assert overlap_x <= 1 or overlap_y <= 1, f"{what}: labels {a[4]!r} and {b[4]!r} overlap"
-    return m
-
-
 def test_views_lay_out_cleanly_at_1024_px(lab, lab_page):
     page, console = lab_page
     page.set_viewport_size({"width": 1024, "height": 1100})
@@ -99,10 +58,10 @@ def test_views_lay_out_cleanly_at_1024_px(lab, lab_page):
     filters_out, saliency_out = outputs.nth(0), outputs.nth(1)
 
     # FilterExplorer: the figure has the montage's aspect; labels inside and apart; no sideways scroll
-    m = _check_layout(page, 0, "filters", report)
+    m = check_layout(page, 0, "filters", report)
     left, top, right, bottom = m["figures"][0]["box"]
     h, w = (int(v) for v in kernel_exec(page, "print(*fe.grid.pixels.shape[:2])").split())
-    aspect = (bottom - top - 8) / (right - left - 8)
+    aspect = (bottom - top) / (right - left)
     report["filters"]["figure_px"], report["filters"]["aspect"] = [right - left, bottom - top], [aspect, h / w]
     assert abs(aspect - h / w) < 0.03, f"the grid is drawn stretched: figure {aspect:.3f}, montage {h / w:.3f}"
     assert right - left > 500, f"tiles too small: the grid is {right - left:.0f} px wide"
@@ -112,8 +71,8 @@ def test_views_lay_out_cleanly_at_1024_px(lab, lab_page):
     figure = filters_out.locator(".bqplot.figure").first
     box = figure.bounding_box()
     th, tw, gap = (int(v) for v in kernel_exec(page, "print(*fe.grid._shape[1:], fe.grid._gap)").split())
-    scale = (box["width"] - 8) / w  # screen px per montage px
-    figure.click(position={"x": 4 + (tw + 1 + tw / 2) * scale, "y": 4 + (th + 1 + gap + th / 2) * scale})
+    scale = box["width"] / w  # screen px per montage px
+    figure.click(position={"x": (tw + 1 + tw / 2) * scale, "y": (th + 1 + gap + th / 2) * scale})
     tile = tw * scale
     page.wait_for_function(
         "() => Array.from(document.querySelectorAll('.jp-OutputArea-output')[0].querySelectorAll('img'))"
@@ -127,10 +86,10 @@ def test_views_lay_out_cleanly_at_1024_px(lab, lab_page):
     report["filters"]["selected"], report["filters"]["orange_px"] = selected, int(orange.sum())
     assert selected >= 0 and orange.sum() > 4 * tile, "the clicked tile is not framed"
     shot(filters_out, "s6-03-filters-detail")
-    _check_layout(page, 0, "filters with detail", report)
+    check_layout(page, 0, "filters with detail", report)
 
     # SaliencyExplorer: colour bar drawn, layout clean; a top-5 click sets the target
-    _check_layout(page, 1, "saliency single", report)
+    check_layout(page, 1, "saliency single", report)
     bar = saliency_out.locator("span[style*='linear-gradient']").first
     assert bar.bounding_box()["width"] > 100
     shot(saliency_out, "s6-04-saliency")
@@ -144,13 +103,13 @@ def test_views_lay_out_cleanly_at_1024_px(lab, lab_page):
     wait_html(page, "Sanity check", T_RUN)
     wait_html(page, f"target {second} ·", T_RUN, SALIENCY_DONE)
     shot(saliency_out, "s6-05-saliency-sanity")
-    _check_layout(page, 1, "saliency sanity", report)
+    check_layout(page, 1, "saliency sanity", report)
     saliency_out.locator(".widget-checkbox", has_text="sanity check").locator("input").first.uncheck()
     for mode, needle in (("batch", "images) · "), ("compare", "every method · ")):
         saliency_out.locator(".widget-toggle-button", has_text=mode).first.click()
         wait_html(page, needle, T_RUN, SALIENCY_DONE)
         time.sleep(0.5)
-        _check_layout(page, 1, f"saliency {mode}", report)
+        check_layout(page, 1, f"saliency {mode}", report)
         shot(saliency_out, f"s6-06-saliency-{mode}")
     page.screenshot(path=str(ARTIFACTS / "s6-07-page.png"), timeout=T_SHOT, full_page=True)
     write_report("s6-report", report)
