@@ -21,7 +21,8 @@ from bqplot_image_gl.interacts import MouseInteraction
 from cnnvis_widgets import images as px
 
 
-FIT_WIDTH_PX = 560  # a grid with tile_px=0 is this wide: JupyterLab at 1024 px with its file browser open leaves ~590 px
+# a grid with tile_px=0 is this wide: JupyterLab at 1024 px with its file browser open leaves ~590 px
+FIT_WIDTH_PX = 560
 MAX_WIDTH_PX = 960
 SELECTED_RGB = (255, 140, 0)  # the frame of the selected tile
 
