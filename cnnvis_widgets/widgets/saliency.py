@@ -158,7 +158,12 @@ class SaliencyExplorer(View):
             placeholder="predicted class, a class name or index, conv3:5",
             layout=widgets.Layout(width="320px"),
         )
-        self.mode = widgets.ToggleButtons(options=list(MODES), value=mode, description="mode")
+        self.mode = widgets.ToggleButtons(  # no description: a label on its own row above the buttons
+            options=list(MODES),
+            value=mode,
+            tooltips=["the image and its map", "the picker's first N images, one map each",
+                      "every method on the image, side by side"],
+        )  # fmt: skip
         self.mode.style.button_width = "80px"
         self.batch_size = widgets.BoundedIntText(
             batch_size, min=0, max=100000, description="images (0 = all)",
