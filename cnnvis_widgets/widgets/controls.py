@@ -137,6 +137,7 @@ class RegularizerPanel(widgets.VBox):
     def __init__(self, recipe=None, **kwargs):
         self.toggles, self.sliders = [], []
         self._defaults: list[tuple[bool, float]] = []
+        self._syncing = False  # reset() in progress: one weights change at its end
         rows = []
         chosen = None if recipe is None else dict(recipe.priors)
         for label, reg, on, (lo, hi), help_text in PANEL:
@@ -183,7 +184,7 @@ class RegularizerPanel(widgets.VBox):
             self._sync()
 
     def _sync(self, _change=None):
-        if getattr(self, "_syncing", False):
+        if self._syncing:
             return
         for toggle, slider in zip(self.toggles, self.sliders):
             slider.disabled = not toggle.value  # a weight that does nothing is not offered
