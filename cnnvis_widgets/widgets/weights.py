@@ -66,7 +66,9 @@ class WeightsView(View):
         for what, value, valid in (("mode", mode, MODES), ("scale", scale, SCALES)):
             if value not in [v for _, v in valid]:
                 raise ValueError(f"Unknown {what} {value!r}; valid: {', '.join(v for _, v in valid)}.")
-        self.mode = widgets.Dropdown(options=MODES, value=mode, description="inputs")
+        self.mode = widgets.Dropdown(
+            options=MODES, value=mode, description="inputs", layout=widgets.Layout(width="340px")
+        )  # its longest option whole: "auto (RGB or per input channel)"
         self.scale = widgets.Dropdown(options=SCALES, value=scale, description="scale")
         self.channel = widgets.BoundedIntText(0, min=0, max=4096, description="input ch.")
         self.grid = ImageGrid(cmap="gray", tile_px=40)
