@@ -350,7 +350,7 @@ class SaliencyExplorer(View):
         what = "every method" if request["mode"] == "compare" else LABELS.get(result.method, result.method)
         self.show_status(
             f"{what} · target {self.target_label(result, self._picked(request))}"
-            + (f" ({html.escape(request['image_name'])}; {len(images)} images)" if len(images) > 1 else "")
+            + (f" ({request['image_name']}; {len(images)} images)" if len(images) > 1 else "")
             + f" · {time.monotonic() - start:.2f} s"
         )
 
@@ -425,11 +425,11 @@ class SaliencyExplorer(View):
             button.tooltip = f"make {name!r} the target"
         i = self._picked(request)
         unit = result.target_layer is not None
-        score = f"{'mean activation' if unit else 'logit'} {result.scores[i]:.3g}"
-        self.top5_note.value = (
-            f"<small>target {html.escape(self.target_label(result, i))}: {score}<br>"
-            "click a class to explain it</small>"
-        )
+        if request["image_name"] in request["names"]:
+            target = f"{self.target_label(result, i)}: {'mean activation' if unit else 'logit'} {result.scores[i]:.3g}"
+        else:  # a batch that leaves the picker's image out: no map, no score of it
+            target = f"{request['target_text']} (this image is not in the batch)"
+        self.top5_note.value = f"<small>target {html.escape(target)}<br>click a class to explain it</small>"
 
     def _picked(self, request) -> int:
         """Which of the request's images is the picker's (the one the top-5 is about)."""

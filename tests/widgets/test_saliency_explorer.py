@@ -261,3 +261,12 @@ def test_compare_mode_reports_each_method_and_shows_both_colour_bars(explorer):
     explorer.mode.value = "single"
     assert not explorer.method.disabled and explorer.wait(120)
     assert colormap_css(explorer.signed_cmap) not in explorer.colorbar.value  # vanilla: magnitudes only
+
+
+def test_a_batch_without_the_picked_image_gives_no_score_for_it(explorer):
+    explorer.mode.value = "batch"
+    explorer.batch_size.value = 2
+    explorer.image_picker.value = explorer.image_picker.names[5]  # not among the first 2
+    assert explorer.wait(120)
+    assert "not in the batch" in explorer.top5_note.value and "logit" not in explorer.top5_note.value
+    assert explorer.image_picker.value in explorer.top5_title.value
