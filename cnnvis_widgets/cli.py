@@ -273,7 +273,8 @@ class _RunBar:
     def __call__(self, progress) -> None:  # returns None: never stops the run
         if self.bar is None:
             self.bar = _bar(progress.all_steps, self.desc)
-        self.bar.set_description(f"{self.desc} (compiling…)" if progress.compiling else self.desc, refresh=progress.compiling)
+        compiling = progress.compiling
+        self.bar.set_description(f"{self.desc} (compiling…)" if compiling else self.desc, refresh=compiling)
         self.bar.update(progress.done_steps - self.bar.n)
 
     def close(self) -> None:

@@ -23,7 +23,7 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
     if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
         return False
     try:
-        return bool(ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, int(arenas)))
+        return bool(_libc().mallopt(M_ARENA_MAX, int(arenas)))
     except (OSError, AttributeError):  # not glibc (e.g. musl)
         return False
 
@@ -40,7 +40,7 @@ def release_freed_memory() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+        return bool(_libc().malloc_trim(0))
     except (OSError, AttributeError):  # not glibc
         return False
 
@@ -63,3 +63,8 @@ def trim_after_compiles() -> None:
 def _after_event(event: str, seconds: float, **_kw) -> None:
     if event == _COMPILE_EVENT and seconds >= TRIM_AFTER_COMPILE_S:
         release_freed_memory()
+
+
+def _libc():
+    """glibc, for its malloc tuning calls (OSError where it is absent, e.g. musl)."""
+    return ctypes.CDLL("libc.so.6")

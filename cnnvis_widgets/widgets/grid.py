@@ -150,6 +150,7 @@ class ImageGrid(widgets.VBox):
         new_shape = self._shape != (len(tiles), *tiles.shape[1:3])
         if new_shape:
             if self._shape is not None:
+                self._montage = None  # so that clearing the selection redraws nothing old
                 self.selected = -1  # other tiles: the selection is gone
             self._shape = (len(tiles), *tiles.shape[1:3])
             # a band under each row for the labels: ~14 screen px, in tile pixels
