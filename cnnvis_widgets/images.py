@@ -40,6 +40,22 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(images, np.float32) * 255), 0, 255).astype(np.uint8)
 
 
+def pixel_zoom(tile_hw: Sequence[int], tile_px: int, coarse: float = 5.0, fine: float = 2.0) -> int:
+    """The integer factor to enlarge tiles of ``tile_hw`` pixels by before a montage shown at
+    ``tile_px`` screen pixels a tile: 1 unless one tile pixel would cover more than ``coarse``
+    screen pixels (a 3x3 kernel, an 8x8 feature map), else enough that the 1-pixel padding between
+    tiles covers at most ``fine`` screen pixels."""
+    per_pixel = tile_px / max(tile_hw)
+    return 1 if per_pixel <= coarse else int(np.ceil(per_pixel / fine))
+
+
+def enlarge(images: np.ndarray, factor: int) -> np.ndarray:
+    """(N, H, W, C) → (N, factor*H, factor*W, C), each pixel a factor × factor block."""
+    if factor == 1:
+        return images
+    return np.repeat(np.repeat(images, factor, axis=1), factor, axis=2)
+
+
 def montage(
     images: np.ndarray, ncols: int | None = None, pad: int = 1, pad_value: float = 1.0, row_gap: int = 0
 ) -> np.ndarray:

@@ -52,7 +52,8 @@ class ImageGrid(widgets.VBox):
         **kwargs,
     ):
         self.ncols, self.cmap, self.max_fps = ncols, cmap, max_fps
-        self._shape = None
+        self._shape = None  # (n, h, w) of the tiles as drawn (enlarged by ``zoom``)
+        self.zoom = 1  # the integer factor tiny tiles are enlarged by (images.pixel_zoom)
         self._montage = None  # the last montage sent, without the selection frame (uint8, row 0 on top)
         self._last = None  # (tiles, labels) of the last update: redrawn when tile_px changes
         self._next_send = 0.0
@@ -147,14 +148,17 @@ class ImageGrid(widgets.VBox):
             raise ValueError(f"ImageGrid expects tiles of shape (N, H, W, C), got {tiles.shape}.")
         self._last = (tiles, labels)
         rgb = px.colorize(tiles, self.cmap) if tiles.shape[-1] == 1 else tiles[..., :3]
-        new_shape = self._shape != (len(tiles), *tiles.shape[1:3])
+        # tiny tiles (3x3 kernels) are enlarged first, so the 1-pixel padding stays a thin line
+        self.zoom = px.pixel_zoom(tiles.shape[1:3], self.shown_tile_px)
+        rgb = px.enlarge(rgb, self.zoom)
+        new_shape = self._shape != (len(tiles), *rgb.shape[1:3])
         if new_shape:
             if self._shape is not None:
                 self._montage = None  # so that clearing the selection redraws nothing old
                 self.selected = -1  # other tiles: the selection is gone
-            self._shape = (len(tiles), *tiles.shape[1:3])
+            self._shape = (len(tiles), *rgb.shape[1:3])  # the enlarged tiles'
             # a band under each row for the labels: ~14 screen px, in tile pixels
-            self._gap = int(np.ceil(14 * tiles.shape[1] / self.shown_tile_px)) if labels is not None else 0
+            self._gap = int(np.ceil(14 * rgb.shape[1] / self.shown_tile_px)) if labels is not None else 0
         montage = px.to_uint8(px.montage(rgb, self.ncols, pad=1, pad_value=1.0, row_gap=self._gap))
         h, w = montage.shape[:2]
         with self.mark.hold_sync():  # not self.hold_sync(): `selected` is set by clicks, on the kernel thread
@@ -178,14 +182,31 @@ class ImageGrid(widgets.VBox):
         self.frames += 1
         return True
 
+    @property
+    def tile_shape(self) -> tuple[int, int, int] | None:
+        """(n, h, w) of the tiles last given to ``update`` (before ``zoom``); None before any."""
+        if self._shape is None:
+            return None
+        n, h, w = self._shape
+        return n, h // self.zoom, w // self.zoom
+
+    def tile_box(self, i: int) -> tuple[int, int, int, int]:
+        """(top, left, height, width) of tile ``i`` in ``pixels``."""
+        n, th, tw = self._shape
+        _, cols = px.grid_shape(n, self.ncols)
+        r, c = divmod(i, cols)
+        return r * (th + 1 + self._gap), c * (tw + 1), th, tw
+
+    def tile_pixels(self, i: int) -> np.ndarray:
+        """Tile ``i`` as sent to the browser, at the tile's own size: (h, w, 3) uint8."""
+        y, x, th, tw = self.tile_box(i)
+        return self.pixels[y : y + th : self.zoom, x : x + tw : self.zoom]
+
     def _framed(self, montage: np.ndarray) -> np.ndarray:
         """The montage with a frame (~3 screen px) just inside the selected tile's edge."""
         if not 0 <= self.selected < (self._shape[0] if self._shape else 0):
             return montage
-        n, th, tw = self._shape
-        _, cols = px.grid_shape(n, self.ncols)
-        r, c = divmod(self.selected, cols)
-        y0, x0 = r * (th + 1 + self._gap), c * (tw + 1)
+        y0, x0, th, tw = self.tile_box(self.selected)
         k = max(1, round(3 * th / self.shown_tile_px))
         framed = montage.copy()
         tile = framed[y0 : y0 + th, x0 : x0 + tw]

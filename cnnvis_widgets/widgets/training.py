@@ -37,7 +37,6 @@ from cnnvis_widgets.widgets.view import View
 
 MAP_LAYERS = ("conv1", "conv2")  # the feature maps shown for one test digit
 N_TRAIN_EVAL = 128  # training digits whose accuracy is tracked (unaugmented, fixed)
-KERNEL_ZOOM = 8  # 3x3 kernels drawn as 24x24 tiles, so the 1 px grid lines stay thin
 
 
 class TrainingMonitor(View):
@@ -109,8 +108,8 @@ class TrainingMonitor(View):
         self.stop_button = widgets.Button(description="Stop", icon="stop")
         self.progress = widgets.IntProgress(0, 0, 1, description="")
 
-        self.loss_lines, loss_figure = _curve_figure("training loss", ["loss"], ["#1f77b4"])
-        self.accuracy_lines, accuracy_figure = _curve_figure(
+        self.loss_lines, loss_panel = _curve_figure("training loss", ["loss"], ["#1f77b4"])
+        self.accuracy_lines, accuracy_panel = _curve_figure(
             "accuracy",
             ["test (450 digits)", f"train ({N_TRAIN_EVAL} digits)"],
             ["#d62728", "#2ca02c"],
@@ -118,8 +117,8 @@ class TrainingMonitor(View):
         )
         # the curves' figures leave the page while the view is hidden: a hidden bqplot figure with
         # axes is laid out again at each resize, at width 0 (see View.shown)
-        self._curve_figures = [loss_figure, accuracy_figure]
-        self.curves = widgets.HBox(self._curve_figures, layout=widgets.Layout(flex_flow="row wrap"))
+        self._curve_panels = [loss_panel, accuracy_panel]  # each a VBox: the figure, and its key
+        self.curves = widgets.HBox(self._curve_panels, layout=widgets.Layout(flex_flow="row wrap"))
         self.observe(self._show_curves, "shown")
         self.kernel_grid = ImageGrid(cmap="gray", ncols=8, tile_px=40)
         self.digit_grid = ImageGrid(cmap="gray", tile_px=96)
@@ -271,7 +270,7 @@ class TrainingMonitor(View):
 
     def _show_curves(self, _change=None) -> None:
         """Curve figures on the page only while the view is shown; drawn from ``history`` then."""
-        self.curves.children = self._curve_figures if self.shown else []
+        self.curves.children = self._curve_panels if self.shown else []
         self._draw_curves()
 
     def _draw_curves(self, _change=None) -> None:
@@ -308,7 +307,6 @@ class TrainingMonitor(View):
 
         tiles = kernels_as_images(self._template, "conv1", "mean", variables=variables)
         self.kernel_tiles = np.nan_to_num(tiles, nan=0.5)  # a diverged run shows grey, not an error
-        zoomed = np.repeat(np.repeat(self.kernel_tiles, KERNEL_ZOOM, axis=1), KERNEL_ZOOM, axis=2)
         mark = lambda name, i: f"{i}×" if dead[name][i] else str(i)
         map_tiles, map_labels = [], []
         for name in MAP_LAYERS:
@@ -316,7 +314,8 @@ class TrainingMonitor(View):
             map_tiles.append(m / max(float(m.max()), 1e-8))  # per layer: weak filters look dark
             map_labels += [mark(name, i) for i in range(len(m))]
         self._draw_curves()
-        sent = self.kernel_grid.update(zoomed, [mark("conv1", i) for i in range(len(zoomed))], force=force)
+        kernels = self.kernel_tiles  # 3x3: the grid enlarges them (ImageGrid.zoom)
+        sent = self.kernel_grid.update(kernels, [mark("conv1", i) for i in range(len(kernels))], force=force)
         sent &= self.map_grid.update(np.concatenate(map_tiles), map_labels, force=force)
         self._stale = not sent
         if self.digit_grid.frames == 0:
@@ -365,6 +364,7 @@ class TrainingMonitor(View):
 
 # ------------------------------------------------------------------ helpers
 def _curve_figure(title: str, labels: list[str], colors: list[str], y_range=None):
+    """A curve plot: its Lines, and a VBox of the figure with, for several curves, a key under it."""
     x, y = (
         bqplot.LinearScale(),
         bqplot.LinearScale(**({"min": y_range[0], "max": y_range[1]} if y_range else {})),
@@ -375,7 +375,6 @@ def _curve_figure(title: str, labels: list[str], colors: list[str], y_range=None
         scales={"x": x, "y": y},
         labels=labels,
         colors=colors,
-        display_legend=len(labels) > 1,
     )
     figure = bqplot.Figure(
         marks=[lines],
@@ -384,11 +383,20 @@ def _curve_figure(title: str, labels: list[str], colors: list[str], y_range=None
             bqplot.Axis(scale=y, side="left", tick_format=".2f"),
         ],
         title=title,
-        legend_location="bottom-right",
         layout=widgets.Layout(width="420px", height="260px"),
         fig_margin={"top": 40, "bottom": 40, "left": 50, "right": 10},
     )
-    return lines, figure
+    if len(labels) < 2:
+        return lines, widgets.VBox([figure])
+    # the key under the plot, not bqplot's legend: that box sits on the curves and showed one of
+    # two entries while the lines were empty
+    key = widgets.HTML(
+        " &nbsp; ".join(
+            f'<span style="color:{c}">&#9644;</span> {html.escape(label)}' for label, c in zip(labels, colors)
+        ),
+        layout=widgets.Layout(margin="-6px 0 0 60px"),
+    )
+    return lines, widgets.VBox([figure, key])
 
 
 @functools.lru_cache(maxsize=1)

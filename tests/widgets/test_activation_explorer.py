@@ -45,21 +45,9 @@ def conv4_test_acts(test_images):
     return flax_intermediates(load("digits-cnn"), test_images, "conv4")
 
 
-def tile_pixels(grid, i):
-    """Tile i of the montage sent to the browser, (th, tw, 3) uint8."""
-    n, th, tw = grid._shape
-    cols = int(np.ceil(np.sqrt(n))) if grid.ncols is None else grid.ncols
-    r, k = divmod(i, cols)
-    y, x = r * (th + 1 + grid._gap), k * (tw + 1)
-    return grid.pixels[y : y + th, x : x + tw]
-
-
 def click_tile(grid, i):
-    n, th, tw = grid._shape
-    cols = int(np.ceil(np.sqrt(n)))
-    r, k = divmod(i, cols)
-    h = grid.mark.y[1]
-    x, y = k * (tw + 1) + tw / 2, h - (r * (th + 1 + grid._gap) + th / 2)
+    top, left, th, tw = grid.tile_box(i)
+    x, y = left + tw / 2, grid.mark.y[1] - (top + th / 2)
     grid.mouse._handle_custom_msg({"event": "click", "domain": {"x": x, "y": y}}, [])  # as the browser sends
 
 
@@ -71,11 +59,11 @@ def expected_viridis(tile):
 
 def test_layer_slider_changes_the_grid_and_shows_every_filter(explorer):
     before = explorer.grid.pixels.copy()
-    assert len(explorer.tiles) == 64 and explorer.grid._shape == (64, 8, 8)
+    assert len(explorer.tiles) == 64 and explorer.grid.tile_shape == (64, 8, 8)
     explorer.layer_slider.slider.value = explorer.layer_slider.names.index("conv2")
     assert explorer.wait(60)
     assert explorer.layer == "conv2"
-    assert explorer.grid._shape == (explorer.probe.layer("conv2").channels, 32, 32) == (32, 32, 32)
+    assert explorer.grid.tile_shape == (explorer.probe.layer("conv2").channels, 32, 32) == (32, 32, 32)
     assert len(explorer.grid.labels.text) == 32
     assert explorer.grid.pixels.shape != before.shape or not np.array_equal(explorer.grid.pixels, before)
     assert "conv2: 32 maps of 32×32" in explorer.status.value
@@ -99,7 +87,7 @@ def test_displayed_maps_equal_the_models_activations(explorer, norm):
     np.testing.assert_allclose(explorer.tiles, expected, atol=1e-4)
     for i in (0, 5, 63):  # what the browser gets: the viridis colours of those values
         live = tiles[i].max() > 0
-        diff = np.abs(tile_pixels(explorer.grid, i).astype(int) - expected_viridis(expected[i]).astype(int))
+        diff = np.abs(explorer.grid.tile_pixels(i).astype(int) - expected_viridis(expected[i]).astype(int))
         assert diff.max() <= 3, (i, live, diff.max())
 
 
@@ -150,8 +138,8 @@ def test_clicking_a_map_fills_the_detail_row(explorer, test_images, conv4_test_a
     d = explorer.detail
     assert (d.layer, d.unit) == ("conv4", unit)
     assert explorer.detail_box.layout.display is None
-    assert explorer.patches_grid._shape == (5, 20, 20)  # top_k patches of conv4's 20 px receptive field
-    assert explorer.optimized_grid._shape == (1, 32, 32)
+    assert explorer.patches_grid.tile_shape == (5, 20, 20)  # top_k patches of conv4's 20 px receptive field
+    assert explorer.optimized_grid.tile_shape == (1, 32, 32)
     # the top-k values are the k largest per-image maxima, counted in numpy
     acts = conv4_test_acts[..., unit].max(axis=(1, 2))
     np.testing.assert_allclose(d.values, np.sort(acts)[::-1][:5], rtol=1e-4)

@@ -178,7 +178,7 @@ def test_an_imagenet_style_model_is_drawn_in_a_draft_then_full_stage_with_its_re
         assert fe.size.value == 96
         shapes, labels = [], []
         fe.grid.labels.observe(lambda change: labels.append(list(change["new"])), "text")
-        fe.grid.mark.observe(lambda change: shapes.append(fe.grid._shape[1]), "image")
+        fe.grid.mark.observe(lambda change: shapes.append(fe.grid.tile_shape[1]), "image")
         fe.run()
         assert fe.wait(120)
         assert fe.result.images.shape == (4, 96, 96, 3) and fe.result.objective.shape == (4, 12)
@@ -231,11 +231,9 @@ def test_the_clicked_tile_is_framed_and_a_new_layer_clears_the_frame(explorer):
 
     grid = explorer.grid
     plain = grid.pixels.copy()
-    n, th, tw = grid._shape
-    cols = int(np.ceil(np.sqrt(n)))
     grid.selected = 5
-    r, c = divmod(5, cols)
-    y0, x0 = r * (th + 1 + grid._gap), c * (tw + 1)
+    y0, x0, th, tw = grid.tile_box(5)
+    assert (y0, x0) == (th + 1 + grid._gap, tw + 1)  # row 1, column 1 of a 4 x 4 grid
     framed = grid.pixels
     assert (framed[y0, x0 : x0 + tw] == SELECTED_RGB).all() and (framed[y0 : y0 + th, x0] == SELECTED_RGB).all()
     changed = np.any(framed != plain, axis=-1)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from cnnvis_widgets import data
 from cnnvis_widgets.models import digits
-from cnnvis_widgets.widgets.training import KERNEL_ZOOM, TrainingMonitor
+from cnnvis_widgets.widgets.training import TrainingMonitor
 
 RUNNER = "cnnvis-training"
 
@@ -38,17 +38,9 @@ def trained():
 
 
 def _kernel_tiles_from_pixels(grid, n):
-    """Read the n 3x3 kernels back off the montage: the centre pixel of every kernel cell."""
-    pixels = grid.pixels[..., 0].astype(np.float32) / 255
-    side = 3 * KERNEL_ZOOM
-    cols = grid.ncols
-    tiles = np.zeros((n, 3, 3), np.float32)
-    for i in range(n):
-        r, k = divmod(i, cols)
-        y0, x0 = r * (side + 1 + grid._gap), k * (side + 1)
-        centres = KERNEL_ZOOM * np.arange(3) + KERNEL_ZOOM // 2
-        tiles[i] = pixels[np.ix_(y0 + centres, x0 + centres)]
-    return tiles
+    """Read the n 3x3 kernels back off the montage sent to the browser."""
+    assert grid.tile_shape == (n, 3, 3) and grid.zoom > 1  # enlarged, so the grid lines stay thin
+    return np.stack([grid.tile_pixels(i)[..., 0] for i in range(n)]).astype(np.float32) / 255
 
 
 def test_a_short_run_fills_the_loss_and_accuracy_curves(trained):
@@ -64,6 +56,18 @@ def test_a_short_run_fills_the_loss_and_accuracy_curves(trained):
     assert ay.shape == (2, len(ax)) and np.all((ay >= 0) & (ay <= 1))
     assert ay[0, -1] == pytest.approx(monitor.result.test_accuracy, abs=1e-6)
     assert "done: 21 steps" in monitor.status.value and "steps/s" not in monitor.status.value
+
+
+def test_the_accuracy_key_sits_under_the_plot_with_both_curves_in_their_colours(trained):
+    # bqplot's in-plot legend boxed one of the two entries over the curves (issue 17, item 9)
+    monitor, _ = trained
+    lines = monitor.accuracy_lines
+    assert not lines.display_legend
+    panel = next(p for p in monitor.curves.children if lines in p.children[0].marks)
+    figure, key = panel.children
+    for label, colour in zip(lines.labels, lines.colors):
+        assert f'<span style="color:{colour}">&#9644;</span> {label}' in key.value
+    assert len(lines.labels) == 2 and lines.labels[1].startswith("train")
 
 
 def test_conv1_grid_changed_and_shows_the_trained_kernels(trained):

@@ -20,23 +20,15 @@ def flax_kernel(view, layer):
     return np.asarray(view.probe.variables["params"][f"{layer}_op"]["kernel"])
 
 
-def tile_pixels(grid, i):
-    n, th, tw = grid._shape
-    cols = grid.ncols or int(np.ceil(np.sqrt(n)))
-    r, k = divmod(i, cols)
-    y, x = r * (th + 1 + grid._gap), k * (tw + 1)
-    return grid.pixels[y : y + th, x : x + tw]
-
-
 def test_conv1_shows_its_16_kernels_as_in_the_flax_params(view):
     k = flax_kernel(view, "conv1")  # (3, 3, 1, 16)
     expected = 0.5 + 0.5 * k / np.abs(k).max()
     expected = np.moveaxis(expected, -1, 0)  # (16, 3, 3, 1)
-    assert view.layer == "conv1" and view.grid._shape == (16, 3, 3)
+    assert view.layer == "conv1" and view.grid.tile_shape == (16, 3, 3)
     np.testing.assert_allclose(view.tiles, expected, atol=1e-6)
     for i in range(16):  # what the browser gets: grey levels of those values
         want = np.rint(expected[i, ..., 0] * 255)
-        got = tile_pixels(view.grid, i).astype(int)
+        got = view.grid.tile_pixels(i).astype(int)
         assert np.abs(got - want[..., None]).max() <= 1, i
     assert list(view.grid.labels.text) == [str(i) for i in range(16)]
     assert "conv1: 16 kernels of 3×3, grayscale" in view.status.value
@@ -50,7 +42,7 @@ def test_switching_layer_changes_the_kernels(view):
     expected = 0.5 + 0.5 * k / np.abs(k).max()
     expected = np.transpose(expected, (3, 2, 0, 1))[..., None].reshape(32 * 16, 3, 3, 1)  # a row per filter
     np.testing.assert_allclose(view.tiles, expected, atol=1e-6)
-    assert view.grid._shape == (512, 3, 3) and view.grid.ncols == 16
+    assert view.grid.tile_shape == (512, 3, 3) and view.grid.ncols == 16
     assert view.grid.pixels.shape != before.shape
     view.scale.value = "filter"
     view.mode.value = "mean"
