@@ -51,6 +51,24 @@ OBJECTIVES = {
     "energy": objectives_lib.activation_energy,  # DeepDream's (inversion.deep_dream)
 }
 
+# XLA:CPU options for the programs, chosen by benchmarks/bench_compile.py (results/bench_compile.txt).
+# LLVM at level 2 (XLA's default is 3): a first visit compiles in ~0.8x the time and the steps run
+# as fast (the convolutions are library calls; at levels 1 and 0 the steps run slower). Small models
+# (input under SMALL_INPUT_PX, like digits-cnn) also use XLA's loop emitters instead of its fusion
+# emitters: their compile halves again at the same speed, where EfficientNet's steps ran slower.
+CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 2}
+SMALL_MODEL_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+SMALL_INPUT_PX = 96
+
+
+def compiler_options(probe) -> dict | None:
+    """XLA options for ``probe``'s renderer programs on this backend (see ``CPU_COMPILER_OPTIONS``)."""
+    if jax.default_backend() != "cpu":
+        return None
+    small = max(probe.input_shape[:2]) < SMALL_INPUT_PX
+    return {**CPU_COMPILER_OPTIONS, **(SMALL_MODEL_OPTIONS if small else {})}
+
+
 # Filters per compiled call: a selection is padded up to the next of these (so
 # "3,5,9" and "0:4" share a program, and "0:16" and "top16"), at most 4x the work of the
 # filters asked for, and never above the memory-bounded chunk (``ascent.auto_chunk``).
@@ -109,8 +127,11 @@ class Renderer:
         self._lock = threading.Lock()
         self._compiling: threading.Thread | None = None  # ``prepare``'s background compile
         spread = sharding.filter_sharding()  # init places the filter axis over the devices
-        self.init = jax.jit(self._init, **({} if spread is None else {"out_shardings": spread}))
-        self._step = jax.jit(self._step_impl, donate_argnums=0)
+        options = dict(compiler_options=compiler_options(probe))
+        if spread is not None:
+            options["out_shardings"] = spread
+        self.init = jax.jit(self._init, **options)
+        self._step = jax.jit(self._step_impl, donate_argnums=0, compiler_options=options["compiler_options"])
         self._objectives = tuple(setup.objective_of(layer) for layer in setup.layers)
         needed = []
         for objective in self._objectives:

@@ -42,6 +42,46 @@ def test_jitter_is_an_integer_shift_of_the_reflect_padded_image():
     assert len(seen) > 5  # many different offsets across keys and images
 
 
+def test_draws_are_uniform_over_the_offsets_and_the_choices():
+    # one uniform number per image and draw, mapped to an index: every offset of a jitter and
+    # every zoom and angle of an affine comes up equally often (counted on 6000 images)
+    d, n = 2, 6000
+    column = jnp.broadcast_to(jnp.arange(9.0)[None, None, :, None], (n, 9, 9, 1))  # value = column
+    shifted = np.asarray(jax.jit(T.jitter(d))(jax.random.key(3), column))
+    # reflect padding by d, then a window at offset ox: output column 2 reads input column ox
+    counts = np.bincount(shifted[:, 4, 2, 0].astype(int), minlength=2 * d + 1)[: 2 * d + 1]
+    assert counts.sum() == n and np.all(np.abs(counts / (n / (2 * d + 1)) - 1) < 0.1), counts
+    dot = jnp.zeros((n, 9, 9, 1)).at[:, 4, 6, 0].set(1.0)
+    rotated = np.asarray(jax.jit(T.random_rotate((0.0, 90.0, 180.0)))(jax.random.key(4), dot))
+    where = np.stack([rotated[:, 4, 6, 0], rotated[:, 6, 4, 0], rotated[:, 4, 2, 0]], 1) > 0.999
+    assert np.all(where.sum(1) == 1)  # each image is turned by exactly one of the angles
+    assert np.all(np.abs(where.sum(0) / (n / 3) - 1) < 0.1), where.sum(0)
+
+
+def test_warp_samples_as_map_coordinates_reflect_does_with_the_same_gradient():
+    # the four-neighbour gather against jax.scipy's own bilinear sampler, borders included
+    image = jax.random.uniform(jax.random.key(5), (11, 13, 3))
+    a = np.deg2rad(33.0)
+    # zoomed out by 0.7: the corners sample far past the edge
+    matrix = jnp.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]], jnp.float32) / 0.7
+
+    def reference(img):
+        h, w, _ = img.shape
+        yy, xx = jnp.meshgrid(jnp.arange(h) - (h - 1) / 2, jnp.arange(w) - (w - 1) / 2, indexing="ij")
+        src = [
+            matrix[0, 0] * yy + matrix[0, 1] * xx + (h - 1) / 2,
+            matrix[1, 0] * yy + matrix[1, 1] * xx + (w - 1) / 2,
+        ]
+        sample = lambda ch: jax.scipy.ndimage.map_coordinates(ch, src, order=1, mode="reflect")
+        return jax.vmap(sample, in_axes=-1, out_axes=-1)(img)
+
+    np.testing.assert_allclose(T._warp(image, matrix), reference(image), atol=1e-6)
+    probe = jax.random.normal(jax.random.key(6), image.shape)
+    warp = lambda x: T._warp(x, matrix)
+    grads = [jax.grad(lambda x, f=f: (f(x) * probe).sum())(image) for f in (warp, reference)]
+    np.testing.assert_allclose(grads[0], grads[1], atol=1e-5)
+
+
 def test_pad_and_center_crop():
     out = T.pad(3, 0.5)(None, PATTERN)
     assert out.shape == (2, 15, 15, 3)
