@@ -142,3 +142,21 @@ def test_prepare_compiles_in_the_background_what_step_then_uses(probe):
     lowered = programs_lowered()
     r.step(state, units, 0, 3, probe.variables, np.zeros(0, np.float32))
     assert programs_lowered() == lowered  # the background compile is the one step runs
+
+
+def test_compiler_options_follow_the_model_size(probe):
+    # chosen by benchmarks/bench_compile.py: level 2 for every model; a small model (digits-cnn,
+    # 32 px) also without XLA's fusion emitters, a 224 px one keeps them (its steps ran slower)
+    class Big:
+        input_shape = (224, 224, 3)
+
+    assert renderer.compiler_options(probe) == {
+        "xla_backend_optimization_level": 2,
+        "xla_cpu_use_fusion_emitters": False,
+    }
+    assert renderer.compiler_options(Big()) == {"xla_backend_optimization_level": 2}
+    # XLA accepts them: a program compiled with them runs and gives the same numbers as without
+    f = lambda x: jnp.tanh(x) @ x.T
+    x = jax.random.normal(jax.random.key(0), (8, 8))
+    fast = jax.jit(f, compiler_options=renderer.compiler_options(probe))(x)
+    np.testing.assert_allclose(fast, jax.jit(f)(x), rtol=1e-5, atol=1e-6)
