@@ -144,3 +144,106 @@ def filter_detail_figure(
     curve.tick_params(labelsize=8)
     curve.grid(alpha=0.3)
     return fig
+
+
+def saliency_figure(tiles, labels, top5, title: str, cascade=None):
+    """Saliency maps (over their images) with the top-5 classes beside them and, when ``cascade``
+    is given as (tiles, labels), the sanity check's randomization row under them."""
+    rows, cols = px.grid_shape(len(tiles), 2 if len(tiles) == 2 else None)
+    width = max(cols * 1.6 + 2.2, len(cascade[0]) * 1.3 if cascade else 0)
+    height = rows * 1.7 + (1.8 if cascade else 0) + 0.4
+    fig = figure(figsize=(width, height), layout="constrained")
+    parts = fig.subfigures(2, 1, height_ratios=[rows * 1.7, 1.8]) if cascade else [fig]
+    main, side = parts[0].subfigures(1, 2, width_ratios=[cols * 1.6, 2.2])
+    draw_tiles(main, tiles, labels, cols)
+    ax = side.add_subplot()
+    ax.set_axis_off()
+    text = "top-5\n" + "\n".join(f"{p:6.3f}  {name}" for name, p in top5)
+    ax.text(0, 1, text, va="top", family="monospace", fontsize=8, transform=ax.transAxes)
+    if cascade:
+        draw_tiles(parts[1], cascade[0], cascade[1], len(cascade[0]))
+        parts[1].suptitle("sanity check: randomized from the top (ρ: Spearman vs trained)", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def feature_maps_figure(tiles, labels, title: str, detail=None, patches_of: str = ""):
+    """A layer's feature maps (viridis) and, when ``detail`` is given (an ``ActivationExplorer``'s ``Detail``:
+    one filter's top patches, their values and its optimized image), that filter under them."""
+    if detail is None:
+        return grid_figure(tiles, labels, title=title, cmap="viridis")
+    d = detail
+    rows, cols = px.grid_shape(len(tiles))
+    fig = figure(figsize=(max(cols, len(d.values) + 2) * 1.1, rows * 1.1 + 2.2), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[rows * 1.1 + 0.4, 1.8])
+    draw_tiles(top, tiles, labels, cols, "viridis")
+    top.suptitle(title, fontsize=10)
+    left, right = bottom.subfigures(1, 2, width_ratios=[len(d.values), 2])
+    draw_tiles(left, d.patches, [f"{v:.2f}" for v in d.values], len(d.values), "gray")
+    left.suptitle(f"filter {d.unit}: top {len(d.values)} patches over {patches_of}", fontsize=8)
+    draw_tiles(right, d.optimized[None], [f"filter {d.unit}"], 1, "gray")
+    right.suptitle("optimized", fontsize=8)
+    return fig
+
+
+def training_figure(history: dict, curves: dict, kernel_tiles, dead_counts: dict):
+    """A training run: the loss curve, the accuracy curves (``curves``: label → (colour, key of
+    ``history``)), the conv1 kernels and the dead-filter counts at the last evaluation."""
+    h = history
+    fig = figure(figsize=(9, 6.5), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1.1])
+    ax_loss, ax_acc = top.subplots(1, 2)
+    ax_loss.plot(h["loss_step"], h["loss"], lw=1)
+    ax_loss.set(xlabel="step", ylabel="training loss", title="loss")
+    for label, (color, key) in curves.items():
+        ax_acc.plot(h["eval_step"], h[key], label=label, color=color)
+    ax_acc.set(xlabel="step", ylabel="accuracy", ylim=(0, 1), title="accuracy")
+    ax_acc.legend(loc="lower right", fontsize=8)
+    axes = bottom.subplots(2, -(-len(kernel_tiles) // 2), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i < len(kernel_tiles):
+            ax.imshow(kernel_tiles[i, ..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(str(i), fontsize=7, pad=2)
+    dead = " · ".join(f"{name} {n}" for name, n in dead_counts.items())
+    bottom.suptitle(f"conv1 kernels at step {h['eval_step'][-1]} · dead filters: {dead}", fontsize=10)
+    return fig
+
+
+def embedding_figure(coords, points, colors, title: str, axis_labels, query=None, neighbours=None):
+    """A 2-D embedding's scatter (``coords``; ``points``: the embedded points' names, class codes
+    and images), a colour per class; with a ``query`` point, rings on it and its neighbours in the
+    first of ``neighbours`` (space → indices), and under the scatter a row of their images per
+    space, each saying how many share the query's class."""
+    colors = np.asarray(colors)
+    k = len(next(iter(neighbours.values()))) if query is not None else 0
+    # the scatter on top; with a query, a row per space below: the query and its neighbours
+    width, rows = max(6.5, 0.8 * (k + 1)), 0.95 * len(neighbours) if query is not None else 0.0
+    fig = figure(figsize=(width, 6 + rows), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[6, rows]) if query is not None else (fig, None)
+    ax = top.subplots()
+    for code, name in enumerate(points.names):
+        mask = points.codes == code
+        ax.scatter(*coords[mask].T, s=12, c=colors[code], label=name, alpha=0.85, linewidths=0)
+    if points.labelled and len(points.names) <= 20:
+        ax.legend(fontsize=7, markerscale=1.5, frameon=False, loc="best")
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
+    ax.set_title(title, fontsize=10)
+    if query is None:
+        return fig
+    ring = coords[np.concatenate([[query], next(iter(neighbours.values()))])]
+    ax.scatter(*ring.T, s=90, facecolors="none", edgecolors="black", linewidths=1.2)
+    axes = bottom.subplots(len(neighbours), k + 1, squeeze=False)
+    for row, (space, found) in enumerate(neighbours.items()):
+        for col, (a, j) in enumerate(zip(axes[row], np.concatenate([[query], found]))):
+            image = points.images[j]
+            a.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+            a.set_axis_off()
+            a.set_title(("query " if col == 0 else "") + points.names[points.codes[j]], fontsize=7)
+        same = int((points.codes[found] == points.codes[query]).sum())
+        axes[row][0].text(
+            -0.1, 0.5, f"{space}\n{same}/{k}", transform=axes[row][0].transAxes,
+            ha="right", va="center", fontsize=8,
+        )  # fmt: skip
+    return fig

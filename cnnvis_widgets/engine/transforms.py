@@ -107,42 +107,28 @@ def _choose(u, values):
     return jnp.asarray(values)[_index(u, values.size)]
 
 
-def _reflect(index, size: int):
-    """Integer pixel indices folded into [0, size) as scipy's "reflect" mode does (d c b a | a b c d)."""
-    folded = jnp.mod(index, 2 * size)
-    return jnp.where(folded >= size, 2 * size - 1 - folded, folded)
-
-
-def _warp(image, matrix):
-    """Samples `image` (H, W, C) at `matrix @ (y - cy, x - cx) + (cy, cx)`, bilinearly, the border
-    reflected (``jax.scipy.ndimage.map_coordinates(order=1, mode="reflect")``'s numbers, as one
-    gather of the four neighbours: a step program traces and compiles faster than with it)."""
-    h, w, c = image.shape
+def _warp(image, matrix, mode):
+    """Samples `image` (H, W, C) at `matrix @ (y - cy, x - cx) + (cy, cx)`, bilinearly."""
+    h, w, _ = image.shape
     cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
     yy, xx = jnp.meshgrid(
         jnp.arange(h, dtype=jnp.float32) - cy, jnp.arange(w, dtype=jnp.float32) - cx, indexing="ij"
     )
     src_y = matrix[0, 0] * yy + matrix[0, 1] * xx + cy
     src_x = matrix[1, 0] * yy + matrix[1, 1] * xx + cx
-    y0, x0 = jnp.floor(src_y), jnp.floor(src_x)
-    fy, fx = src_y - y0, src_x - x0
-    y0, x0 = y0.astype(jnp.int32), x0.astype(jnp.int32)
-    rows = jnp.stack([_reflect(y0, h), _reflect(y0 + 1, h)])  # (2, H, W)
-    cols = jnp.stack([_reflect(x0, w), _reflect(x0 + 1, w)])
-    corners = (rows[:, None] * w + cols[None, :]).reshape(4, h, w)  # flat indices of the 4 neighbours
-    weights = (jnp.stack([1 - fy, fy])[:, None] * jnp.stack([1 - fx, fx])[None, :]).reshape(4, h, w)
-    return jnp.einsum("khw,khwc->hwc", weights, image.reshape(h * w, c)[corners])
+    sample = lambda ch: jax.scipy.ndimage.map_coordinates(ch, [src_y, src_x], order=1, mode=mode)
+    return jax.vmap(sample, in_axes=-1, out_axes=-1)(image)
 
 
 def random_affine(
-    scales: Sequence[float] = (1.0,), angles_degrees: Sequence[float] = (0.0,)
+    scales: Sequence[float] = (1.0,), angles_degrees: Sequence[float] = (0.0,), mode: str = "reflect"
 ) -> Transform:
     """Zooms each image by a factor from `scales` and rotates it by an angle (degrees) from
     `angles_degrees`, about its centre, in one bilinear resampling, keeping its shape.
 
     One resampling instead of a scale then a rotation: half the sampling work and half the
-    blur; a factor > 1 enlarges the content, < 1 shrinks it, and the border is filled by
-    reflecting the image (scipy's "reflect" mode).
+    blur; a factor > 1 enlarges the content, < 1 shrinks it, and the border is filled by `mode`
+    (a `jax.scipy.ndimage.map_coordinates` mode).
 
     References: Olah et al. 2017, "Feature Visualization" (Lucid `random_scale`, `random_rotate`).
     """
@@ -158,19 +144,19 @@ def random_affine(
     def one(u, image):
         a = jnp.deg2rad(_choose(u[1], angles))
         cos, sin = jnp.cos(a), jnp.sin(a)
-        return _warp(image, jnp.array([[cos, -sin], [sin, cos]]) / _choose(u[0], scales))
+        return _warp(image, jnp.array([[cos, -sin], [sin, cos]]) / _choose(u[0], scales), mode)
 
     return _per_image(one, 2)
 
 
-def random_scale(scales: Sequence[float]) -> Transform:
+def random_scale(scales: Sequence[float], mode: str = "reflect") -> Transform:
     """Zooms each image about its centre by a factor chosen from `scales` (see `random_affine`)."""
-    return random_affine(scales, (0.0,))
+    return random_affine(scales, (0.0,), mode)
 
 
-def random_rotate(angles_degrees: Sequence[float]) -> Transform:
+def random_rotate(angles_degrees: Sequence[float], mode: str = "reflect") -> Transform:
     """Rotates each image about its centre by an angle (degrees) from `angles_degrees` (see `random_affine`)."""
-    return random_affine((1.0,), angles_degrees)
+    return random_affine((1.0,), angles_degrees, mode)
 
 
 def compose(*transforms: Transform) -> Transform:

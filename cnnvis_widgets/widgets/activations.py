@@ -377,24 +377,10 @@ class ActivationExplorer(View):
         if self.tiles is None:
             raise RuntimeError("No maps shown yet: call run() and wait().")
         title = f"{self.probe.name} · {self.layer} · {self.image_name}"
-        if self.detail is None or self.detail.layer != self.layer:
-            return export.grid_figure(self.tiles, self.labels, title=title, cmap="viridis")
-        d = self.detail
-        rows, cols = px.grid_shape(len(self.tiles))
-        fig = export.figure(
-            figsize=(max(cols, len(d.values) + 2) * 1.1, rows * 1.1 + 2.2), layout="constrained"
+        detail = self.detail if self.detail is not None and self.detail.layer == self.layer else None
+        return export.feature_maps_figure(
+            self.tiles, self.labels, title, detail, patches_of=self.dataset_description
         )
-        top, bottom = fig.subfigures(2, 1, height_ratios=[rows * 1.1 + 0.4, 1.8])
-        export.draw_tiles(top, self.tiles, self.labels, cols, "viridis")
-        top.suptitle(title, fontsize=10)
-        left, right = bottom.subfigures(1, 2, width_ratios=[len(d.values), 2])
-        export.draw_tiles(left, d.patches, [f"{v:.2f}" for v in d.values], len(d.values), "gray")
-        left.suptitle(
-            f"filter {d.unit}: top {len(d.values)} patches over {self.dataset_description}", fontsize=8
-        )
-        export.draw_tiles(right, d.optimized[None], [f"filter {d.unit}"], 1, "gray")
-        right.suptitle("optimized", fontsize=8)
-        return fig
 
 
 # -------------------------------------------------------------------- helpers

@@ -480,41 +480,17 @@ class EmbeddingExplorer(View):
         if self.view.value == "mosaic":
             return export.grid_figure(self.mosaic[None], title=title, tile_inches=6.0)
         points = result.points
-        colors = np.array(_palette(len(points.names)))
-        selected = 0 <= self.selected < len(result.coords)
-        k = min(int(self.k.value), len(result.coords) - 1)
-        # the scatter on top; with a selection, two rows below: the query and its neighbours
-        width, rows = max(6.5, 0.8 * (k + 1)), 2 * 0.95 if selected else 0.0
-        fig = export.figure(figsize=(width, 6 + rows), layout="constrained")
-        left, right = fig.subfigures(2, 1, height_ratios=[6, rows]) if selected else (fig, None)
-        ax = left.subplots()
-        for code, name in enumerate(points.names):
-            mask = points.codes == code
-            ax.scatter(*result.coords[mask].T, s=12, c=colors[code], label=name, alpha=0.85, linewidths=0)
-        if points.labelled and len(points.names) <= 20:
-            ax.legend(fontsize=7, markerscale=1.5, frameon=False, loc="best")
-        ax.set_xlabel(AXIS_LABELS.get(result.method, ("1", "2"))[0])
-        ax.set_ylabel(AXIS_LABELS.get(result.method, ("1", "2"))[1])
-        ax.set_title(title, fontsize=10)
-        if selected:
-            i = self.selected
-            found = {space: self.neighbours(space) for space in emb.SPACES}
-            ring = result.coords[np.concatenate([[i], found["feature"].indices])]
-            ax.scatter(*ring.T, s=90, facecolors="none", edgecolors="black", linewidths=1.2)
-            axes = right.subplots(2, k + 1, squeeze=False)
-            for row, space in enumerate(emb.SPACES):
-                idx = np.concatenate([[i], found[space].indices])
-                for col, (a, j) in enumerate(zip(axes[row], idx)):
-                    image = points.images[j]
-                    a.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
-                    a.set_axis_off()
-                    a.set_title(("query " if col == 0 else "") + points.names[points.codes[j]], fontsize=7)
-                same = int((points.codes[found[space].indices] == points.codes[i]).sum())
-                axes[row][0].text(
-                    -0.1, 0.5, f"{space}\n{same}/{k}", transform=axes[row][0].transAxes,
-                    ha="right", va="center", fontsize=8,
-                )  # fmt: skip
-        return fig
+        query = self.selected if 0 <= self.selected < len(result.coords) else None
+        found = None if query is None else {space: self.neighbours(space).indices for space in emb.SPACES}
+        return export.embedding_figure(
+            result.coords,
+            points,
+            _palette(len(points.names)),
+            title,
+            AXIS_LABELS.get(result.method, ("1", "2")),
+            query=query,
+            neighbours=found,
+        )
 
 
 # --------------------------------------------------------------------- helpers

@@ -49,11 +49,16 @@ class ImageGrid(widgets.VBox):
         cmap: str = "gray",
         tile_px: int = 72,
         max_fps: float = 15.0,
+        enlarge_tiny: bool = False,
         **kwargs,
     ):
         self.ncols, self.cmap, self.max_fps = ncols, cmap, max_fps
+        # tiny tiles (3x3 kernels) drawn large are enlarged by an integer factor before the montage,
+        # so its 1-pixel padding stays a thin line (images.pixel_zoom); off for the live views,
+        # whose frames stay small
+        self.enlarge_tiny = enlarge_tiny
         self._shape = None  # (n, h, w) of the tiles as drawn (enlarged by ``zoom``)
-        self.zoom = 1  # the integer factor tiny tiles are enlarged by (images.pixel_zoom)
+        self.zoom = 1  # the factor the last tiles were enlarged by
         self._montage = None  # the last montage sent, without the selection frame (uint8, row 0 on top)
         self._last = None  # (tiles, labels) of the last update: redrawn when tile_px changes
         self._next_send = 0.0
@@ -148,8 +153,7 @@ class ImageGrid(widgets.VBox):
             raise ValueError(f"ImageGrid expects tiles of shape (N, H, W, C), got {tiles.shape}.")
         self._last = (tiles, labels)
         rgb = px.colorize(tiles, self.cmap) if tiles.shape[-1] == 1 else tiles[..., :3]
-        # tiny tiles (3x3 kernels) are enlarged first, so the 1-pixel padding stays a thin line
-        self.zoom = px.pixel_zoom(tiles.shape[1:3], self.shown_tile_px)
+        self.zoom = px.pixel_zoom(tiles.shape[1:3], self.shown_tile_px) if self.enlarge_tiny else 1
         rgb = px.enlarge(rgb, self.zoom)
         new_shape = self._shape != (len(tiles), *rgb.shape[1:3])
         if new_shape:

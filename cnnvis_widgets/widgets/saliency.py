@@ -507,25 +507,15 @@ class SaliencyExplorer(View):
 
         if self._display is None:
             raise RuntimeError("Nothing computed yet: call run() and wait().")
-        tiles, labels = self._blend(self._display), self._display[3]
-        rows, cols = px.grid_shape(len(tiles), 2 if len(tiles) == 2 else None)
         cascade = self._cascade_display if self.sanity.value else None
-        width = max(cols * 1.6 + 2.2, len(cascade[0]) * 1.3 if cascade else 0)
-        height = rows * 1.7 + (1.8 if cascade else 0) + 0.4
-        fig = export.figure(figsize=(width, height), layout="constrained")
-        parts = fig.subfigures(2, 1, height_ratios=[rows * 1.7, 1.8]) if cascade else [fig]
-        main, side = parts[0].subfigures(1, 2, width_ratios=[cols * 1.6, 2.2])
-        export.draw_tiles(main, tiles, labels, cols)
-        ax = side.add_subplot()
-        ax.set_axis_off()
-        text = "top-5\n" + "\n".join(f"{p:6.3f}  {name}" for name, p in self.top5)
-        ax.text(0, 1, text, va="top", family="monospace", fontsize=8, transform=ax.transAxes)
-        if cascade:
-            export.draw_tiles(parts[1], self._blend(cascade), cascade[3], len(cascade[0]))
-            parts[1].suptitle("sanity check: randomized from the top (ρ: Spearman vs trained)", fontsize=8)
         method = "every method" if self.request["mode"] == "compare" else self.result.method
-        fig.suptitle(f"{self.probe.name} · {method} · {self.request['mode']}", fontsize=10)
-        return fig
+        return export.saliency_figure(
+            self._blend(self._display),
+            self._display[3],
+            self.top5,
+            title=f"{self.probe.name} · {method} · {self.request['mode']}",
+            cascade=None if cascade is None else (self._blend(cascade), cascade[3]),
+        )
 
 
 # ------------------------------------------------------------------ targets

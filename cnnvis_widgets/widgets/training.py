@@ -37,6 +37,11 @@ from cnnvis_widgets.widgets.view import View
 
 MAP_LAYERS = ("conv1", "conv2")  # the feature maps shown for one test digit
 N_TRAIN_EVAL = 128  # training digits whose accuracy is tracked (unaugmented, fixed)
+# the accuracy curves: label → (colour, key of ``history``)
+ACCURACY_CURVES = {
+    "test (450 digits)": ("#d62728", "test_accuracy"),
+    f"train ({N_TRAIN_EVAL} digits)": ("#2ca02c", "train_accuracy"),
+}
 
 
 class TrainingMonitor(View):
@@ -110,17 +115,14 @@ class TrainingMonitor(View):
 
         self.loss_lines, loss_panel = _curve_figure("training loss", ["loss"], ["#1f77b4"])
         self.accuracy_lines, accuracy_panel = _curve_figure(
-            "accuracy",
-            ["test (450 digits)", f"train ({N_TRAIN_EVAL} digits)"],
-            ["#d62728", "#2ca02c"],
-            (0, 1),
+            "accuracy", list(ACCURACY_CURVES), [color for color, _ in ACCURACY_CURVES.values()], (0, 1)
         )
         # the curves' figures leave the page while the view is hidden: a hidden bqplot figure with
         # axes is laid out again at each resize, at width 0 (see View.shown)
         self._curve_panels = [loss_panel, accuracy_panel]  # each a VBox: the figure, and its key
         self.curves = widgets.HBox(self._curve_panels, layout=widgets.Layout(flex_flow="row wrap"))
         self.observe(self._show_curves, "shown")
-        self.kernel_grid = ImageGrid(cmap="gray", ncols=8, tile_px=40)
+        self.kernel_grid = ImageGrid(cmap="gray", ncols=8, tile_px=40, enlarge_tiny=True)
         self.digit_grid = ImageGrid(cmap="gray", tile_px=96)
         self.map_grid = ImageGrid(cmap="viridis", ncols=16, tile_px=44)
         self.dead_html = widgets.HTML()
@@ -339,27 +341,7 @@ class TrainingMonitor(View):
         h = self.history
         if not h["eval_step"]:
             raise RuntimeError("Nothing to show yet: wait for the untrained model or a run (monitor.wait()).")
-        fig = export._figure_class()(figsize=(9, 6.5), layout="constrained")
-        top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1.1])
-        ax_loss, ax_acc = top.subplots(1, 2)
-        ax_loss.plot(h["loss_step"], h["loss"], lw=1)
-        ax_loss.set(xlabel="step", ylabel="training loss", title="loss")
-        ax_acc.plot(h["eval_step"], h["test_accuracy"], label="test (450 digits)", color="#d62728")
-        ax_acc.plot(
-            h["eval_step"], h["train_accuracy"], label=f"train ({N_TRAIN_EVAL} digits)", color="#2ca02c"
-        )
-        ax_acc.set(xlabel="step", ylabel="accuracy", ylim=(0, 1), title="accuracy")
-        ax_acc.legend(loc="lower right", fontsize=8)
-        tiles = self.kernel_tiles
-        axes = bottom.subplots(2, math.ceil(len(tiles) / 2), squeeze=False)
-        for i, ax in enumerate(axes.flat):
-            ax.set_axis_off()
-            if i < len(tiles):
-                ax.imshow(tiles[i, ..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-                ax.set_title(str(i), fontsize=7, pad=2)
-        dead = " · ".join(f"{name} {n}" for name, n in self.dead_counts.items())
-        bottom.suptitle(f"conv1 kernels at step {h['eval_step'][-1]} · dead filters: {dead}", fontsize=10)
-        return fig
+        return export.training_figure(h, ACCURACY_CURVES, self.kernel_tiles, self.dead_counts)
 
 
 # ------------------------------------------------------------------ helpers

@@ -71,7 +71,7 @@ class WeightsView(View):
         )  # its longest option whole: "auto (RGB or per input channel)"
         self.scale = widgets.Dropdown(options=SCALES, value=scale, description="scale")
         self.channel = widgets.BoundedIntText(0, min=0, max=4096, description="input ch.")
-        self.grid = ImageGrid(cmap="gray", tile_px=0)  # fitted: 3x3 kernels are enlarged (ImageGrid.zoom)
+        self.grid = ImageGrid(cmap="gray", tile_px=0, enlarge_tiny=True)  # fitted: 3x3 kernels enlarged
         self.children = [
             widgets.HBox([self.layer_select, self.mode]),
             widgets.HBox([self.scale, self.channel]),

@@ -233,7 +233,8 @@ def test_the_clicked_tile_is_framed_and_a_new_layer_clears_the_frame(explorer):
     plain = grid.pixels.copy()
     grid.selected = 5
     y0, x0, th, tw = grid.tile_box(5)
-    assert (y0, x0) == (th + 1 + grid._gap, tw + 1)  # row 1, column 1 of a 4 x 4 grid
+    cols = int(np.ceil(np.sqrt(grid.tile_shape[0])))
+    assert (y0, x0) == (5 // cols * (th + 1 + grid._gap), 5 % cols * (tw + 1))
     framed = grid.pixels
     assert (framed[y0, x0 : x0 + tw] == SELECTED_RGB).all() and (framed[y0 : y0 + th, x0] == SELECTED_RGB).all()
     changed = np.any(framed != plain, axis=-1)

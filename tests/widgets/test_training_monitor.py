@@ -68,6 +68,10 @@ def test_the_accuracy_key_sits_under_the_plot_with_both_curves_in_their_colours(
     for label, colour in zip(lines.labels, lines.colors):
         assert f'<span style="color:{colour}">&#9644;</span> {label}' in key.value
     assert len(lines.labels) == 2 and lines.labels[1].startswith("train")
+    # the exported figure (export.training_figure) draws the same curves, with a legend there
+    accuracy = monitor.to_figure().subfigs[0].get_axes()[1]
+    assert [line.get_label() for line in accuracy.lines] == list(lines.labels)
+    np.testing.assert_allclose(accuracy.lines[0].get_ydata(), np.asarray(lines.y)[0])
 
 
 def test_conv1_grid_changed_and_shows_the_trained_kernels(trained):
