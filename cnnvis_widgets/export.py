@@ -1,4 +1,4 @@
-"""Static exports: PNG files and matplotlib figures of tile grids."""
+"""Static exports: PNG files, and the matplotlib figures of tile grids and of each view (``to_figure``)."""
 
 from __future__ import annotations
 

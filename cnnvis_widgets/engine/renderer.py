@@ -127,11 +127,10 @@ class Renderer:
         self._lock = threading.Lock()
         self._compiling: threading.Thread | None = None  # ``prepare``'s background compile
         spread = sharding.filter_sharding()  # init places the filter axis over the devices
-        options = dict(compiler_options=compiler_options(probe))
-        if spread is not None:
-            options["out_shardings"] = spread
-        self.init = jax.jit(self._init, **options)
-        self._step = jax.jit(self._step_impl, donate_argnums=0, compiler_options=options["compiler_options"])
+        xla = compiler_options(probe)
+        placed = {} if spread is None else {"out_shardings": spread}
+        self.init = jax.jit(self._init, compiler_options=xla, **placed)
+        self._step = jax.jit(self._step_impl, donate_argnums=0, compiler_options=xla)
         self._objectives = tuple(setup.objective_of(layer) for layer in setup.layers)
         needed = []
         for objective in self._objectives:
