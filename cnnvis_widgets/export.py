@@ -216,7 +216,8 @@ def embedding_figure(coords, points, colors, title: str, axis_labels, query=None
     first of ``neighbours`` (space → indices), and under the scatter a row of their images per
     space, each saying how many share the query's class."""
     colors = np.asarray(colors)
-    k = len(next(iter(neighbours.values()))) if query is not None else 0
+    ringed = next(iter(neighbours.values())) if query is not None else []  # the first space's neighbours
+    k = len(ringed)
     # the scatter on top; with a query, a row per space below: the query and its neighbours
     width, rows = max(6.5, 0.8 * (k + 1)), 0.95 * len(neighbours) if query is not None else 0.0
     fig = figure(figsize=(width, 6 + rows), layout="constrained")
@@ -232,7 +233,7 @@ def embedding_figure(coords, points, colors, title: str, axis_labels, query=None
     ax.set_title(title, fontsize=10)
     if query is None:
         return fig
-    ring = coords[np.concatenate([[query], next(iter(neighbours.values()))])]
+    ring = coords[np.concatenate([[query], ringed])]
     ax.scatter(*ring.T, s=90, facecolors="none", edgecolors="black", linewidths=1.2)
     axes = bottom.subplots(len(neighbours), k + 1, squeeze=False)
     for row, (space, found) in enumerate(neighbours.items()):

@@ -231,12 +231,10 @@ class ImageGrid(widgets.VBox):
 
     def _place_labels(self, text: list[str], height: int) -> None:
         """One label centred in the band under each tile."""
-        n, th, tw = self._shape
-        _, cols = px.grid_shape(n, self.ncols)
-        rows_cols = [divmod(i, cols) for i in range(len(text))]
+        boxes = [self.tile_box(i) for i in range(len(text))]
         with self.labels.hold_sync():
-            self.labels.x = [k * (tw + 1) + tw / 2 for _, k in rows_cols]
-            self.labels.y = [height - (r * (th + 1 + self._gap) + th + self._gap * 0.6) for r, _ in rows_cols]
+            self.labels.x = [left + tw / 2 for _, left, _, tw in boxes]
+            self.labels.y = [height - (top + th + self._gap * 0.6) for top, _, th, _ in boxes]
             self.labels.text = text
         self._label_text = text
 

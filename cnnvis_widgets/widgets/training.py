@@ -113,8 +113,8 @@ class TrainingMonitor(View):
         self.stop_button = widgets.Button(description="Stop", icon="stop")
         self.progress = widgets.IntProgress(0, 0, 1, description="")
 
-        self.loss_lines, loss_panel = _curve_figure("training loss", ["loss"], ["#1f77b4"])
-        self.accuracy_lines, accuracy_panel = _curve_figure(
+        self.loss_lines, loss_panel = _curve_panel("training loss", ["loss"], ["#1f77b4"])
+        self.accuracy_lines, accuracy_panel = _curve_panel(
             "accuracy", list(ACCURACY_CURVES), [color for color, _ in ACCURACY_CURVES.values()], (0, 1)
         )
         # the curves' figures leave the page while the view is hidden: a hidden bqplot figure with
@@ -345,7 +345,7 @@ class TrainingMonitor(View):
 
 
 # ------------------------------------------------------------------ helpers
-def _curve_figure(title: str, labels: list[str], colors: list[str], y_range=None):
+def _curve_panel(title: str, labels: list[str], colors: list[str], y_range=None):
     """A curve plot: its Lines, and a VBox of the figure with, for several curves, a key under it."""
     x, y = (
         bqplot.LinearScale(),
