@@ -158,6 +158,8 @@ class FilterExplorer(View):
         self.grid.observe(self._show_detail, "selected")
         if autorun:
             self.run()
+        else:
+            self.status.value = "press Run (or change a control) to optimize the filters"
 
     @property
     def image(self) -> np.ndarray:

@@ -99,6 +99,8 @@ class ImageGrid(widgets.VBox):
         )
         # what the tiles are, above them; says so when they are stale (``mark_stale``)
         self.caption = widgets.HTML(layout=widgets.Layout(margin="0 0 0 4px"))
+        # no figure before the first tiles: an empty bqplot figure is a large black box
+        self.figure.layout.display = "none"
         super().__init__([self.caption, self.figure], **kwargs)
         self.tile_px = tile_px
         self.observe(self._relayout, "tile_px")

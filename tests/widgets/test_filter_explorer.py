@@ -281,3 +281,16 @@ def test_every_setting_explains_itself_and_reset_restores_the_defaults(explorer)
     panel.reset_button.click()
     assert panel.weights == start and len(changes) == 1  # one change: one run, not one per control
     assert all(s.disabled == (not t.value) for t, s in zip(panel.toggles, panel.sliders))
+
+
+def test_an_explorer_that_waits_for_run_says_so_and_draws_no_empty_box():
+    # notebook 02's explorer starts on Run: before it, no black empty figure, and a status saying what to do
+    fe = FilterExplorer("digits-cnn", layer="conv1", filters="0:4", steps=4, autorun=False)
+    try:
+        assert fe.grid.figure.layout.display == "none" and fe.grid.frames == 0
+        assert "press Run" in fe.status.value
+        fe.run()
+        assert fe.wait(120) and fe.grid.frames > 0
+        assert fe.grid.figure.layout.display != "none" and fe.grid.figure.layout.width.endswith("px")
+    finally:
+        fe.close()
