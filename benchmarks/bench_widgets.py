@@ -272,10 +272,9 @@ def _settle(fe) -> None:
     assert fe.wait(900), "run did not stop"
 
 
-def child_first_touch(model: str, steps: int) -> None:
-    """A fresh process with an empty compile cache: a new FilterExplorer's first frame; ten quick
-    slider moves over unvisited layers; every layer visited (first visits), then every layer
-    again (revisits); a new filter selection of the same bucket against a revisited one."""
+def _new_explorer_first_frame(model: str, steps: int):
+    """A fresh process with an empty compile cache: (a new FilterExplorer, seconds from building
+    it to its first optimized frame after Run, seconds the imports took)."""
     import jax
 
     jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
@@ -283,16 +282,36 @@ def child_first_touch(model: str, steps: int) -> None:
     import cnnvis_widgets as cw
 
     cw.use_all_cores()
-    from cnnvis_widgets.compile_cache import programs_lowered
-    from cnnvis_widgets.engine import ascent
     from cnnvis_widgets.widgets import FilterExplorer
 
-    out: dict = dict(model=model, import_s=time.monotonic() - T_IMPORT, devices=len(jax.devices()))
+    imported = time.monotonic() - T_IMPORT
     t = time.perf_counter()
     fe = FilterExplorer(model, filters="0:16", steps=steps, autorun=False)
     build = time.perf_counter() - t
-    out["new_explorer_first_frame_s"] = build + first_frame_after(fe, fe.run, optimized=True)
+    seconds = build + first_frame_after(fe, fe.run, optimized=True)
     _settle(fe)
+    return fe, seconds, imported
+
+
+def child_first_frame(model: str, steps: int) -> None:
+    """Only the new explorer's first frame (``--first-frame-rounds`` more fresh processes)."""
+    fe, seconds, _ = _new_explorer_first_frame(model, steps)
+    fe.close()
+    print("RESULT " + json.dumps(dict(new_explorer_first_frame_s=seconds)), flush=True)
+
+
+def child_first_touch(model: str, steps: int) -> None:
+    """A fresh process with an empty compile cache: a new FilterExplorer's first frame; ten quick
+    slider moves over unvisited layers; every layer visited (first visits), then every layer
+    again (revisits); a new filter selection of the same bucket against a revisited one."""
+    fe, first_frame, imported = _new_explorer_first_frame(model, steps)
+    import jax
+
+    from cnnvis_widgets.compile_cache import programs_lowered
+    from cnnvis_widgets.engine import ascent
+
+    out: dict = dict(model=model, import_s=imported, devices=len(jax.devices()))
+    out["new_explorer_first_frame_s"] = first_frame
     slider = fe.layer_slider
     names = slider.names
     start = names.index(slider.value)
@@ -365,19 +384,29 @@ def child_first_touch(model: str, steps: int) -> None:
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def bench_first_touch(models, steps: int) -> list[dict]:
+def _fresh_child(mode: str, model: str, steps: int) -> dict:
+    """Run ``--<mode> model`` in a fresh process with an empty compile cache; its RESULT."""
+    with tempfile.TemporaryDirectory(prefix="cnnvis-jaxcache-") as cache:
+        env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache)
+        proc = subprocess.run(
+            [sys.executable, __file__, f"--{mode}", model, "--steps", str(steps)],
+            env=env, stdout=subprocess.PIPE, stderr=None, text=True, timeout=3600,
+        )
+    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    if proc.returncode or not line:
+        raise RuntimeError(f"{mode} for {model} failed ({proc.returncode})")
+    return json.loads(line[-1][7:])
+
+
+def bench_first_touch(models, steps: int, first_frame_rounds: int) -> list[dict]:
     rows = []
     for model in models:
-        with tempfile.TemporaryDirectory(prefix="cnnvis-jaxcache-") as cache:
-            env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache)
-            proc = subprocess.run(
-                [sys.executable, __file__, "--first-touch-child", model, "--steps", str(steps)],
-                env=env, stdout=subprocess.PIPE, stderr=None, text=True, timeout=3600,
-            )
-            line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-            if proc.returncode or not line:
-                raise RuntimeError(f"first-touch child for {model} failed ({proc.returncode})")
-            rows.append(json.loads(line[-1][7:]))
+        row = _fresh_child("first-touch-child", model, steps)
+        row["new_explorer_first_frames_s"] = [row["new_explorer_first_frame_s"]] + [
+            _fresh_child("first-frame-child", model, steps)["new_explorer_first_frame_s"]
+            for _ in range(first_frame_rounds)
+        ]
+        rows.append(row)
     return rows
 
 
@@ -389,8 +418,10 @@ def report_first_touch(rows) -> list[str]:
         r["median_first_over_revisit"] = statistics.median(ratios)
         lines.append(f"{r['model']}: {len(visits)} layers in {len(r['groups'])} program groups "
                      f"({r['devices']} devices); import {r['import_s']:.1f} s")
-        lines.append(f"  new FilterExplorer -> first optimized frame (fresh process, empty cache): "
-                     f"{r['new_explorer_first_frame_s']:.2f} s")
+        firsts = r["new_explorer_first_frames_s"]
+        lines.append(f"  new FilterExplorer -> first optimized frame (fresh process, empty cache): median "
+                     f"{statistics.median(firsts):.2f} s over {len(firsts)} processes "
+                     f"({', '.join(f'{x:.2f}' for x in firsts)})")
         lines.append("  layer                 first s  revisit s  ratio  programs lowered on first visit")
         for name, v in visits.items():
             lines.append(f"  {name:20s} {v['first']:8.2f} {v['revisit']:10.2f} {v['first'] / v['revisit']:6.2f}"
@@ -419,6 +450,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--first-touch-child", help=argparse.SUPPRESS)
+    ap.add_argument("--first-frame-child", help=argparse.SUPPRESS)
+    ap.add_argument("--first-frame-rounds", type=int, default=4,
+                    help="more fresh processes that measure only a new explorer's first frame")
     ap.add_argument("--first-touch", nargs="*", metavar="MODEL",
                     help="only section 4 (first touch) for these models (default digits-cnn efficientnet-lite0)")
     ap.add_argument("--snapshot-every", type=int, default=8)
@@ -430,9 +464,12 @@ def main() -> None:
     if args.first_touch_child:
         child_first_touch(args.first_touch_child, args.steps)
         return
+    if args.first_frame_child:
+        child_first_frame(args.first_frame_child, args.steps)
+        return
     if args.first_touch is not None:
         models = args.first_touch or ["digits-cnn", "efficientnet-lite0"]
-        rows = bench_first_touch(models, args.steps)
+        rows = bench_first_touch(models, args.steps, args.first_frame_rounds)
         lines = report_first_touch(rows)
         print("\n".join(lines))
         stamp = datetime.datetime.now().isoformat(timespec="seconds")

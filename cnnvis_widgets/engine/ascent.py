@@ -430,6 +430,7 @@ def render(
 
     if background_compile and not renderer.compiled:  # the step compiles while init does
         renderer.prepare(variables, w)
+        renderer.wait_lowered()  # its tracing first: init's beside it would slow it down
     # every filter's start image, so a callback shows the groups not yet run (their init is
     # deterministic, so each group is initialized again when its turn comes)
     first = init_group(groups[0])

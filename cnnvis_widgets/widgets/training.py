@@ -30,7 +30,7 @@ import numpy as np
 from cnnvis_widgets import data
 from cnnvis_widgets.compile_cache import enable_compilation_cache
 from cnnvis_widgets.engine.activations import kernels_as_images
-from cnnvis_widgets.models import digits
+from cnnvis_widgets.models import digits, zoo
 from cnnvis_widgets.models.probe import Probe, owned_by_probe
 from cnnvis_widgets.widgets.grid import ImageGrid
 from cnnvis_widgets.widgets.view import View
@@ -83,7 +83,7 @@ class TrainingMonitor(View):
             )
         self.every, self.image_index = int(every), int(image_index)
         self._test_set, self._train_set = test, train
-        self._template = _template_probe()
+        self._template = zoo.load("digits-cnn")  # module, layers, preprocessing; its variables are swapped
         self.conv_layers = tuple(layer.name for layer in self._template.layers if layer.kind == "conv")
         self.variables: dict | None = None  # the latest trained variables
         self.probe: Probe | None = None  # a Probe over them, for the other views
@@ -379,14 +379,6 @@ def _curve_panel(title: str, labels: list[str], colors: list[str], y_range=None)
         layout=widgets.Layout(margin="-6px 0 0 60px"),
     )
     return lines, widgets.VBox([figure, key])
-
-
-@functools.lru_cache(maxsize=1)
-def _template_probe() -> Probe:
-    """digits-cnn's Probe (module, layers, preprocessing): its variables are swapped per use."""
-    from cnnvis_widgets.models.zoo import load
-
-    return load("digits-cnn")
 
 
 def _probe_over(template: Probe, variables) -> Probe:

@@ -134,7 +134,11 @@ def test_warm_compiles_ahead_so_the_first_step_does_not(probe):
 
 def test_prepare_compiles_in_the_background_what_step_then_uses(probe):
     r = renderer.Renderer(probe, _setup(probe, ["conv2"], filters=4, steps=3))
+    before = programs_lowered()
+    r.wait_lowered(timeout=0.01)  # nothing to wait for before prepare
     r.prepare(probe.variables, np.zeros(0, np.float32))
+    r.wait_lowered(timeout=60)  # the step is traced and lowered when it returns (XLA may still work)
+    assert programs_lowered() > before
     units = np.arange(4, dtype=np.int32)
     state, _ = r.init(jax.random.key(1), units, None, np.float32(0.05))  # meanwhile, in this thread
     r._compiling.join()
