@@ -13,10 +13,14 @@ cache, configurations interleaved round by round (the machine is shared and nois
 Columns: compile = XLA backend compile seconds of the run's programs (JAX's
 ``/jax/core/compile/backend_compile_duration`` events over 0.05 s, summed); first = the first
 run, compile included; warm = median of three later runs (other seeds); ratios are to XLA's
-defaults.
+defaults (or to as-is+switch when xla-default is not run).
+
+The same way it weighs a change of the program itself: "as-is" is the renderer as it is,
+"as-is+switch" picks the layer of a group program with a ``lax.switch`` (as it did before).
 
     .venv/bin/python benchmarks/bench_compile.py                 # digits-cnn and EfficientNet-Lite0
     .venv/bin/python benchmarks/bench_compile.py --models digits-cnn --rounds 1 --configs xla-default O2
+    .venv/bin/python benchmarks/bench_compile.py --rounds 3 --configs as-is+switch as-is
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ CONFIGS = {  # name: the renderer's compiler options (renderer.compiler_options)
     "O2": {"xla_backend_optimization_level": 2},
     "no-fusion-emitters": {"xla_cpu_use_fusion_emitters": False},
     "O2+no-fusion-emitters": {"xla_backend_optimization_level": 2, "xla_cpu_use_fusion_emitters": False},
+    # the renderer as it is (its own options), and with the layer of a group program picked by a
+    # lax.switch over the objectives (as before 2026-12-06) instead of computing all and indexing
+    "as-is": None,
+    "as-is+switch": None,
 }
 LAYER = {"digits-cnn": ("conv4", "0:16"), "efficientnet-lite0": ("block3.expand", "0:16")}
 
@@ -61,7 +69,16 @@ def child(model: str, config: str, steps: int) -> None:
     from cnnvis_widgets.engine import renderer
     from cnnvis_widgets.widgets import FilterExplorer
 
-    renderer.compiler_options = lambda _probe: CONFIGS[config] or None
+    if not config.startswith("as-is"):
+        renderer.compiler_options = lambda _probe: CONFIGS[config] or None
+    if config.endswith("+switch"):
+        def switch_score(self, acts, unit, layer):
+            if len(self._objectives) == 1:
+                return self._objectives[0](acts, unit)
+            branches = [lambda a, u, o=o: o(a, u) for o in self._objectives]
+            return jax.lax.switch(layer, branches, acts, unit)
+
+        renderer.Renderer._score = switch_score
     layer, filters = LAYER[model]
     fe = FilterExplorer(model, layer=layer, filters=filters, steps=steps, autorun=False)
     units = fe.probe.check_units(layer, fe._units(fe.probe.layer(layer)))
@@ -129,7 +146,7 @@ def main() -> None:
             med[config] = {
                 k: statistics.median(r[k] for r in mine) for k in ("compile_s", "first_s", "warm_s")
             }
-        ref = med.get("xla-default", next(iter(med.values())))
+        ref = med.get("xla-default", med.get("as-is+switch", next(iter(med.values()))))
         for config in args.configs:
             m = med[config]
             lines.append(

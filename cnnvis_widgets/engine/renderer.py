@@ -9,8 +9,8 @@ one call takes). It owns two jitted programs, pure functions of arrays, optax st
 
 Everything that changes while someone explores is a traced number, so it never compiles again:
 the learning rate (``optax.inject_hyperparams``), the prior weights, the steps of a call
-(``n`` <= ``Setup.steps``), which layer of the setup's ``layers`` is maximized (an index, a
-``lax.switch`` over per-layer objectives on one forward pass that reaches the deepest of them),
+(``n`` <= ``Setup.steps``), which layer of the setup's ``layers`` is maximized (an index: every
+layer's objective is computed on one forward pass that reaches the deepest of them, one is picked),
 and which filters (the filter count is padded to a few bucket sizes, ``filters_per_call``).
 
 Renderers live on their probe (``renderer_for`` stores them in ``probe.programs``), so they and
@@ -164,10 +164,13 @@ class Renderer:
         return state, jax.vmap(par.to_image)(state[0])
 
     def _score(self, acts, unit, layer):
+        """The objective of ``layers[layer]``: every layer's value, one picked by the traced index.
+        (A ``lax.switch`` over the objectives computed only the one, but its conditional in the
+        forward and the backward pass took longer to compile than the others' cheap means take to
+        run: benchmarks/bench_layer_pick.py, results/bench_layer_pick.txt.)"""
         if len(self._objectives) == 1:
             return self._objectives[0](acts, unit)
-        branches = [lambda a, u, o=o: o(a, u) for o in self._objectives]
-        return jax.lax.switch(layer, branches, acts, unit)
+        return jnp.stack([o(acts, unit) for o in self._objectives])[layer]
 
     def _step_one(self, state, unit, layer, variables, weights):
         setup, opt = self.setup, self.optimizer

@@ -100,7 +100,7 @@ class ImageGrid(widgets.VBox):
         # what the tiles are, above them; says so when they are stale (``mark_stale``)
         self.caption = widgets.HTML(layout=widgets.Layout(margin="0 0 0 4px"))
         # no figure before the first tiles: an empty bqplot figure is a large black box
-        self.figure.layout.display = "none"
+        self.figure.layout = widgets.Layout(display="none", margin="4px", overflow="hidden")
         super().__init__([self.caption, self.figure], **kwargs)
         self.tile_px = tile_px
         self.observe(self._relayout, "tile_px")
@@ -169,13 +169,8 @@ class ImageGrid(widgets.VBox):
         h, w = montage.shape[:2]
         with self.mark.hold_sync():  # not self.hold_sync(): `selected` is set by clicks, on the kernel thread
             if new_shape:
-                _, cols = px.grid_shape(len(tiles), self.ncols)
-                # the layout's width and height in one change, from the first frame: the figure
-                # is never drawn at a default aspect and corrected later
-                width = min(cols * self.shown_tile_px, MAX_WIDTH_PX)
-                self.figure.layout = widgets.Layout(
-                    width=f"{width}px", height=f"{width * h / w:.0f}px", margin="4px", overflow="hidden"
-                )
+                self._resize_figure(len(tiles), h, w)
+                self._lay_out_now()  # before the scales and the tiles reach the browser
                 self.mark.x, self.mark.y = (0, w), (0, h)
                 self._x.max, self._y.max = w, h
             self._montage = montage
@@ -187,6 +182,24 @@ class ImageGrid(widgets.VBox):
             self.caption.value = caption  # before ``frames`` moves: an observer of frames sees both
         self.frames += 1
         return True
+
+    def _resize_figure(self, n: int, h: int, w: int) -> None:
+        """The figure's box for a montage of ``n`` tiles, ``h`` x ``w`` pixels: its width and height
+        in one change of the one layout (a new Layout object reaches the browser a step later)."""
+        _, cols = px.grid_shape(n, self.ncols)
+        width = min(cols * self.shown_tile_px, MAX_WIDTH_PX)
+        layout = self.figure.layout
+        with layout.hold_sync():
+            layout.width, layout.height = f"{width}px", f"{width * h / w:.0f}px"
+            layout.display = None  # shown from the first tiles on
+
+    def _lay_out_now(self) -> None:
+        """Have bqplot lay the figure out for its new box now. It does so by itself only 300 ms
+        after the box stops changing (a debounced ResizeObserver), and meanwhile draws the new
+        montage and labels over the old box: stretched, labels outside the figure (issue 17,
+        item 2). A title change makes it lay out on the next animation frame; the title is a
+        blank that is never seen (the figure has no margin to show it in)."""
+        self.figure.title = "" if self.figure.title else " "
 
     @property
     def tile_shape(self) -> tuple[int, int, int] | None:

@@ -40,6 +40,33 @@ CELLS = [
 FILTERS_DONE = r"conv2: 16 filters, \d+ steps in"
 SALIENCY_DONE = r" · [0-9.]+ s$"
 SELECTED_RGB = np.array([255, 140, 0], np.float32)  # widgets/grid.py
+# The index-th output's grid, frame by frame (requestAnimationFrame), from the frame after the one on
+# which it first shows n labels other than the stale "…" (a layout bqplot asked for in that frame
+# runs after this callback, before the paint): its box and its labels' boxes, for `frames` frames.
+FIRST_FRAMES_OF = """([index, n, frames, timeout]) => new Promise((resolve, reject) => {
+    const out = document.querySelectorAll('.jp-OutputArea-output')[index];
+    const measure = () => {
+        const f = out.querySelector('.bqplot.figure');
+        const b = f.getBoundingClientRect();
+        const shown = t => t.textContent.trim() && t.textContent.trim() !== '…';
+        const labels = Array.from(f.querySelectorAll('text'))
+            .filter(t => shown(t) && t.getBoundingClientRect().width > 0)
+            .map(t => { const r = t.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom, t.textContent]; });
+        return {box: [b.left, b.top, b.right, b.bottom], labels};
+    };
+    const seen = [];
+    let armed = false;
+    const start = performance.now();
+    const tick = () => {
+        const m = measure();
+        if (armed) seen.push(m);
+        armed = armed || m.labels.length === n;
+        if (seen.length >= frames) return resolve(seen);
+        if (performance.now() - start > timeout) return reject(new Error('no frame of ' + n + ' tiles'));
+        requestAnimationFrame(tick);
+    };
+    tick();
+})"""
 
 def test_views_lay_out_cleanly_at_1024_px(lab, lab_page):
     page, console = lab_page
@@ -87,6 +114,25 @@ def test_views_lay_out_cleanly_at_1024_px(lab, lab_page):
     assert selected >= 0 and orange.sum() > 4 * tile, "the clicked tile is not framed"
     shot(filters_out, "s6-03-filters-detail")
     check_layout(page, 0, "filters with detail", report)
+
+    # another tile count (another aspect): the new montage is drawn in the figure's new box from
+    # its first frame, not stretched over the old one (bqplot lays a resized figure out only 300 ms
+    # after it stops resizing, unless told to at once: issue 17, item 2)
+    kernel_exec(page, 'fe.filter_picker.value = "0:6"')
+    m = page.evaluate(FIRST_FRAMES_OF, [0, 6, 10, T_RUN])
+    report["filters 6"] = {"frames": m}
+    for i, frame in enumerate(m):
+        left, top, right, bottom = frame["box"]
+        for x0, y0, x1, y1, text in frame["labels"]:
+            assert x0 >= left - 1 and x1 <= right + 1 and y0 >= top - 1 and y1 <= bottom + 1, (
+                f"frame {i + 1} after the 6-tile frame: label {text!r} at {[x0, y0, x1, y1]} leaves its "
+                f"figure {frame['box']}: the grid is drawn stretched"
+            )
+    h, w = (int(v) for v in kernel_exec(page, "print(*fe.grid.pixels.shape[:2])").split())
+    left, top, right, bottom = m[0]["box"]
+    assert abs((bottom - top) / (right - left) - h / w) < 0.03, "the figure's box lags the new montage"
+    wait_html(page, "conv2: 6 filters", T_RUN, r"conv2: 6 filters, \d+ steps in")
+    shot(filters_out, "s6-03b-filters-6")
 
     # SaliencyExplorer: colour bar drawn, layout clean; a top-5 click sets the target
     check_layout(page, 1, "saliency single", report)
