@@ -107,13 +107,16 @@ class _Setup(NamedTuple):
 
 
 def default_size(probe) -> tuple[int, int]:
-    """The model's input size, capped at 128 px (digits-cnn: 32; EfficientNet-Lite0: 128).
+    """The model's input size, capped at 128 px (digits-cnn: 32; EfficientNet-Lite0: 128), or
+    its only size when it takes one size alone (``Probe.fixed_size``: a VGG-like dense head).
 
     The image is optimized and kept at this size; recipes that upsample (``recipes.IMAGENET``)
     show it to the network at its native size. A whole EfficientNet layer is slow on a CPU at
     this size; pass ``size=64`` and a filter range for interactive use.
     """
     h, w = probe.input_shape[:2]
+    if probe.fixed_size:
+        return h, w
     scale = min(1.0, 128 / max(h, w))
     return int(round(h * scale)), int(round(w * scale))
 
@@ -577,6 +580,7 @@ def visualize_classes(
     as the optimization saw it (upsampled to the native size where the recipe says so).
     """
     probe = require_probe(probe, "visualize_classes")
+    probe.require_classes("visualize_classes")
     layer = layer or probe.layer_names[-1]
     kwargs.setdefault("objective", "class")
     result = visualize_filters(probe, layer, classes, **kwargs)

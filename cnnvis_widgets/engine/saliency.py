@@ -422,9 +422,9 @@ def _resolve_target(probe, target, n: int) -> tuple[_Target, np.ndarray]:
             return _Target(layer, True), np.full(n, -1, np.int32)
         units = probe.check_units(layer, target[1])
         return _Target(layer, False), _broadcast_targets(units, n, f"units of layer {layer!r}")
+    n_classes = num_classes(probe)
     if target is None:
         return _Target(None, False), np.full(n, -1, np.int32)
-    n_classes = num_classes(probe)
     if isinstance(target, str):
         names = probe.class_names or []
         if target not in names:
@@ -461,11 +461,9 @@ def _broadcast_targets(values, n: int, what: str) -> np.ndarray:
     return values
 
 
-@owned_by_probe
 def num_classes(probe) -> int:
-    """The size of the model's output."""
-    out = jax.eval_shape(lambda x: probe.forward(probe.variables, x)[0], jnp.zeros((1, *probe.input_shape)))
-    return int(out.shape[-1])
+    """The number of classes the model scores (``Probe.require_classes``)."""
+    return probe.require_classes("A class target")
 
 
 def _cam_layer(probe, layer, spec: _Target, what: str, need_after: bool = True) -> str:
@@ -783,7 +781,7 @@ def tap_layer(forward: Callable, layer: str) -> Callable:
             closed.jaxpr,
             closed.consts,
             jax.tree_util.tree_leaves((variables, x)),
-            closed.jaxpr.outvars[index],
+            _uncast(closed.jaxpr, closed.jaxpr.outvars[index]),
             delta,
             used,
         )
@@ -797,6 +795,15 @@ def tap_layer(forward: Callable, layer: str) -> Callable:
     return tapped
 
 
+def _uncast(jaxpr, var):
+    """The value ``var`` is a dtype cast of (the Probe reports a bfloat16 model's activations in
+    float32): the model computes on that one, so the tap goes there."""
+    made = {v: eqn for eqn in jaxpr.eqns for v in eqn.outvars}
+    while var in made and made[var].primitive.name == "convert_element_type":
+        var = made[var].invars[0]
+    return var
+
+
 def _eval_tapped(jaxpr, consts, args, tap, delta, used):
     env = {}
 
@@ -808,7 +815,7 @@ def _eval_tapped(jaxpr, consts, args, tap, delta, used):
         return env[v]
 
     def write(v, x, add=True):
-        env[v] = x + delta if (add and v is tap) else x
+        env[v] = x + delta.astype(x.dtype) if (add and v is tap) else x
 
     for v, x in zip(jaxpr.constvars, consts):
         write(v, x)

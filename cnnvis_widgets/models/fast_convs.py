@@ -139,7 +139,7 @@ def with_input_gradient(conv: Callable, input_grad: Callable) -> Callable:
     return f
 
 
-def _replace(eqn, ins):
+def _replace(eqn, ins, _producer=None):
     # float32 only: a bfloat16 shift-add would also accumulate its taps in bfloat16
     if eqn.primitive.name != "conv_general_dilated" or any(v.aval.dtype != jnp.float32 for v in eqn.invars):
         return None
@@ -160,7 +160,7 @@ def count_fast_convolutions(fn: Callable, *args) -> tuple[int, int]:
     """(convolutions ``fast_convolutions`` swaps, all convolutions) in ``fn(*args)``: a diagnostic."""
     counts = [0, 0]
 
-    def replace(eqn, ins):
+    def replace(eqn, ins, _producer):
         if eqn.primitive.name == "conv_general_dilated":
             counts[0] += _replace(eqn, ins) is not None
             counts[1] += 1

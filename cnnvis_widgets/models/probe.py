@@ -22,6 +22,8 @@ import contextlib
 import dataclasses
 import difflib
 import functools
+import inspect
+import re
 import sys
 from typing import Any, Callable, Mapping, Sequence
 
@@ -36,6 +38,17 @@ from cnnvis_widgets.models.fast_convs import fast_convolutions
 KINDS = ("conv", "dense", "pool", "block")
 _LINEN_LEAVES = {nn.Conv: "conv", nn.ConvTranspose: "conv", nn.Dense: "dense"}
 _LINEN_SKIP = (nn.BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.Dropout)
+# a module class named like these is a normalization or dropout, whichever package defines it
+_NOT_LAYERS = re.compile(r"(Norm|Normalization|Dropout)(\d?d)?$")
+# The call arguments that switch a model between training and evaluation, as Flax's examples and
+# common code name them, with the value that selects evaluation (running statistics, no dropout).
+EVALUATION_FLAGS = {
+    "train": False,
+    "training": False,
+    "is_training": False,
+    "deterministic": True,
+    "use_running_average": True,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,16 +104,66 @@ def _short_repr(value: Any) -> str:
 
 
 @contextlib.contextmanager
-def _model_errors(name: str, input_shape: tuple[int, ...]):
+def _model_errors(name: str, input_shape: tuple[int, ...], flags: Sequence[str] = ()):
     """Errors from tracing a user's model (Flax scope/shape errors) as one ValueError naming the input."""
     try:
         yield
     except Exception as err:  # re-raised with what was given
+        training = _training_mode(err, flags)
+        if training:
+            raise ValueError(f"{name} runs in training mode: {training}") from err
         raise ValueError(
             f"Could not run {name} on a (1, {', '.join(map(str, input_shape))}) image with the given "
             f"variables: {type(err).__name__}: {err} Check input_shape (H, W, C) and that the variables "
             f"are this model's own (from module.init)."
         ) from err
+
+
+def _training_mode(err: Exception, flags: Sequence[str]) -> str | None:
+    """What a training-mode failure means and its fix, or None when ``err`` is another failure.
+    ``flags``: the model's arguments from ``EVALUATION_FLAGS``."""
+    text = f"{type(err).__name__}: {err}"
+    if "batch_stats" in text or type(err).__name__ == "ModifyScopeVariableError":
+        cause = "its BatchNorm updates its statistics ('batch_stats') on every call"
+    elif type(err).__name__ == "InvalidRngError" or "PRNG" in text:
+        cause = "a Dropout (or another random layer) asks for a random key"
+    elif "unbound axis name" in text:
+        cause = "its BatchNorm averages batch statistics over a device axis (axis_name)"
+    else:
+        return None
+    if flags:
+        fix = f"call it in evaluation mode: apply_kwargs={{{flags[0]!r}: {EVALUATION_FLAGS[flags[0]]}}}"
+    else:
+        fix = (
+            "build it in evaluation mode (nn.BatchNorm(use_running_average=True), "
+            "nn.Dropout(deterministic=True)) or pass the argument that selects it with apply_kwargs="
+        )
+        fix += "{...}"
+    return f"{cause}. To look at a trained model, {fix}. ({text})"
+
+
+def evaluation_flags(model, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The evaluation-mode values of ``model``'s training switches (``EVALUATION_FLAGS`` by name)
+    that ``given`` does not set and whose default is not already evaluation (or that have none)."""
+    try:
+        parameters = inspect.signature(model.__call__).parameters
+    except (TypeError, ValueError):  # no readable signature: nothing to add
+        return {}
+    flags = {}
+    for name, value in EVALUATION_FLAGS.items():
+        p = parameters.get(name)
+        training = p is not None and (p.default is inspect.Parameter.empty or p.default != value)
+        if training and name not in given:
+            flags[name] = value
+    return flags
+
+
+def _flags_of(model) -> list[str]:
+    """``model``'s call arguments named in ``EVALUATION_FLAGS``, in its order."""
+    try:
+        return [n for n in inspect.signature(model.__call__).parameters if n in EVALUATION_FLAGS]
+    except (TypeError, ValueError):
+        return []
 
 
 class Probe:
@@ -112,10 +175,21 @@ class Probe:
       variables: the linen variables (``{'params': ..., 'batch_stats': ...}``).
       input_shape: ``(H, W, C)`` of the model's input images.
       preprocess: maps [0, 1] images to what the model expects (None: identity).
-      apply_kwargs: extra keyword arguments for every call (e.g. ``train=False``).
+      apply_kwargs: extra keyword arguments for every call. A call argument that switches
+        training off (``train``, ``training``, ``is_training``: False; ``deterministic``,
+        ``use_running_average``: True) and is not given here is set to evaluation by itself
+        (``probe.apply_kwargs`` shows what every call gets).
+      output: which part of the model's output holds the class scores, when it returns more
+        than one array: an index (a tuple), a key (a dict) or a function of the output.
       class_names: optional names of the output classes.
+      layers: None: every Conv/Dense submodule and top-level block, plus every value the model
+        sows into "intermediates"; "sown": only the sown values (the zoo's models sow theirs);
+        or a list of those names to keep.
       layer_kinds: optional ``{layer_name: kind}`` overriding the inferred kinds.
       name: a readable model name for messages.
+
+    ``num_classes`` is the output's size when it is class scores (N, classes), else None: a
+    backbone's feature map has layers to look at but no classes to explain.
     """
 
     def __init__(
@@ -126,7 +200,9 @@ class Probe:
         input_shape: Sequence[int],
         preprocess: Callable | None = None,
         apply_kwargs: Mapping[str, Any] | None = None,
+        output: int | str | Callable | None = None,
         class_names: Sequence[str] | None = None,
+        layers: Sequence[str] | str | None = None,
         layer_kinds: Mapping[str, str] | None = None,
         name: str | None = None,
     ):
@@ -139,7 +215,16 @@ class Probe:
         self.preprocess = preprocess or _identity
         self.class_names = list(class_names) if class_names is not None else None
         self.name = name or type(model).__name__
-        kwargs = dict(apply_kwargs or {})
+        if not (isinstance(model, nn.Module) or _is_nnx(model)):
+            raise TypeError(
+                f"Probe needs a flax.linen.Module or flax.nnx.Module, got {type(model).__name__}."
+            )
+        if layers is not None and layers != "sown" and (isinstance(layers, str) or not _all_str(layers)):
+            raise TypeError(f"layers must be None, 'sown' or a list of layer names, got {layers!r}.")
+        given = dict(apply_kwargs or {})
+        self.apply_kwargs = {**evaluation_flags(model, given), **given}
+        errors = _model_errors(self.name, self.input_shape, _flags_of(model))
+        only_sown = layers == "sown"
         if isinstance(model, nn.Module):
             if variables is None:
                 raise ValueError("A linen module needs its variables: Probe(module, variables, ...).")
@@ -150,21 +235,23 @@ class Probe:
                 )
             self.module = model
             self.variables = variables
-            with _model_errors(self.name, self.input_shape):
-                self._forward, module_kinds = _linen_forward(model, variables, self.input_shape, kwargs)
-        elif _is_nnx(model):
+            with errors:
+                forward, module_kinds, raw = _linen_forward(
+                    model, variables, self.input_shape, self.apply_kwargs, only_sown
+                )
+        else:
             if variables is not None:
                 raise ValueError("An nnx module carries its own state: pass variables=None.")
             self.module = model
-            with _model_errors(self.name, self.input_shape):
-                self._forward, self.variables, module_kinds = _nnx_forward(model, self.input_shape, kwargs)
-        else:
-            raise TypeError(
-                f"Probe needs a flax.linen.Module or flax.nnx.Module, got {type(model).__name__}."
-            )
-        self._reference_forward = self._forward
+            with errors:
+                forward, self.variables, module_kinds, raw = _nnx_forward(
+                    model, self.input_shape, self.apply_kwargs, only_sown
+                )
+        self._forward = self._reference_forward = _in_float32(_picked(forward, output, raw, self))
         self._forward = fast_convolutions(self._forward)
-        self.layers = _describe_layers(self, module_kinds, dict(layer_kinds or {}))
+        self.layers = _describe_layers(
+            self, module_kinds, dict(layer_kinds or {}), None if only_sown else layers
+        )
         self._by_name = {layer.name: layer for layer in self.layers}
         self.fixed_size = _needs_fixed_size(self)
         # compiled programs and other derived values made for this probe (``owned_by_probe``):
@@ -291,6 +378,20 @@ class Probe:
         """Pure, jittable model output of [0, 1] images."""
         return _jitted(self, None)(self.check_variables(variables), self.check_images(images))
 
+    def require_classes(self, what: str) -> int:
+        """``num_classes``, or a ValueError saying that ``what`` needs class scores the model's
+        output is not, with the ways out (a layer's unit as the target; ``output=``)."""
+        if self.num_classes is None:
+            spatial = [layer.name for layer in self.layers if layer.spatial]
+            unit = f"target=({(spatial or self.layer_names)[-1]!r}, 0)"
+            raise ValueError(
+                f"{what} needs class scores, and {self.name} outputs no class scores: its output is "
+                f"(N, {', '.join(map(str, self.output_shape))}), not (N, classes). Explain a unit of a "
+                f"layer instead, e.g. {unit}, or, if the model returns the scores among other "
+                f"outputs, pick them with Probe(..., output=...)."
+            )
+        return self.num_classes
+
     def check_variables(self, variables: Any) -> Any:
         """``variables`` (None: the model's own) if they have the model's parameter names and shapes."""
         if variables is None or variables is self.variables:
@@ -381,46 +482,47 @@ def _flatten(tree: Mapping, prefix: str = "") -> dict[str, jax.Array]:
             out.update(_flatten(value, name))
         else:
             value = getattr(value, "value", value)  # nnx Variable
-            out[name] = value[0] if isinstance(value, (tuple, list)) else value
+            value = value[0] if isinstance(value, (tuple, list)) else value
+            if hasattr(value, "shape"):  # a module returning a tuple or dict is not one activation
+                out[name] = value
     return out
 
 
-def _linen_forward(module, variables, input_shape, kwargs):
+def _linen_forward(module, variables, input_shape, kwargs, only_sown: bool):
+    """(forward(variables, x) -> (output, {layer: activation}), {layer: kind}, the output's shape
+    tree). Layers: every Conv/Dense and top-level submodule's output plus every sown value, or
+    the sown values alone (``only_sown``)."""
     dummy = jnp.zeros((1, *input_shape), jnp.float32)
-    sown = jax.eval_shape(
-        lambda v, x: module.apply(v, x, mutable=["intermediates"], **kwargs)[1], variables, dummy
-    ).get("intermediates", {})
     kinds: dict[str, str] = {}
-    if sown:
-        capture = False
-    else:
 
-        def capture(mdl, method_name):
-            if method_name != "__call__" or isinstance(mdl, _LINEN_SKIP) or not mdl.scope.path:
-                return False
-            path = ".".join(mdl.scope.path)
-            for cls, kind in _LINEN_LEAVES.items():
-                if isinstance(mdl, cls):
-                    kinds[path] = kind
-                    return True
-            if len(mdl.scope.path) == 1:
-                kinds[path] = "block"
-                return True
+    def capture(mdl, method_name):
+        if method_name != "__call__" or _not_a_layer(mdl, _LINEN_SKIP) or not mdl.scope.path:
             return False
+        path = ".".join(mdl.scope.path)
+        for cls, kind in _LINEN_LEAVES.items():
+            if isinstance(mdl, cls):
+                kinds[path] = kind
+                return True
+        if len(mdl.scope.path) == 1:
+            kinds[path] = "block"
+            return True
+        return False
 
     def forward(variables, x):
         out, state = module.apply(
-            variables, x, mutable=["intermediates"], capture_intermediates=capture, **kwargs
+            variables, x, mutable=["intermediates"], capture_intermediates=not only_sown and capture, **kwargs
         )
         acts = _flatten(state.get("intermediates", {}))
         acts.pop("", None)  # the root module's own output is the logits
         return out, acts
 
-    jax.eval_shape(forward, variables, dummy)  # fills `kinds` once
-    return forward, dict(kinds)
+    out, _ = jax.eval_shape(forward, variables, dummy)  # fills `kinds` once
+    return forward, dict(kinds), out
 
 
-def _nnx_forward(model, input_shape, kwargs):
+def _nnx_forward(model, input_shape, kwargs, only_sown: bool):
+    """As ``_linen_forward`` for an nnx model (in evaluation mode: ``model.eval()``), with its
+    state split off: (forward(state, x), state, {layer: kind}, the output's shape tree)."""
     from flax import nnx
 
     leaves = {nnx.Conv: "conv", nnx.ConvTranspose: "conv", nnx.Linear: "dense"}
@@ -434,11 +536,11 @@ def _nnx_forward(model, input_shape, kwargs):
         fn = nnx.capture(m, nnx.Intermediate, method_outputs=method_outputs)
         return fn(x, **kwargs)
 
-    _, sown = jax.eval_shape(lambda s, x: call(s, x, None), state, dummy)
-    kinds: dict[str, str] = {}
-    if len(jax.tree_util.tree_leaves(sown)) == 0:
+    out, sown = jax.eval_shape(lambda s, x: call(s, x, None), state, dummy)
+    kinds = {name: "sown" for name in _flatten(nnx.to_pure_dict(sown))}
+    if not only_sown:
         for path, mdl in nnx.iter_modules(model):
-            if not path or isinstance(mdl, skip):
+            if not path or _not_a_layer(mdl, skip):
                 continue
             name = ".".join(str(p) for p in path)
             kind = next((k for cls, k in leaves.items() if isinstance(mdl, cls)), None)
@@ -446,18 +548,97 @@ def _nnx_forward(model, input_shape, kwargs):
                 kind = "block"
             if kind is not None:
                 kinds[name] = kind
-        method_outputs = nnx.Intermediate
-    else:
-        method_outputs = None
+    method_outputs = None if only_sown else nnx.Intermediate
 
     def forward(state, x):
         out, inter = call(state, x, method_outputs)
         acts = _flatten(nnx.to_pure_dict(inter))
-        if method_outputs is not None:
-            acts = {n: a for n, a in acts.items() if n in kinds}
-        return out, acts
+        return out, {n: a for n, a in acts.items() if n in kinds}
 
-    return forward, state, kinds
+    return forward, state, {n: k for n, k in kinds.items() if k != "sown"}, out
+
+
+def _not_a_layer(module, skip: tuple) -> bool:
+    """A normalization or dropout module (Flax's own, or a class named like one in any package)."""
+    return isinstance(module, skip) or _NOT_LAYERS.search(type(module).__name__) is not None
+
+
+def _all_str(items) -> bool:
+    try:
+        return all(isinstance(i, str) for i in items)
+    except TypeError:
+        return False
+
+
+def _described(tree) -> str:
+    """A model output's structure in words, shapes with the batch as N: for messages."""
+    shape = lambda a: f"(N, {', '.join(map(str, a.shape[1:]))}) {a.dtype}" if a.ndim else f"() {a.dtype}"
+    if isinstance(tree, Mapping):
+        return "a dict with keys " + ", ".join(
+            f"{k!r} {shape(v) if hasattr(v, 'shape') else type(v).__name__}" for k, v in tree.items()
+        )
+    if isinstance(tree, (tuple, list)):
+        parts = ", ".join(shape(v) if hasattr(v, "shape") else type(v).__name__ for v in tree)
+        return f"a {type(tree).__name__} of {len(tree)} values ({parts})"
+    return shape(tree) if hasattr(tree, "shape") else f"a {type(tree).__name__}"
+
+
+def _picked(forward: Callable, output, raw, probe: Probe) -> Callable:
+    """``forward`` with the model's output reduced to its class scores by ``output`` (None: the
+    output is one array already); checked on ``raw``, the output's shape tree. Sets the probe's
+    ``output_shape`` (one image's) and ``num_classes`` (None when the output is not (N, classes))."""
+    name = probe.name
+    if output is None:
+        if not isinstance(raw, jax.ShapeDtypeStruct):
+            parts = list(raw.items()) if isinstance(raw, Mapping) else list(enumerate(raw))
+            guess = next((k for k, v in parts if getattr(v, "ndim", 0) == 2), parts[0][0] if parts else 0)
+            raise ValueError(
+                f"{name} returns {_described(raw)}; say which holds the class scores with "
+                f"output={guess!r} (an index for a tuple, a key for a dict, or a function of the output)."
+            )
+        picked, pick = raw, None
+    else:
+        if isinstance(output, bool) or not (callable(output) or isinstance(output, (int, str))):
+            raise TypeError(
+                f"output must be an index, a key or a function of the model's output, got {output!r}."
+            )
+        pick = output if callable(output) else (lambda out: out[output])
+        try:
+            picked = jax.eval_shape(pick, raw)
+        except Exception as err:  # noqa: BLE001 - a wrong index or key, or a function that fails
+            raise ValueError(
+                f"output={output!r} does not pick from {name}'s output, {_described(raw)} "
+                f"({type(err).__name__}: {err})."
+            ) from err
+        if not isinstance(picked, jax.ShapeDtypeStruct):
+            raise ValueError(
+                f"output={output!r} picks {_described(picked)} from {name}'s output; pick one array."
+            )
+    probe.output_shape = tuple(picked.shape[1:])
+    classes = picked.ndim == 2 and jnp.issubdtype(picked.dtype, jnp.floating)
+    probe.num_classes = int(picked.shape[-1]) if classes else None
+    if pick is None:
+        return forward
+
+    def forward_picked(variables, x):
+        out, acts = forward(variables, x)
+        return pick(out), acts
+
+    return forward_picked
+
+
+def _in_float32(forward: Callable) -> Callable:
+    """``forward`` with its output and activations in float32: a bfloat16 model runs in its own
+    dtype, and every map, gradient and statistic made from it is computed in float32."""
+
+    def up(a):
+        return a.astype(jnp.float32) if jnp.issubdtype(a.dtype, jnp.floating) else a
+
+    def forward32(variables, x):
+        out, acts = forward(variables, x)
+        return up(out), {n: up(a) for n, a in acts.items()}
+
+    return forward32
 
 
 # -------------------------------------------------------------- description
@@ -471,7 +652,11 @@ def _infer_kind(name: str, shape: tuple[int, ...]) -> str:
     return "conv"
 
 
-def _describe_layers(probe: Probe, module_kinds: dict[str, str], overrides: dict[str, str]) -> list[Layer]:
+def _describe_layers(
+    probe: Probe, module_kinds: dict[str, str], overrides: dict[str, str], keep: Sequence[str] | None
+) -> list[Layer]:
+    """The probe's layers in the model's order (``keep``: only these), with ``overrides`` of
+    their kinds; names in either that the model does not have are errors that list the valid."""
     dummy = jnp.zeros((1, *probe.input_shape), jnp.float32)
     fn = lambda x: probe.reference_forward(probe.variables, x)[1]
     shapes = jax.eval_shape(fn, dummy)
@@ -479,9 +664,20 @@ def _describe_layers(probe: Probe, module_kinds: dict[str, str], overrides: dict
     for name, kind in overrides.items():
         if kind not in KINDS:
             raise ValueError(f"Layer kind for {name!r} must be one of {KINDS}, got {kind!r}.")
+    for what, names in (("layer_kinds", list(overrides)), ("layers", list(keep or []))):
+        unknown = [n for n in names if n not in geometry]
+        if unknown:
+            close = difflib.get_close_matches(str(unknown[0]), list(geometry), n=3)
+            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise ValueError(
+                f"{what} names {unknown[0]!r}, which {probe.name} does not have.{hint} "
+                f"Its layers: {', '.join(geometry)}."
+            )
     layers = []
     # A block's output can be the very value of its last part (no residual): the part goes first.
     in_order = sorted(geometry.items(), key=lambda kv: (kv[1][0], -kv[0].count(".")))
+    if keep is not None:
+        in_order = [(name, g) for name, g in in_order if name in set(keep)]
     for name, (order, rf, stride) in in_order:
         shape = tuple(shapes[name].shape[1:])
         kind = overrides.get(name) or module_kinds.get(name) or _infer_kind(name, shape)
@@ -498,10 +694,13 @@ def _describe_layers(probe: Probe, module_kinds: dict[str, str], overrides: dict
 
 
 def _needs_fixed_size(probe: Probe) -> bool:
-    """True when the model cannot take images of another size (e.g. Flatten → Dense)."""
+    """True when the model cannot take images of another size (e.g. Flatten → Dense). Two other
+    sizes are tried: 8 pixels more can floor to the same dense input after a stride of 16 or 32."""
     h, w, c = probe.input_shape
-    try:
-        jax.eval_shape(lambda x: probe.forward(probe.variables, x), jnp.zeros((1, h + 8, w + 8, c)))
-    except Exception:  # any shape error means the size is fixed
-        return True
+    for size in ((h + 8, w + 8), (2 * h, 2 * w)):
+        try:
+            image = jax.ShapeDtypeStruct((1, *size, c), jnp.float32)
+            jax.eval_shape(lambda x: probe.forward(probe.variables, x), image)
+        except Exception:  # any shape error means the size is fixed
+            return True
     return False

@@ -4,8 +4,15 @@ Walks the traced computation once, carrying for every value the receptive
 field size ``rf`` and the ``jump`` (distance in input pixels between adjacent
 positions) along the first spatial axis (NHWC): convolutions and pooling
 windows grow them, element-wise ops take the largest of their inputs, and a
-value that loses its spatial layout (rank != 4, e.g. flatten → dense) sees the
+value that loses its spatial layout (rank < 3, e.g. flatten → dense) sees the
 whole image. No weights or data are involved, so dead ReLUs cannot shrink it.
+
+A reduction over the spatial axes (a normalization's mean and variance, a global
+pool) makes a *statistic*: combined with a spatial value (x - mean, x * gate) it
+does not widen that value's field, as Araujo et al. count fields (through
+convolutions and pools); GroupNorm and LayerNorm no longer make every later
+layer see the whole image. A layer that is a statistic itself (a global pool, the
+dense head after it) sees the whole image.
 
 References: Araujo et al. 2019, "Computing Receptive Fields of Convolutional
 Neural Networks" (Distill).
@@ -19,6 +26,16 @@ import jax
 from jax.extend import core as jcore
 
 _GLOBAL = (float("inf"), 1)
+_STATISTIC = "statistic"  # the geometry of a value computed from spatial reductions alone
+_REDUCTIONS = ("reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin")
+
+
+def _spatial_reduction(eqn) -> bool:
+    """A reduction over a spatial axis (1 or 2) of an (N, H, W, ...) value."""
+    if eqn.primitive.name not in _REDUCTIONS:
+        return False
+    axes = eqn.params.get("axes", ())
+    return len(getattr(eqn.invars[0].aval, "shape", ())) >= 4 and bool({1, 2} & set(axes))
 
 
 def _window(eqn) -> tuple[int, int, int] | None:
@@ -53,22 +70,24 @@ def _propagate(jaxpr, env_in: list, order: int, seen: dict) -> list:
     for var, g in zip(jaxpr.invars, env_in):
         env[var] = g
     for eqn in jaxpr.eqns:
-        ins = [g for g in map(read, eqn.invars) if g is not None]
-        if not ins:
+        given = [g for g in map(read, eqn.invars) if g is not None]
+        if not given:
             continue
-        rf = max(g[0] for g in ins)
-        jump = max(g[1] for g in ins)
+        spatial = [g for g in given if g != _STATISTIC]
         subs = list(_sub_jaxprs(eqn))
         if subs and len(subs[0].invars) == len(eqn.invars):
             outs = _propagate(subs[0], [read(v) for v in eqn.invars], order, seen)
+        elif not spatial or _spatial_reduction(eqn):
+            outs = [_STATISTIC] * len(eqn.outvars)
         else:
+            rf, jump = max(g[0] for g in spatial), max(g[1] for g in spatial)
             win = _window(eqn)
             if win is not None:
                 k, s, d = win
                 rf, jump = rf + (d * (k - 1)) * jump, jump * s
             outs = [(rf, jump)] * len(eqn.outvars)
         for var, g in zip(eqn.outvars, outs):
-            if g is not None and len(getattr(var.aval, "shape", ())) != 4:
+            if g not in (None, _STATISTIC) and len(getattr(var.aval, "shape", ())) < 3:
                 g = _GLOBAL
             env[var] = g
             seen.setdefault(var, len(seen))
@@ -85,7 +104,7 @@ def analyze(fn: Callable[[jax.Array], dict], example: jax.Array) -> dict[str, tu
     result = {}
     for name, idx in names.items():
         var = closed.jaxpr.outvars[idx]
-        rf, jump = outs[idx] or (1, 1)
+        rf, jump = _GLOBAL if outs[idx] == _STATISTIC else outs[idx] or (1, 1)
         order = seen.get(var, -1)
         size = max(example.shape[1:3])
         result[name] = (order, int(min(rf, 10**9)) if rf != float("inf") else size, int(jump))

@@ -13,17 +13,21 @@ from typing import Any, Callable, Optional, Sequence
 import jax
 from jax.extend import core as jcore
 
-# replace(eqn, inputs) -> the equation's outputs computed another way, or None to keep it
-Replace = Callable[[Any, list], Optional[Sequence[Any]]]
+# replace(eqn, inputs, producer) -> the equation's outputs computed another way, or None to keep
+# it; producer(var) is the equation of the same jaxpr that computed var (None for its inputs)
+Replace = Callable[[Any, list, Callable[[Any], Any]], Optional[Sequence[Any]]]
 
 
 def evaluate(jaxpr, consts, args, replace: Replace) -> list:
     """``jaxpr`` on ``args`` with every equation that ``replace`` answers replaced; nested
     ``jit`` calls are evaluated inline so their equations are reached too."""
-    env = {}
+    env, made = {}, {}
 
     def read(v):
         return v.val if isinstance(v, jcore.Literal) else env[v]
+
+    def producer(v):
+        return None if isinstance(v, jcore.Literal) else made.get(v)
 
     for v, x in zip(jaxpr.constvars, consts):
         env[v] = x
@@ -31,7 +35,7 @@ def evaluate(jaxpr, consts, args, replace: Replace) -> list:
         env[v] = x
     for eqn in jaxpr.eqns:
         ins = [read(v) for v in eqn.invars]
-        outs = replace(eqn, ins)
+        outs = replace(eqn, ins, producer)
         if outs is None and eqn.primitive.name in ("pjit", "jit", "closed_call") and "jaxpr" in eqn.params:
             sub = eqn.params["jaxpr"]
             outs = evaluate(sub.jaxpr, sub.consts, ins, replace)
@@ -41,6 +45,7 @@ def evaluate(jaxpr, consts, args, replace: Replace) -> list:
             outs = outs if eqn.primitive.multiple_results else [outs]
         for v, x in zip(eqn.outvars, outs):
             env[v] = x
+            made[v] = eqn
     return [read(v) for v in jaxpr.outvars]
 
 

@@ -18,6 +18,7 @@ def _digits_cnn() -> Probe:
         input_shape=digits.INPUT_SHAPE,
         preprocess=digits.preprocess,
         class_names=[str(i) for i in range(10)],
+        layers="sown",  # the layers it names (its submodules are the same values before activation)
         name="digits-cnn",
     )
 
@@ -32,6 +33,7 @@ def _efficientnet_lite0() -> Probe:
         input_shape=eff.INPUT_SHAPE,
         preprocess=eff.PREPROCESS,
         class_names=eff.class_names(),
+        layers="sown",
         name="efficientnet-lite0",
     )
 
@@ -46,6 +48,7 @@ def _mobilenet_v2() -> Probe:
         input_shape=mob.INPUT_SHAPE,
         preprocess=mob.PREPROCESS,
         class_names=mob.class_names(),
+        layers="sown",
         name="mobilenet-v2",
     )
 

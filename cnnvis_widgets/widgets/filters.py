@@ -84,10 +84,16 @@ class FilterExplorer(View):
         self.steps = widgets.BoundedIntText(
             steps, min=1, max=10000, description="steps", tooltip="optimizer steps per filter: more, sharper pictures"
         )
+        if probe.fixed_size and size not in (None, default):
+            h, w = probe.input_shape[:2]
+            raise ValueError(f"{probe.name} takes only {h}x{w} images: leave size out (got size={size}).")
         self.size = widgets.BoundedIntText(
-            size or default, min=8, max=512, description="size",
+            size or default, min=8, max=max(512, default), description="size",
             tooltip="the pictures' side in pixels (ImageNet models draw a half-size draft first)",
+            disabled=probe.fixed_size,
         )  # fmt: skip
+        if probe.fixed_size:
+            self.size.tooltip = f"{probe.name} takes only {default}-pixel images (a dense layer fixes it)"
         self.learning_rate = widgets.BoundedFloatText(
             learning_rate, min=1e-5, max=10.0, step=0.01, description="step size",
             tooltip="the optimizer's learning rate (Adam): larger moves faster, too large diverges (✗NaN)",
@@ -197,7 +203,7 @@ class FilterExplorer(View):
             layer=layer,
             filters=units,
             steps=int(self.steps.value) if steps is None else steps,
-            size=int(self.size.value),
+            size=ascent.default_size(self.probe) if self.probe.fixed_size else int(self.size.value),
             seed=int(self.seed.value),
             weights=list(self.regularizer_panel.weights),
             learning_rate=float(self.learning_rate.value),  # traced: a new value compiles nothing

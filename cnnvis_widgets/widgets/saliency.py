@@ -28,7 +28,6 @@ from cnnvis_widgets.engine.saliency import (
     PREDICTED,
     SIGNED_METHODS,
     method_options,
-    num_classes,
     parse_target,
     saliency,
 )
@@ -127,7 +126,7 @@ class SaliencyExplorer(View):
                 )
         self.cascade_steps = cascade_steps
         self.cmap, self.signed_cmap = cmap, signed_cmap
-        self.n_classes = num_classes(probe)
+        self.n_classes = probe.require_classes("The SaliencyExplorer (it explains the model's classes)")
         target_text = target_to_text(probe, target)
         parse_target(probe, target_text, self.n_classes)  # a bad target fails here, not in the status line
 

@@ -131,8 +131,11 @@ def test_nnx_capture_matches_direct_calls(images):
 def test_nnx_sown_layers(images):
     model = NnxSown(nnx.Rngs(0))
     model.eval()
-    p = cw.Probe(model, input_shape=(16, 16, 3))
+    p = cw.Probe(model, input_shape=(16, 16, 3), layers="sown")
     assert p.layer_names == ["first", "second"]
+    # by default the sown values add to the automatic layers (issue 18: sowing hid the convs)
+    every = cw.Probe(model, input_shape=(16, 16, 3)).layer_names
+    assert every == ["conv_a", "first", "conv_b", "second", "head"]
     expected = nnx.relu(model.conv_b(nnx.relu(model.bn(model.conv_a(images)))))
     np.testing.assert_allclose(p.activations(p.variables, images, "second"), expected, rtol=1e-5, atol=1e-5)
 
