@@ -136,34 +136,29 @@ def _training_mode(err: Exception, flags: Sequence[str]) -> str | None:
     else:
         fix = (
             "build it in evaluation mode (nn.BatchNorm(use_running_average=True), "
-            "nn.Dropout(deterministic=True)) or pass the argument that selects it with apply_kwargs="
+            "nn.Dropout(deterministic=True)) or pass the argument that selects it with apply_kwargs={...}"
         )
-        fix += "{...}"
     return f"{cause}. To look at a trained model, {fix}. ({text})"
 
 
-def evaluation_flags(model, given: Mapping[str, Any]) -> dict[str, Any]:
-    """The evaluation-mode values of ``model``'s training switches (``EVALUATION_FLAGS`` by name)
-    that ``given`` does not set and whose default is not already evaluation (or that have none)."""
+def _training_switches(model) -> dict[str, inspect.Parameter]:
+    """``model``'s call arguments named in ``EVALUATION_FLAGS``, in its order (none when its
+    signature cannot be read)."""
     try:
         parameters = inspect.signature(model.__call__).parameters
-    except (TypeError, ValueError):  # no readable signature: nothing to add
-        return {}
-    flags = {}
-    for name, value in EVALUATION_FLAGS.items():
-        p = parameters.get(name)
-        training = p is not None and (p.default is inspect.Parameter.empty or p.default != value)
-        if training and name not in given:
-            flags[name] = value
-    return flags
-
-
-def _flags_of(model) -> list[str]:
-    """``model``'s call arguments named in ``EVALUATION_FLAGS``, in its order."""
-    try:
-        return [n for n in inspect.signature(model.__call__).parameters if n in EVALUATION_FLAGS]
     except (TypeError, ValueError):
-        return []
+        return {}
+    return {name: p for name, p in parameters.items() if name in EVALUATION_FLAGS}
+
+
+def _evaluation_mode(switches: Mapping[str, inspect.Parameter], given: Mapping[str, Any]) -> dict[str, Any]:
+    """The evaluation values of the ``switches`` that ``given`` does not set and whose default is
+    not evaluation already (or that have no default)."""
+    return {
+        name: EVALUATION_FLAGS[name]
+        for name, p in switches.items()
+        if name not in given and (p.default is inspect.Parameter.empty or p.default != EVALUATION_FLAGS[name])
+    }
 
 
 class Probe:
@@ -222,8 +217,9 @@ class Probe:
         if layers is not None and layers != "sown" and (isinstance(layers, str) or not _all_str(layers)):
             raise TypeError(f"layers must be None, 'sown' or a list of layer names, got {layers!r}.")
         given = dict(apply_kwargs or {})
-        self.apply_kwargs = {**evaluation_flags(model, given), **given}
-        errors = _model_errors(self.name, self.input_shape, _flags_of(model))
+        switches = _training_switches(model)
+        self.apply_kwargs = {**_evaluation_mode(switches, given), **given}
+        errors = _model_errors(self.name, self.input_shape, list(switches))
         only_sown = layers == "sown"
         if isinstance(model, nn.Module):
             if variables is None:
