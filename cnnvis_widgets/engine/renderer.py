@@ -167,7 +167,7 @@ class Renderer:
         """The objective of ``layers[layer]``: every layer's value, one picked by the traced index.
         (A ``lax.switch`` over the objectives computed only the one, but its conditional in the
         forward and the backward pass took longer to compile than the others' cheap means take to
-        run: benchmarks/bench_layer_pick.py, results/bench_layer_pick.txt.)"""
+        run: ``benchmarks/bench_compile.py --configs as-is+switch as-is``, results/bench_compile.txt.)"""
         if len(self._objectives) == 1:
             return self._objectives[0](acts, unit)
         return jnp.stack([o(acts, unit) for o in self._objectives])[layer]
