@@ -132,13 +132,16 @@ def test_notebook_7_bring_your_own_model_renders_its_dashboard(lab, lab_page):
     tabs.wait_for(state="visible", timeout=T_CELLS)
     report["tabs_visible_s"] = time.monotonic() - t0
     report["tabs"] = _tab_titles(tabs)
-    figure = tabs.locator(VISIBLE_FIGURE).first
-    figure.wait_for(state="visible", timeout=T_CELLS)
-    figure.scroll_into_view_if_needed(timeout=T_SHOT)
-    wait_drawn(figure, T_RUN)
-    report["grid_drawn_s"] = time.monotonic() - t0
     wait_kernel_idle(page, T_CELLS)
     report["all_cells_s"] = time.monotonic() - t0
+    # bqplot lays a figure out only while it is on screen (an IntersectionObserver): one that got
+    # its first tiles off screen (the notebook ran on below it) stays hidden until one scrolls to
+    # it, as a reader does (measured: visibility 'hidden' 2900 px above the view, drawn once there)
+    tabs.locator(".bqplot.figure").first.evaluate("f => f.scrollIntoView({block: 'center'})")
+    figure = tabs.locator(VISIBLE_FIGURE).first
+    figure.wait_for(state="visible", timeout=T_RUN)
+    wait_drawn(figure, T_RUN)
+    report["grid_drawn_s"] = time.monotonic() - t0
     errors = cell_errors(page)
     assert not errors, f"{notebook} raised: {errors}"
     figure.scroll_into_view_if_needed(timeout=T_SHOT)

@@ -411,3 +411,56 @@ def test_the_explorers_run_on_these_models_or_refuse_at_construction():
     with pytest.raises(ValueError, match="takes only 144x144"):
         FilterExplorer(vgg_probe, size=64, autorun=False)
     fe.close()
+
+
+# ------------------------------------------------------------ every public function on every style
+def _styles():
+    """(name, probe, a conv layer, class target or None) for each model style above."""
+    def probe(module, shape=SHAPE, init_kwargs=None, **kwargs):
+        return cw.Probe(module, _init(module, shape, **(init_kwargs or {})), input_shape=shape, **kwargs)
+
+    return [
+        ("resnet", probe(ResNet(), init_kwargs={"train": False}), "ResNetBlock_0.Conv_0", 3),
+        ("dropout", probe(DropoutNet(), init_kwargs={"deterministic": True}), "Conv_1", 3),
+        ("tuple", probe(TwoHeads(), output=0), "conv2", 3),
+        ("dict", probe(DictHeads(), output="logits"), "conv1", 3),
+        ("wrapper", probe(Wrapper()), "inner.conv2", 3),
+        ("headless", probe(Headless()), "conv2", None),
+        ("gelu-groupnorm", probe(GeluGroupNorm()), "conv2", 3),
+        ("bfloat16", probe(GeluGroupNorm(dtype=jnp.bfloat16), init_kwargs=None), "conv2", 3),
+        ("sown", probe(SowsOne()), "conv2", 3),
+        ("fixed-144", probe(VggHead(), (144, 144, 3)), "conv2", 3),
+    ]
+
+
+@pytest.mark.slow
+def test_every_public_function_works_on_every_model_style():
+    failures = []
+    for name, probe, layer, target in _styles():
+        x = _images(1, probe.input_shape)
+        calls = {
+            f"saliency {method}": functools.partial(
+                cw.saliency, probe, x, method, target if target is not None else (layer, 0),
+                **({"n_samples": 2} if method == "smoothgrad" else {}),
+                **({"steps": 4} if method == "integrated_gradients" else {}),
+                **({"patch": 8, "stride": 8} if method == "occlusion" else {}),
+            )
+            for method in cw.SALIENCY_METHODS
+        }
+        calls["visualize_filters"] = lambda: cw.visualize_filters(probe, layer, [0, 1], steps=2)
+        calls["feature_maps"] = lambda: cw.feature_maps(probe, x[0], layer)
+        calls["filter_stats"] = lambda: cw.filter_stats(probe, _images(3, probe.input_shape), layer)
+        calls["features"] = lambda: cw.features(probe, _images(3, probe.input_shape))
+        if target is not None:
+            calls["visualize_classes"] = lambda: cw.visualize_classes(probe, [target], steps=2)
+        for what, call in calls.items():
+            try:
+                out = call()
+            except Exception as err:  # noqa: BLE001 - collected, reported together
+                failures.append(f"{name}: {what}: {type(err).__name__}: {str(err)[:200]}")
+                continue
+            arrays = [getattr(out, "maps", None), getattr(out, "images", None), getattr(out, "mean", None)]
+            arrays = [a for a in arrays if a is not None] or [out]
+            if not all(np.isfinite(np.asarray(a, np.float32)).all() for a in arrays):
+                failures.append(f"{name}: {what}: non-finite values")
+    assert not failures, "\n".join(failures)
