@@ -459,8 +459,9 @@ def test_every_public_function_works_on_every_model_style():
             except Exception as err:  # noqa: BLE001 - collected, reported together
                 failures.append(f"{name}: {what}: {type(err).__name__}: {str(err)[:200]}")
                 continue
-            arrays = [getattr(out, "maps", None), getattr(out, "images", None), getattr(out, "mean", None)]
-            arrays = [a for a in arrays if a is not None] or [out]
-            if not all(np.isfinite(np.asarray(a, np.float32)).all() for a in arrays):
+            fields = out._asdict().values() if hasattr(out, "_asdict") else getattr(out, "__dict__", {}).values()
+            arrays = [out] if hasattr(out, "shape") else [a for a in fields if hasattr(a, "shape")]
+            floats = [np.asarray(a) for a in arrays if np.issubdtype(np.asarray(a).dtype, np.floating)]
+            if not floats or not all(np.isfinite(a).all() for a in floats):
                 failures.append(f"{name}: {what}: non-finite values")
     assert not failures, "\n".join(failures)
