@@ -690,13 +690,14 @@ def _describe_layers(
 
 
 def _needs_fixed_size(probe: Probe) -> bool:
-    """True when the model cannot take images of another size (e.g. Flatten → Dense). Two other
-    sizes are tried: 8 pixels more can floor to the same dense input after a stride of 16 or 32."""
+    """True when the model cannot take images of another size (e.g. Flatten → Dense). The size
+    tried, 2x + 8 pixels, changes a dense head's input after any stride up to the image's size
+    (8 pixels more alone floored to the same after a stride of 16 or 32) and breaks the sizes a
+    model needs to be a multiple of 16 or 32, in one trace."""
     h, w, c = probe.input_shape
-    for size in ((h + 8, w + 8), (2 * h, 2 * w)):
-        try:
-            image = jax.ShapeDtypeStruct((1, *size, c), jnp.float32)
-            jax.eval_shape(lambda x: probe.forward(probe.variables, x), image)
-        except Exception:  # any shape error means the size is fixed
-            return True
+    image = jax.ShapeDtypeStruct((1, 2 * h + 8, 2 * w + 8, c), jnp.float32)
+    try:
+        jax.eval_shape(lambda x: probe.forward(probe.variables, x), image)
+    except Exception:  # any shape error means the size is fixed
+        return True
     return False
