@@ -226,7 +226,8 @@ def layer_groups(probe, spatial_only: bool = False) -> tuple[tuple[str, ...], ..
     """The probe's layers (the spatial ones only, if asked) in groups of consecutive layers whose
     forward cost stays within ``GROUP_COST`` times that of the group's first layer. Spatial and
     dense layers never share a group: the explorers show only spatial ones, and a program that
-    also reached the dense head would compile longer (digits-cnn: 4.6 s against 3.8 s)."""
+    also reached the dense head would compile longer (digits-cnn: 4.6 s against 3.8 s). A conv
+    after its activation (``Layer.after``) joins its conv's group: one forward reaches both."""
     shape = (1, *probe.input_shape)
     layers = [info for info in probe.layers if info.spatial or not spatial_only]
     cost = {info.name: max(1, activation_bytes(probe, info.name, shape)) for info in layers}
@@ -234,7 +235,9 @@ def layer_groups(probe, spatial_only: bool = False) -> tuple[tuple[str, ...], ..
     for info in layers:
         name = info.name
         first = probe.layer(groups[-1][0]) if groups else None
-        if first is not None and first.spatial == info.spatial and cost[name] <= GROUP_COST * cost[first.name]:
+        if groups and info.after == groups[-1][-1]:
+            groups[-1].append(name)
+        elif first and first.spatial == info.spatial and cost[name] <= GROUP_COST * cost[first.name]:
             groups[-1].append(name)
         else:
             groups.append([name])

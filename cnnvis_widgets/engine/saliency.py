@@ -776,14 +776,11 @@ def tap_layer(forward: Callable, layer: str) -> Callable:
         closed, shape = jax.make_jaxpr(forward, return_shape=True)(variables, x)
         leaves, tree = jax.tree_util.tree_flatten(shape)
         index = jax.tree_util.tree_unflatten(tree, list(range(len(leaves))))[1][layer]
-        used = [False]
+        tap = _uncast(closed.jaxpr, closed.jaxpr.outvars[index])
+        # the layer can be the model's output itself (a headless model's last activation)
+        used = [tap in closed.jaxpr.outvars[: len(jax.tree_util.tree_leaves(shape[0]))]]
         outs = _eval_tapped(
-            closed.jaxpr,
-            closed.consts,
-            jax.tree_util.tree_leaves((variables, x)),
-            _uncast(closed.jaxpr, closed.jaxpr.outvars[index]),
-            delta,
-            used,
+            closed.jaxpr, closed.consts, jax.tree_util.tree_leaves((variables, x)), tap, delta, used
         )
         if not used[0]:
             raise ValueError(

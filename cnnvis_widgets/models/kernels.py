@@ -78,6 +78,8 @@ def layer_conv(probe, layer: str, variables: Any = None) -> ConvInfo:
         convolution produces (pooling, residual adds).
     """
     info = probe.layer(layer)
+    if info.after is not None:  # a conv after its norm and activation: the conv's kernel
+        return layer_conv(probe, info.after, variables)._replace(layer=info.name)
     variables = probe.variables if variables is None else variables
     hint = _conv_hint(probe)
     if not info.spatial:

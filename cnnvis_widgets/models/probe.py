@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from cnnvis_widgets.models import receptive_field
+from cnnvis_widgets.models import post_activation, receptive_field
 from cnnvis_widgets.models.fast_convs import fast_convolutions
 
 KINDS = ("conv", "dense", "pool", "block")
@@ -53,13 +53,16 @@ EVALUATION_FLAGS = {
 
 @dataclasses.dataclass(frozen=True)
 class Layer:
-    """A visualizable layer: its name, kind, output shape for one image and geometry."""
+    """A visualizable layer: its name, kind, output shape for one image and geometry.
+    ``after``: for a ``<conv>+act`` layer, the conv (or dense) layer whose output it is once the
+    norm and activation that follow it are applied (``models.post_activation``); else None."""
 
     name: str
     kind: str
     shape: tuple[int, ...]
     receptive_field: int
     stride: int
+    after: str | None = None
 
     @property
     def channels(self) -> int:
@@ -71,7 +74,8 @@ class Layer:
 
     def __str__(self) -> str:
         dims = "x".join(str(d) for d in self.shape)
-        return f"{self.name} ({self.kind}, {dims}, rf {self.receptive_field}, stride {self.stride})"
+        after = f", {self.after} after its activation" if self.after else ""
+        return f"{self.name} ({self.kind}, {dims}, rf {self.receptive_field}, stride {self.stride}{after})"
 
 
 def _is_nnx(obj: Any) -> bool:
@@ -221,6 +225,7 @@ class Probe:
         self.apply_kwargs = {**_evaluation_mode(switches, given), **given}
         errors = _model_errors(self.name, self.input_shape, list(switches))
         only_sown = layers == "sown"
+        self._post_activations: dict[str, str] = {}
         if isinstance(model, nn.Module):
             if variables is None:
                 raise ValueError("A linen module needs its variables: Probe(module, variables, ...).")
@@ -243,6 +248,11 @@ class Probe:
                 forward, self.variables, module_kinds, raw = _nnx_forward(
                     model, self.input_shape, self.apply_kwargs, only_sown
                 )
+        if not only_sown:  # each conv and dense also after the norm and activation that follow it
+            example = (self.variables, jnp.zeros((1, *self.input_shape), jnp.float32))
+            sources = [n for n, kind in module_kinds.items() if kind in ("conv", "dense")]
+            forward, self._post_activations = post_activation.with_post_activations(forward, example, sources)
+            module_kinds.update({new: module_kinds[source] for new, source in self._post_activations.items()})
         self._forward = self._reference_forward = _in_float32(_picked(forward, output, raw, self))
         self._forward = fast_convolutions(self._forward)
         self.layers = _describe_layers(
@@ -681,7 +691,7 @@ def _describe_layers(
             kind = "dense"
         if len(shape) != 3:
             rf, stride = max(probe.input_shape[:2]), 1
-        layers.append(Layer(name, kind, shape, rf, stride))
+        layers.append(Layer(name, kind, shape, rf, stride, probe._post_activations.get(name)))
     if not layers:
         raise ValueError(
             f"Found no layers to visualize in {probe.name}: it has no Conv/Dense submodules and sows no intermediates."

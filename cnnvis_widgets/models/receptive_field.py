@@ -25,6 +25,8 @@ from typing import Any, Callable
 import jax
 from jax.extend import core as jcore
 
+from cnnvis_widgets.models.rewrite import sub_jaxprs
+
 _GLOBAL = (float("inf"), 1)
 _STATISTIC = "statistic"  # the geometry of a value computed from spatial reductions alone
 _REDUCTIONS = ("reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin")
@@ -52,14 +54,6 @@ def _window(eqn) -> tuple[int, int, int] | None:
     return None
 
 
-def _sub_jaxprs(eqn):
-    for value in eqn.params.values():
-        if isinstance(value, jcore.ClosedJaxpr):
-            yield value.jaxpr
-        elif isinstance(value, jcore.Jaxpr):
-            yield value
-
-
 def _propagate(jaxpr, env_in: list, order: int, seen: dict) -> list:
     """Geometry of jaxpr's outputs given its inputs'; records first-seen order."""
     env: dict[Any, Any] = {}
@@ -74,7 +68,7 @@ def _propagate(jaxpr, env_in: list, order: int, seen: dict) -> list:
         if not given:
             continue
         spatial = [g for g in given if g != _STATISTIC]
-        subs = list(_sub_jaxprs(eqn))
+        subs = list(sub_jaxprs(eqn))
         if subs and len(subs[0].invars) == len(eqn.invars):
             outs = _propagate(subs[0], [read(v) for v in eqn.invars], order, seen)
         elif not spatial or _spatial_reduction(eqn):
@@ -86,11 +80,14 @@ def _propagate(jaxpr, env_in: list, order: int, seen: dict) -> list:
                 k, s, d = win
                 rf, jump = rf + (d * (k - 1)) * jump, jump * s
             outs = [(rf, jump)] * len(eqn.outvars)
+        # a cast (a bfloat16 model's activations reported in float32) keeps its input's place
+        first = eqn.invars[0]
+        cast = eqn.primitive.name == "convert_element_type" and isinstance(first, jcore.Var) and first in seen
         for var, g in zip(eqn.outvars, outs):
             if g not in (None, _STATISTIC) and len(getattr(var.aval, "shape", ())) < 3:
                 g = _GLOBAL
             env[var] = g
-            seen.setdefault(var, len(seen))
+            seen.setdefault(var, seen[first] if cast else len(seen))
     return [read(v) for v in jaxpr.outvars]
 
 

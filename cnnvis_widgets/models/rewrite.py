@@ -61,6 +61,15 @@ def rewrite(fn: Callable, replace: Replace) -> Callable:
     return wrapped
 
 
+def sub_jaxprs(eqn):
+    """The jaxprs inside ``eqn`` (a jit's, a custom_jvp's, a loop's body)."""
+    for value in eqn.params.values():
+        if isinstance(value, jcore.ClosedJaxpr):
+            yield value.jaxpr
+        elif isinstance(value, jcore.Jaxpr):
+            yield value
+
+
 def frozen(params: dict) -> tuple:
     """An equation's parameters as a hashable key (for caching the replacement built from them)."""
     return tuple(sorted(params.items()))

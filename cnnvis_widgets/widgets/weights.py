@@ -47,9 +47,14 @@ class WeightsView(View):
     ):
         super().__init__(name="cnnvis-weights")
         self.probe = probe = as_probe(probe)
-        self.conv_layers = [lyr.name for lyr in probe.layers if lyr.kind == "conv" and lyr.spatial]
+        # a conv after its norm and activation ("+act") has its conv's kernel: listed once
+        self.conv_layers = [
+            lyr.name for lyr in probe.layers if lyr.kind == "conv" and lyr.spatial and lyr.after is None
+        ]
         if not self.conv_layers:
             raise ValueError(f"{probe.name} has no conv layers with kernels to show.")
+        if layer is not None and layer in probe.layer_names:
+            layer = probe.layer(layer).after or layer
         if layer is not None and layer not in self.conv_layers:
             raise ValueError(_not_conv(probe, layer, self.conv_layers))
         # results, written only by a job that is still current

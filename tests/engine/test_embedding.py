@@ -62,7 +62,7 @@ def test_penultimate_layer_of_a_model_that_does_not_list_its_logits():
 
     variables = Net().init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
     p = cw.Probe(Net(), variables, input_shape=(8, 8, 1))
-    assert p.layer_names == ["conv"] and emb.penultimate_layer(p) == "conv"
+    assert p.layer_names == ["conv", "conv+act"] and emb.penultimate_layer(p) == "conv+act"  # after its ReLU
 
 
 # ---------------------------------------------------------------- embeddings

@@ -55,7 +55,8 @@ def test_nnx_model_kernels():
     np.testing.assert_array_equal(layer_kernel(probe, "conv_b"), np.asarray(model.conv_b.kernel[...]))
     assert layer_conv(probe, "conv_b").dilation == (2, 2)
     assert layer_conv(probe, "conv_a").strides == (2, 2)
-    with pytest.raises(ValueError, match="'head' is a dense layer.*Conv layers of NnxNet: conv_a, conv_b"):
+    conv_layers = r"Conv layers of NnxNet: conv_a, conv_a\+act, conv_b, conv_b\+act"
+    with pytest.raises(ValueError, match=r"'head' is a dense layer.*" + conv_layers):
         layer_kernel(probe, "head")
 
 
@@ -121,10 +122,11 @@ def test_auto_captured_conv_of_a_user_model():
 
     variables = Plain().init(jax.random.key(1), jnp.zeros((1, 16, 16, 3)))
     probe = cw.Probe(Plain(), variables, input_shape=(16, 16, 3))
-    assert probe.layer_names == ["Conv_0", "Dense_0"]
-    np.testing.assert_array_equal(
-        layer_kernel(probe, "Conv_0"), np.asarray(variables["params"]["Conv_0"]["kernel"])
-    )
+    assert probe.layer_names == ["Conv_0", "Conv_0+act", "Dense_0"]
+    for name in ("Conv_0", "Conv_0+act"):  # the conv after its ReLU has the conv's kernel
+        np.testing.assert_array_equal(
+            layer_kernel(probe, name), np.asarray(variables["params"]["Conv_0"]["kernel"])
+        )
 
 
 # ----------------------------------------------------------------- refusals

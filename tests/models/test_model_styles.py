@@ -304,7 +304,7 @@ def test_a_headless_model_is_recognised_and_class_targets_are_refused_with_a_way
     probe = cw.Probe(module, variables, input_shape=SHAPE)
     assert probe.num_classes is None
     x = _images()
-    with pytest.raises(ValueError, match=r"(?s)no class scores.*\(N, 8, 8, 16\).*target=\('conv2'"):
+    with pytest.raises(ValueError, match=r"(?s)no class scores.*\(N, 8, 8, 16\).*target=\('conv2\+act'"):
         saliency.vanilla_gradient(probe, x)
     with pytest.raises(ValueError, match="no class scores"):
         ascent.visualize_classes(probe, [0], steps=2)
@@ -332,12 +332,62 @@ def test_sown_values_add_to_the_automatic_layers():
     )
 
 
+class ReadsTwice(nn.Module):
+    """A conv whose output is read before and after its ReLU (a DenseNet-like concatenation)."""
+
+    @nn.compact
+    def __call__(self, x):
+        y = nn.Conv(8, (3, 3), name="conv1")(x)
+        x = jnp.concatenate([nn.relu(y), y], axis=-1)
+        return nn.Dense(10, name="head")(x.mean(axis=(1, 2)))
+
+
+def test_each_conv_is_also_a_layer_after_the_norm_and_activation_that_follow_it():
+    module = ResNet()
+    variables = _init(module, train=False)
+    probe = cw.Probe(module, variables, input_shape=SHAPE)
+    x = _images()
+    _, state = module.apply(variables, x, train=False, capture_intermediates=True, mutable=["intermediates"])
+    seen = state["intermediates"]
+    expected = {  # relu of the BatchNorm module's own output, as flax computes it
+        "conv_init+act": jax.nn.relu(seen["bn_init"]["__call__"][0]),
+        "ResNetBlock_0.Conv_0+act": jax.nn.relu(seen["ResNetBlock_0"]["BatchNorm_0"]["__call__"][0]),
+        "ResNetBlock_1.Conv_0+act": jax.nn.relu(seen["ResNetBlock_1"]["BatchNorm_0"]["__call__"][0]),
+    }
+    acts = probe.activations(None, x)
+    for name, value in expected.items():
+        np.testing.assert_allclose(np.asarray(acts[name]), np.asarray(value), atol=1e-5, err_msg=name)
+        layer = probe.layer(name)
+        source = probe.layer(layer.after)
+        assert layer.kind == "conv" and (layer.shape, layer.receptive_field) == (source.shape, source.receptive_field)
+    # a conv whose norm feeds the residual sum has none: the block's output is that value
+    assert "ResNetBlock_0.Conv_1+act" not in probe.layer_names and "ResNetBlock_0" in probe.layer_names
+    # what a captured conv means: before its norm, a third or more of its values are negative
+    pre, post = np.asarray(acts["ResNetBlock_0.Conv_0"]), np.asarray(acts["ResNetBlock_0.Conv_0+act"])
+    assert (pre < 0).mean() > 0.3 and (post < 0).sum() == 0
+    # through GroupNorm and LayerNorm (reductions of the conv's own output) to gelu
+    module = GeluGroupNorm()
+    variables = _init(module)
+    probe = cw.Probe(module, variables, input_shape=SHAPE)
+    _, state = module.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])
+    seen = state["intermediates"]
+    for name, norm in (("conv1+act", "gn1"), ("conv2+act", "ln2")):
+        np.testing.assert_allclose(
+            np.asarray(probe.activations(None, x, name)), np.asarray(nn.gelu(seen[norm]["__call__"][0])),
+            atol=1e-5, err_msg=name,
+        )
+    assert probe.layer("conv2+act").receptive_field == 5
+    # a conv also read before its activation has no single "after" value
+    module = ReadsTwice()
+    assert cw.Probe(module, _init(module), input_shape=SHAPE).layer_names == ["conv1", "head"]
+
+
 def test_layers_and_layer_kinds_are_checked_against_the_model():
     module = SowsOne()
     variables = _init(module)
     with pytest.raises(ValueError, match=r"(?s)'conv_1'.*Did you mean 'conv1'"):
         cw.Probe(module, variables, input_shape=SHAPE, layer_kinds={"conv_1": "conv"})
-    with pytest.raises(ValueError, match=r"(?s)'conv3'.*conv1, conv2"):
+    with pytest.raises(ValueError, match=r"(?s)'conv3'.*conv1, conv1\+act, conv2"):
         cw.Probe(module, variables, input_shape=SHAPE, layers=["conv3"])
     probe = cw.Probe(module, variables, input_shape=SHAPE, layers=["conv2", "conv1"])
     assert probe.layer_names == ["conv1", "conv2"]  # in the model's order
@@ -349,7 +399,8 @@ def test_normalization_layers_are_not_layers_and_rules_leave_their_insides_alone
     probe = cw.Probe(module, variables, input_shape=SHAPE)
     assert not {"gn1", "ln2"} & set(probe.layer_names)
     own = OwnNorm()
-    assert cw.Probe(own, _init(own), input_shape=SHAPE).layer_names == ["conv1", "head"]  # not "norm1"
+    own_probe = cw.Probe(own, _init(own), input_shape=SHAPE)
+    assert own_probe.layer_names == ["conv1", "conv1+act", "head"]  # not "norm1"
     # receptive fields through the norms: 3x3 then 3x3 with stride 2 -> 5 (was: the whole image)
     assert probe.layer("conv2").receptive_field == 5 and probe.layer("conv2").stride == 2
     # no ReLU in this model: guided backprop and deconvnet must equal the plain gradient
@@ -378,6 +429,7 @@ def test_a_bfloat16_model_works_in_grad_cam_with_maps_in_float32():
     assert bf16.apply(variables, jnp.zeros((1, *SHAPE))).dtype == jnp.bfloat16
     probe32 = cw.Probe(f32, variables, input_shape=SHAPE)
     probe16 = cw.Probe(bf16, variables, input_shape=SHAPE)
+    assert probe16.layer_names == probe32.layer_names  # in the model's order (the casts came last)
     x = _images()
     cam16 = saliency.gradcam(probe16, x, np.array([2, 6]), layer="conv2")  # failed: lax.gt dtypes
     cam32 = saliency.gradcam(probe32, x, np.array([2, 6]), layer="conv2")
@@ -420,13 +472,13 @@ def _styles():
         return cw.Probe(module, _init(module, shape, **(init_kwargs or {})), input_shape=shape, **kwargs)
 
     return [
-        ("resnet", probe(ResNet(), init_kwargs={"train": False}), "ResNetBlock_0.Conv_0", 3),
+        ("resnet", probe(ResNet(), init_kwargs={"train": False}), "ResNetBlock_0.Conv_0+act", 3),
         ("dropout", probe(DropoutNet(), init_kwargs={"deterministic": True}), "Conv_1", 3),
         ("tuple", probe(TwoHeads(), output=0), "conv2", 3),
         ("dict", probe(DictHeads(), output="logits"), "conv1", 3),
         ("wrapper", probe(Wrapper()), "inner.conv2", 3),
-        ("headless", probe(Headless()), "conv2", None),
-        ("gelu-groupnorm", probe(GeluGroupNorm()), "conv2", 3),
+        ("headless", probe(Headless()), "conv2+act", None),
+        ("gelu-groupnorm", probe(GeluGroupNorm()), "conv2+act", 3),
         ("bfloat16", probe(GeluGroupNorm(dtype=jnp.bfloat16), init_kwargs=None), "conv2", 3),
         ("sown", probe(SowsOne()), "conv2", 3),
         ("fixed-144", probe(VggHead(), (144, 144, 3)), "conv2", 3),

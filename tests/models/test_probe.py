@@ -65,8 +65,9 @@ def linen_probe():
 
 def test_linen_capture_matches_direct_calls(linen_probe, images):
     p = linen_probe
-    assert p.layer_names == ["conv_a", "block.inner", "block", "head"]
-    assert [layer.kind for layer in p.layers] == ["conv", "conv", "block", "dense"]
+    assert p.layer_names == ["conv_a", "conv_a+act", "block.inner", "block.inner+act", "block", "head"]
+    assert [layer.kind for layer in p.layers] == ["conv", "conv", "conv", "conv", "block", "dense"]
+    assert p.layer("conv_a+act").after == "conv_a"
     params = p.variables["params"]
     x = 2 * images - 1  # the probe's preprocessing, applied by hand
     conv_a = (
@@ -77,8 +78,12 @@ def test_linen_capture_matches_direct_calls(linen_probe, images):
     )
     acts = p.activations(p.variables, images)
     np.testing.assert_allclose(acts["conv_a"], conv_a, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(acts["conv_a+act"], jax.nn.relu(conv_a), rtol=1e-5, atol=1e-5)
     block = LinenBlock().apply({"params": params["block"]}, jax.nn.relu(conv_a))
     np.testing.assert_allclose(acts["block"], block, rtol=1e-5, atol=1e-5)
+    # the inner conv's ReLU comes before the block's residual sum, which ends it
+    inner = nn.Conv(6, (3, 3)).apply({"params": params["block"]["inner"]}, jax.nn.relu(conv_a))
+    np.testing.assert_allclose(acts["block.inner+act"], jax.nn.relu(inner), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(
         p.logits(p.variables, images), LinenNet().apply(p.variables, x), rtol=1e-5, atol=1e-5
     )
@@ -120,11 +125,14 @@ def test_nnx_capture_matches_direct_calls(images):
     model = NnxNet(nnx.Rngs(0))
     model.eval()
     p = cw.Probe(model, input_shape=(16, 16, 3))
-    assert p.layer_names == ["conv_a", "conv_b", "head"]
+    assert p.layer_names == ["conv_a", "conv_a+act", "conv_b", "conv_b+act", "head"]
     acts = p.activations(p.variables, images)
     np.testing.assert_allclose(acts["conv_a"], model.conv_a(images), rtol=1e-5, atol=1e-5)
-    second = model.conv_b(nnx.relu(model.bn(model.conv_a(images))))
+    first = nnx.relu(model.bn(model.conv_a(images)))  # the conv after its BatchNorm and ReLU
+    np.testing.assert_allclose(acts["conv_a+act"], first, rtol=1e-5, atol=1e-5)
+    second = model.conv_b(first)
     np.testing.assert_allclose(acts["conv_b"], second, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(acts["conv_b+act"], nnx.relu(second), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(p.logits(p.variables, images), model(images), rtol=1e-5, atol=1e-5)
 
 
