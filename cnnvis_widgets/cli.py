@@ -205,7 +205,7 @@ def _input_image(text: str | None, probe):
 
 def _class_indices(probe, text: str | None) -> list[int]:
     """'0:10', '3,5' or class names 'tabby,espresso' → indices (default: the first 10 classes)."""
-    n = probe.layer(probe.layer_names[-1]).channels
+    n = probe.require_classes("cnnvis classes")
     if text is None:
         return list(range(min(n, 10)))
     names = probe.class_names or []
@@ -234,10 +234,13 @@ def cmd_app(args) -> int:
     import subprocess
     from importlib.resources import files
 
-    from cnnvis_widgets.models.zoo import MODELS
+    from cnnvis_widgets.models.zoo import MODELS, load
 
-    if args.model not in MODELS:
-        raise ValueError(f"Unknown model {args.model!r}; zoo models: {', '.join(MODELS)}.")
+    model = args.model
+    if model not in MODELS:  # your own: checked here, and found by the app's kernel from anywhere
+        load(model)
+        where, _, attr = model.rpartition(":")
+        model = f"{Path(where).resolve()}:{attr}" if where.endswith(".py") else model
     if importlib.util.find_spec("voila") is None:
         raise ModuleNotFoundError("The app needs Voila: pip install 'cnnvis_widgets[notebook]'.")
     notebook = files("cnnvis_widgets") / "apps" / "explore.ipynb"
@@ -246,7 +249,8 @@ def cmd_app(args) -> int:
         command.append("--no-browser")
     print(f"serving the {args.model} dashboard on http://{args.ip}:{args.port}/ (Ctrl-C stops)")
     try:
-        return subprocess.call(command, env={**os.environ, "CNNVIS_MODEL": args.model})
+        path = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
+        return subprocess.call(command, env={**os.environ, "CNNVIS_MODEL": model, "PYTHONPATH": path})
     except KeyboardInterrupt:
         return 0
 
@@ -310,7 +314,12 @@ def _command(sub, name: str, fn, help: str, *groups: str) -> argparse.ArgumentPa
     """A subcommand with --model and the shared option groups: image, layer, filters, optimization."""
     p = sub.add_parser(name, help=help)
     p.set_defaults(fn=fn)
-    p.add_argument("--model", default="digits-cnn")
+    p.add_argument(
+        "--model",
+        default="digits-cnn",
+        help="a zoo model (digits-cnn, efficientnet-lite0, mobilenet-v2) or your own: "
+        "'module:name' or 'file.py:name', a Probe or a function returning one",
+    )
     if "image" in groups:
         p.add_argument("--image", help="a bundled photo (chelsea, coffee, …), digit:N, or an image file")
     if "layer" in groups:

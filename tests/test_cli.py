@@ -117,7 +117,67 @@ def test_classes_grid_labels_show_the_class_probability(tmp_path, capsys):
 
 def test_app_refuses_an_unknown_model_before_starting_a_server(capsys):
     assert cli.main(["app", "--model", "resnet"]) == 2
-    assert "zoo models: digits-cnn" in capsys.readouterr().err
+    assert "Models in the zoo: digits-cnn" in capsys.readouterr().err
+    assert cli.main(["app", "--model", "no_such_module:make"]) == 2
+    assert "cannot import 'no_such_module'" in capsys.readouterr().err
+
+
+OWN_MODELS = textwrap.dedent(
+    """
+    import jax, jax.numpy as jnp
+    from flax import linen as nn
+    import cnnvis_widgets as cw
+
+    class Vgg(nn.Module):  # a dense head on the flattened maps: it takes 144x144 images only
+        @nn.compact
+        def __call__(self, x):
+            x = nn.relu(nn.Conv(4, (3, 3), name="conv1")(x))
+            x = nn.max_pool(x, (4, 4), strides=(4, 4))
+            x = nn.relu(nn.Conv(4, (3, 3), name="conv2")(x))
+            x = nn.max_pool(x, (4, 4), strides=(4, 4))
+            return nn.Dense(3, name="fc")(x.reshape((x.shape[0], -1)))
+
+    class Backbone(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.relu(nn.Conv(4, (3, 3), name="conv1")(x))
+
+    def make_probe():
+        variables = Vgg().init(jax.random.key(0), jnp.zeros((1, 144, 144, 3)))
+        return cw.Probe(Vgg(), variables, input_shape=(144, 144, 3), class_names=["a", "b", "c"])
+
+    backbone = cw.Probe(Backbone(), Backbone().init(jax.random.key(0), jnp.zeros((1, 16, 16, 3))),
+                        input_shape=(16, 16, 3))
+    not_a_probe = 3
+    """
+)
+
+
+def test_own_models_from_a_file_or_a_module_work_in_every_command(tmp_path, capsys, monkeypatch):
+    (tmp_path / "mymodels.py").write_text(OWN_MODELS)
+    spec = str(tmp_path / "mymodels.py") + ":make_probe"
+    assert cli.main(["layers", "--model", spec]) == 0
+    out = capsys.readouterr().out
+    assert "conv2 (conv, 36x36x4" in out and "conv2+act (conv, 36x36x4" in out
+    png = tmp_path / "f.png"
+    assert cli.main(["filters", "--model", spec, "--layer", "conv2+act", "--filters", "0:2", "--steps", "4",
+                     "--out", str(png)]) == 0  # fmt: skip
+    assert "2 filters of conv2+act" in capsys.readouterr().out and png.exists()
+    assert cli.main(["filters", "--model", spec, "--size", "64", "--steps", "4"]) == 2  # its one size
+    assert "takes only 144x144" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)  # as a module, found from the working directory
+    assert cli.main(["saliency", "--model", "mymodels:make_probe", "--out", str(tmp_path / "s.png")]) == 0
+    assert "gradcam on chelsea; predicted" in capsys.readouterr().out
+    assert cli.main(["maps", "--model", "mymodels:backbone", "--layer", "conv1+act", "--out", "m.png"]) == 0
+    assert cli.main(["classes", "--model", "mymodels:backbone"]) == 2
+    assert "no class scores" in capsys.readouterr().err
+    for spec, says in (
+        ("mymodels:make_prob", "no 'make_prob'. Did you mean 'make_probe'?"),
+        ("mymodels:not_a_probe", "gave a int; it must be a Probe or return one"),
+        ("nofile.py:make", "no file 'nofile.py'"),
+    ):
+        assert cli.main(["layers", "--model", spec]) == 2
+        assert says in capsys.readouterr().err
 
 
 def test_every_subcommand_has_help(capsys):

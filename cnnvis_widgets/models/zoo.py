@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import difflib
 import functools
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+from pathlib import Path
 from typing import Callable
 
 from cnnvis_widgets.models.probe import Probe
@@ -61,12 +67,59 @@ MODELS: dict[str, Callable[[], Probe]] = {
 
 
 def load(name: str = "digits-cnn") -> Probe:
-    """A zoo model by name, as a Probe (weights come from installed packages, never the network)."""
+    """A zoo model by name, as a Probe (weights come from installed packages, never the network);
+    or your own, as ``"package.module:name"`` or ``"path/to/file.py:name"`` naming a Probe or a
+    function that returns one (what the command line's ``--model`` and the app take)."""
+    if isinstance(name, str) and ":" in name:
+        return _imported(name)
     if not isinstance(name, str) or name not in MODELS:  # checked before the cache: a list is unhashable
         close = difflib.get_close_matches(str(name), MODELS, n=1) if isinstance(name, str) else []
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"Unknown model {name!r}.{hint} Models in the zoo: {', '.join(MODELS)}.")
+        raise ValueError(
+            f"Unknown model {name!r}.{hint} Models in the zoo: {', '.join(MODELS)}; "
+            f"or your own as 'module:function' or 'file.py:function' returning a Probe."
+        )
     return _load(name)
+
+
+def _imported(spec: str) -> Probe:
+    """The Probe that ``"module:name"`` or ``"file.py:name"`` names: the object itself, or what it
+    returns when called with no arguments. A module is looked for from the working directory too."""
+    where, _, attr = spec.rpartition(":")
+    if not where or not attr.isidentifier():
+        raise ValueError(
+            f"Model {spec!r}: give 'module:name' or 'file.py:name' (name: a Probe or a function)."
+        )
+    if where.endswith(".py"):
+        path = Path(where).resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"Model {spec!r}: no file {where!r}.")
+        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.path.insert(0, str(path.parent))  # its own imports of modules beside it
+        try:
+            module_spec.loader.exec_module(module)
+        finally:
+            sys.path.remove(str(path.parent))
+    else:
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(where)
+        except ModuleNotFoundError as err:
+            raise ValueError(f"Model {spec!r}: cannot import {where!r} ({err}).") from err
+    found = getattr(module, attr, None)
+    if found is None:
+        names = [n for n, v in vars(module).items() if isinstance(v, Probe) or inspect.isfunction(v)]
+        close = difflib.get_close_matches(attr, names, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"Model {spec!r}: {where} has no {attr!r}.{hint} It defines: {', '.join(names) or 'none'}."
+        )
+    probe = found() if callable(found) and not isinstance(found, Probe) else found
+    if not isinstance(probe, Probe):
+        raise TypeError(f"Model {spec!r} gave a {type(probe).__name__}; it must be a Probe or return one.")
+    return probe
 
 
 @functools.lru_cache(maxsize=None)
