@@ -508,7 +508,7 @@ def progressive_filters(
     layer: str,
     filters: Sequence[int] | None = None,
     *,
-    sizes: Sequence[int] = (64, 128),
+    sizes: Sequence[int | tuple[int, int]] = (64, 128),
     steps: Sequence[int] = (32, 96),
     callback: Callable[[Progress], bool | None] | None = None,
     recipe: recipes_lib.Recipe | str | None = None,
@@ -524,6 +524,7 @@ def progressive_filters(
     with ``stage``/``stages`` set. The result is the last stage's, with the objective curves of all
     stages joined (they jump where the size changes: the network sees another image).
     Each stage picks its own filters per compiled call (``auto_chunk``, ``per_device`` at most).
+    A size is an int (square) or (H, W), as a fixed-size model's one stage is.
 
     References: Mordvintsev et al. 2015, "Inceptionism" (octaves: optimize small, upsample, go on).
     """
@@ -539,16 +540,17 @@ def progressive_filters(
     deepest = _program_layers(probe, probe.layer(layer).name, objective, kwargs.get("share_layers", False))[0][-1]
     curves, result, start = [], None, None
     for k, (size, n) in enumerate(zip(sizes, steps)):
+        size = (size, size) if np.ndim(size) == 0 else tuple(size)  # a fixed-size model's (H, W)
         stage_recipe = recipe.replace(upsample=False) if k == 0 and len(sizes) > 1 else recipe
         on_progress = None if callback is None else (
             lambda p, k=k: callback(p._replace(stage=k, stages=len(sizes)))
         )  # fmt: skip
         chunk = auto_chunk(
-            probe, deepest, MAX_FILTERS, (size, size), stage_recipe, kwargs.get("batch", 1), per_device=per_device
+            probe, deepest, MAX_FILTERS, size, stage_recipe, kwargs.get("batch", 1), per_device=per_device
         )
         result = visualize_filters(
             probe, layer, units, size=size, steps=n, recipe=stage_recipe, callback=on_progress,
-            init_images=None if start is None else np.clip(_resize(start, (size, size)), 0.0, 1.0),
+            init_images=None if start is None else np.clip(_resize(start, size), 0.0, 1.0),
             chunk=chunk, **kwargs,
         )  # fmt: skip
         curves.append(result.objective)

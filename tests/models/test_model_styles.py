@@ -453,13 +453,19 @@ def test_the_explorers_run_on_these_models_or_refuse_at_construction():
     assert se.wait(300) and se.result is not None and se.result.maps.shape == (1, 16, 16)
     se.close()
     headless = Headless()
+    headless_probe = cw.Probe(headless, _init(headless), input_shape=SHAPE)
     with pytest.raises(ValueError, match=r"(?s)SaliencyExplorer.*no class scores"):
-        SaliencyExplorer(cw.Probe(headless, _init(headless), input_shape=SHAPE), images=_images(2))
+        SaliencyExplorer(headless_probe, images=_images(2))
+    dashboard = cw.explore(headless_probe, images=_images(2), start="saliency")  # says so in its tab
+    assert "no class scores" in dashboard.tabs.children[dashboard.view_keys.index("saliency")].value
+    dashboard.close()
     vgg = VggHead()
     shape = (144, 144, 3)
     vgg_probe = cw.Probe(vgg, _init(vgg, shape), input_shape=shape)
-    fe = FilterExplorer(vgg_probe, layer="conv2", filters="0:2", steps=2, snapshot_every=2, autorun=False)
+    fe = FilterExplorer(vgg_probe, layer="conv2", filters="0:2", steps=2, snapshot_every=2)
     assert fe.size.value == 144 and fe.size.disabled
+    # it runs at its one size (failed: "'<' not supported between 'tuple' and 'int'")
+    assert fe.wait(300) and fe.result is not None and fe.result.images.shape == (2, 144, 144, 3)
     with pytest.raises(ValueError, match="takes only 144x144"):
         FilterExplorer(vgg_probe, size=64, autorun=False)
     fe.close()
