@@ -5,14 +5,26 @@ Every image this module returns is float32 HWC (or NHWC) in [0, 1].
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import os
+import re
+import sys
+import warnings
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import numpy as np
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+# The most pixels an image (file, upload or PIL image) may have; checked on the header, before
+# decoding. 50 MP takes a 48 MP phone photo (8000x6000). A float32 RGB copy costs 12 bytes a
+# pixel (600 MB at the limit), and decoding then fitting an image to a model peaks near three
+# such copies (measured: +400 MB at 12 MP, so ~1.7 GB here); 12000x12000 would need ~5 GB.
+# Lower than Pillow's own bomb limits (89 MP warns, 179 MP fails), so ours is the one met.
+MAX_IMAGE_PIXELS = 50_000_000
 
 
 class Dataset(NamedTuple):
@@ -92,24 +104,93 @@ def photo(name: str) -> np.ndarray:
 
 # --------------------------------------------------------------- user images
 def load_image(path: str | os.PathLike) -> np.ndarray:
-    """An image file as (H, W, 3) float32 in [0, 1] (grayscale and RGBA become RGB)."""
-    from PIL import Image, UnidentifiedImageError
+    """An image file as (H, W, 3) float32 in [0, 1], its pixels read by what its mode means.
 
+    Refused from its header, before decoding, when over ``MAX_IMAGE_PIXELS``. EXIF orientation is
+    applied. 8-bit modes go through Pillow's RGB conversion (a palette through its colours; alpha
+    dropped, as ``to_float_image`` drops it); 16-bit ('I;16*', and 'I' within 0..65535) is divided
+    by 65535; 'F' is taken as is within [0, 1]; other 'I' and 'F' images are stretched from their
+    own range to [0, 1] (their scale is unknown), and NaN or Inf refused.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No image file at {str(path)!r}.")
-    try:
-        with Image.open(path) as im:
-            rgb = np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(
-            f"Cannot read {str(path)!r} as an image ({err}); readable formats include {', '.join(IMAGE_SUFFIXES)}."
-        ) from None
-    return rgb.astype(np.float32) / 255.0
+    return _read(path, str(path))
+
+
+def decode_image(content: bytes, name: str = "image") -> np.ndarray:
+    """An image file's bytes (an upload) as (H, W, 3) float32 in [0, 1], exactly as ``load_image``."""
+    return _read(io.BytesIO(bytes(content)), name)
+
+
+def _read(file, source: str) -> np.ndarray:
+    from PIL import Image
+
+    with _pillow_errors(source), Image.open(file) as im:  # reads the header only
+        return _pil_pixels(im, source)
+
+
+@contextlib.contextmanager
+def _pillow_errors(source: str):
+    """Pillow's failures as ValueErrors naming ``source``; its decompression-bomb warning silenced
+    (our ``MAX_IMAGE_PIXELS`` is lower, and is checked first)."""
+    from PIL import Image, UnidentifiedImageError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            yield
+        except Image.DecompressionBombError as err:  # over twice Pillow's limit: refused in Image.open
+            pixels = re.search(r"(\d+) pixels", str(err))
+            size = f"{int(pixels[1]) / 1e6:.3g} megapixels" if pixels else str(err)
+            raise _too_large(source, size) from None
+        except (UnidentifiedImageError, OSError, SyntaxError, EOFError) as err:
+            reason = "not a format Pillow knows" if isinstance(err, UnidentifiedImageError) else err
+            raise ValueError(
+                f"Cannot read {source!r} as an image ({reason}); "
+                f"readable formats include {', '.join(IMAGE_SUFFIXES)}."
+            ) from None
+
+
+def _too_large(source: str, size: str) -> ValueError:
+    return ValueError(
+        f"{source}: the image is {size}, over the limit of {MAX_IMAGE_PIXELS / 1e6:.3g} megapixels "
+        "(cnnvis_widgets.data.MAX_IMAGE_PIXELS); shrink it first."
+    )
+
+
+def _pil_pixels(im, source: str) -> np.ndarray:
+    """A PIL image → (H, W, 3) float32 in [0, 1], as ``load_image`` describes; size checked first."""
+    from PIL import ImageOps
+
+    width, height = im.size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise _too_large(source, f"{width}x{height} pixels ({width * height / 1e6:.3g} megapixels)")
+    with _pillow_errors(source):
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+            values = np.asarray(im, np.float32)
+        else:
+            if im.mode in ("P", "PA"):
+                im = im.convert("RGBA")  # through the palette (with its transparency, then dropped)
+            values = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+    if values.dtype == np.uint8:
+        return np.divide(values, np.float32(255), dtype=np.float32)
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{source}: image contains NaN or Inf values.")
+    lo, hi = float(values.min()), float(values.max())
+    if im.mode.startswith("I;16") or (im.mode == "I" and lo >= 0 and hi <= 65535):
+        lo, hi = 0.0, 65535.0
+    elif im.mode == "F" and lo >= 0 and hi <= 1:
+        lo, hi = 0.0, 1.0
+    values = np.clip((values - lo) / max(hi - lo, np.finfo(np.float32).tiny), 0.0, 1.0)
+    return np.repeat(values[..., None], 3, axis=-1)
 
 
 def load_folder(folder: str | os.PathLike, limit: int | None = None) -> tuple[list[np.ndarray], list[str]]:
     """Every image file in a folder (sorted by name), with the file names."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be None (every image) or a positive integer, got {limit!r}.")
     folder = Path(folder)
     if not folder.is_dir():
         raise NotADirectoryError(f"No folder at {str(folder)!r}.")
@@ -121,7 +202,20 @@ def load_folder(folder: str | os.PathLike, limit: int | None = None) -> tuple[li
 
 # ------------------------------------------------------------ preprocessing
 def to_float_image(image, source: str = "image") -> np.ndarray:
-    """uint8 or float array (H, W), (H, W, C) → float32 (H, W, C) in [0, 1]."""
+    """uint8 or float array (H, W), (H, W, C) → float32 (H, W, C) in [0, 1].
+
+    A PIL image is decoded as ``load_image`` decodes files (a palette, 16-bit or float values by
+    their meaning, not as raw numbers). A masked array with masked pixels is refused: no fill
+    value is right for every model, so the caller chooses one (``np.ma.filled(image, 0)``).
+    """
+    pil = sys.modules.get("PIL.Image")  # a PIL image implies PIL is imported; do not import it for arrays
+    if pil is not None and isinstance(image, pil.Image):
+        return _pil_pixels(image, source)
+    if np.ma.is_masked(image):
+        raise ValueError(
+            f"{source}: a masked array with {np.ma.count_masked(image)} masked values; fill them first "
+            f"(np.ma.filled(image, value)), or pass image.data to use the values under the mask."
+        )
     arr = np.asarray(image)
     if arr.dtype == np.uint8:
         arr = arr.astype(np.float32) / 255.0

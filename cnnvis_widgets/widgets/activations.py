@@ -231,7 +231,7 @@ class ActivationExplorer(View):
             return self.runner.generation
         request = _Request(layer.name, self.image_picker.value, image, self.normalization.value, unit)
         if self._shown_key is None or self._shown_key[0] != layer.name:
-            self.status.value = f"computing {layer.name}…"
+            self.show_status(f"computing {layer.name}…")
         return self.runner.submit(lambda cancelled: self._job(request, cancelled))
 
     def _layer_changed(self, _change):

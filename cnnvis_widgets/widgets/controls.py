@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import itertools
 
 import ipywidgets as widgets
 import numpy as np
@@ -41,8 +42,9 @@ class LayerSlider(widgets.VBox):
     def _sync(self, _change=None):
         layer = self._probe.layer(self.names[self.slider.value])
         dims = "×".join(str(d) for d in layer.shape)
-        self.label.value = (
-            f"<b>{layer.name}</b> <small>{layer.kind}, {dims}, rf {layer.receptive_field}px</small>"
+        self.label.value = (  # names come from the user's model: text, not markup
+            f"<b>{html.escape(layer.name)}</b> "
+            f"<small>{html.escape(layer.kind)}, {dims}, rf {layer.receptive_field}px</small>"
         )
         self.value = layer.name
 
@@ -244,23 +246,28 @@ class ImagePicker(widgets.VBox):
             self.value = name
 
     def _uploaded(self, change):
-        import io
-
-        from PIL import Image
-
+        """Add each uploaded file under a name of its own (never replacing an image) and select it;
+        an unreadable or too large file is reported in ``message``, as text."""
         from cnnvis_widgets import data
 
         for item in change["new"] or ():
-            name = item["name"]
+            name = self._upload_name(item["name"])
             try:
-                with Image.open(io.BytesIO(bytes(item["content"]))) as im:
-                    rgb = np.asarray(im.convert("RGB"))
-                self.add(name, data.to_float_image(rgb, source=name))
+                self.add(name, data.decode_image(item["content"], name=name))
                 self.message.value = ""
             except Exception as err:  # noqa: BLE001 - any unreadable upload is reported, not raised
-                self.message.value = (
-                    f"<span style='color:#b00'>⚠ cannot read {name!r} as an image: {err}</span>"
-                )
+                self.message.value = f"<span style='color:#b00'>⚠ {html.escape(str(err))}</span>"
+
+    def _upload_name(self, name) -> str:
+        """``name`` if no image has it, else ``name (upload)``, ``name (upload 2)``, …; an unnamed
+        upload is ``upload 1``, ``upload 2``, …"""
+        name = " ".join(str(name or "").split())
+        if not name:
+            tries = (f"upload {i}" for i in itertools.count(1))
+        else:
+            more = (f"{name} (upload {i})" for i in itertools.count(2))
+            tries = itertools.chain([name, f"{name} (upload)"], more)
+        return next(n for n in tries if n not in self._images)
 
 
 def _named_images(probe, images) -> dict:

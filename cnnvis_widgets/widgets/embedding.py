@@ -457,7 +457,7 @@ class EmbeddingExplorer(View):
             idx = found[space].indices
             same = int((points.codes[idx] == points.codes[i]).sum())
             self.agreement[space] = same / len(idx)
-            where = f"feature space ({result.layer})" if space == "feature" else "pixel space"
+            where = f"feature space ({html.escape(result.layer)})" if space == "feature" else "pixel space"
             share = f"{same}/{len(idx)} share the label {html.escape(name)}" if points.labelled else ""
             header.value = f"<b>{where}</b>: {share}"
             grid.ncols = len(idx)  # one row, nearest first

@@ -194,7 +194,7 @@ class FilterExplorer(View):
             # the tiles belong to another layer or selection: say so at once, not at the first frame
             self.grid.mark_stale(f"<b>{html.escape(layer.name)}</b> · {len(units)} filters · starting…")
             self.detail.layout.display = "none"  # the clicked tile's detail belongs to them too
-        self.status.value = f"starting {layer.name} ({len(units)} filters)…"
+        self.show_status(f"starting {layer.name} ({len(units)} filters)…")
         return self.runner.submit(lambda cancelled: self._job(request, cancelled), delay=delay)
 
     def _request(self, layer: str, units, steps: int | None = None) -> dict:
@@ -275,7 +275,7 @@ class FilterExplorer(View):
                 with self.hold_sync():
                     self.grid.update(p.images, tiles, force=True, caption=f"{caption} · compiling…")
                     self._shown = (layer, request["filters"])
-                    self.status.value = f"compiling {layer} (first visit{about})…"
+                    self.show_status(f"compiling {layer} (first visit{about})…")
                 return None
             if compiling["since"] is not None:
                 compiling["seconds"] += now - compiling["since"]
@@ -289,7 +289,7 @@ class FilterExplorer(View):
                 self.progress.max, self.progress.value = request["steps"], done
                 rate = done / max(now - start - compiling["seconds"], 1e-6)
                 group = f" (filter group {p.group + 1}/{p.groups})" if p.groups > 1 else ""
-                self.status.value = (
+                self.show_status(
                     f"{layer}: step {done}/{request['steps']}{group}"
                     + (f" · {stage}" if p.stages > 1 else "")
                     + f" · {rate:.{1 if rate < 10 else 0}f} steps/s"
@@ -313,7 +313,7 @@ class FilterExplorer(View):
             else ""
         )
         waited = f" (+{compiling['seconds']:.1f} s compiling)" if compiling["seconds"] >= 0.05 else ""
-        self.status.value = (
+        self.show_status(
             f"{layer}: {len(labels)} filters, {sum(stage_steps[:-1]) + result.steps_done} steps in "
             f"{time.monotonic() - start - compiling['seconds']:.1f} s{waited}" + diverged
         )

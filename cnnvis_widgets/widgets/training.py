@@ -326,7 +326,8 @@ class TrainingMonitor(View):
                 [f"digit {self._test_set.labels[self.image_index]}"],
             )
         rows = "".join(
-            f"<tr><td>{name}</td><td style='text-align:right'><b>{n}</b> / {len(dead[name])}</td></tr>"
+            f"<tr><td>{html.escape(name)}</td>"
+            f"<td style='text-align:right'><b>{n}</b> / {len(dead[name])}</td></tr>"
             for name, n in self.dead_counts.items()
         )
         self.dead_html.value = (

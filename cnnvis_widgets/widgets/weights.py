@@ -101,7 +101,7 @@ class WeightsView(View):
         """Show the kernels for the controls' current values (on the worker); returns its generation."""
         self.channel.layout.display = None if self.mode.value == "channel" else "none"
         request = (self.layer_select.value, self.mode.value, self.scale.value, int(self.channel.value))
-        self.status.value = f"reading {request[0]}'s kernels…"
+        self.show_status(f"reading {request[0]}'s kernels…")
         return self.runner.submit(lambda cancelled: self._job(request, cancelled))
 
     def _job(self, request, cancelled):
