@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
+
 
 def _parse_filters(text: str | None):
     """'0:16' → range, '3,5,9' → list, None → all."""
@@ -18,6 +20,56 @@ def _parse_filters(text: str | None):
         lo, hi = text.split(":", 1)
         return list(range(int(lo or 0), int(hi)))
     return [int(t) for t in text.split(",") if t]
+
+
+def _figure_path(text: str) -> Path:
+    """--out: a figure file to write (not a folder), its type from its suffix."""
+    path = Path(text)
+    if path.is_dir() or not path.name:
+        example = str(path / "out.png")
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file in it, e.g. {example!r}")
+    if path.suffix.lower() not in FIGURE_SUFFIXES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a file name ending in {', '.join(FIGURE_SUFFIXES)} (the figure's type)"
+        )
+    return path
+
+
+def _colormap(name: str) -> str:
+    """--cmap: a matplotlib colormap's name."""
+    import matplotlib
+
+    if name not in matplotlib.colormaps:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(matplotlib.colormaps), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise argparse.ArgumentTypeError(
+            f"unknown colormap {name!r}{hint} (e.g. inferno, magma, viridis, gray)"
+        )
+    return name
+
+
+def _opacity(text: str) -> float:
+    """--opacity: a number from 0 (the image alone) to 1 (the map alone)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"opacity must be a number from 0 to 1, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    """--seed: an integer that fits in 64 bits."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed must be an integer, got {text!r}") from None
+    if not -(2**63) <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"seed must fit in 64 bits (-2**63 <= seed < 2**63), got {text}")
+    return value
 
 
 def cmd_layers(args) -> int:
@@ -89,6 +141,10 @@ def cmd_saliency(args) -> int:
 
     probe = load(args.model)
     methods = [_method_name(m) for m in args.method.split(",") if m.strip()]
+    if not methods:
+        raise ValueError(
+            f"--method {args.method!r} names no method; give one or more of {', '.join(sal.METHODS)}."
+        )
     image, name = _input_image(args.image, probe)
     target = sal.parse_target(probe, args.target)
     probs = np.asarray(jax.nn.softmax(probe.logits(probe.variables, image[None]), axis=-1))[0]
@@ -187,6 +243,8 @@ def _input_image(text: str | None, probe):
         test = data.digits_split()[1]
         try:
             i = int(text.split(":", 1)[1])
+            if i < 0:
+                raise IndexError(i)  # not Python's count from the end
             image = test.images[i]
         except (ValueError, IndexError):
             raise ValueError(f"Image {text!r}: give digit:N with N in 0..{len(test.labels) - 1}.") from None
@@ -329,7 +387,7 @@ def _command(sub, name: str, fn, help: str, *groups: str) -> argparse.ArgumentPa
     if "optimization" in groups:
         p.add_argument("--steps", type=int, default=128)
         p.add_argument("--size", type=int, help="image size in pixels (default the model's, at most 128)")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=_seed, default=0)
         p.add_argument(
             "--recipe",
             help="how to draw: imagenet, small, lucid, maco, classic or plain (engine/recipes.py); "
@@ -342,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnnvis", description="See inside convolutional networks.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="render the filters of digits-cnn's conv4 to a PNG")
-    p.add_argument("--out", default="out/digits-conv4.png")
+    p.add_argument("--out", type=_figure_path, default="out/digits-conv4.png")
     p.set_defaults(fn=cmd_demo)
     _command(sub, "layers", cmd_layers, "list a model's layers")
     p = _command(
@@ -354,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
         "filters",
         "optimization",
     )
-    p.add_argument("--out", default="out/filters.png")
+    p.add_argument("--out", type=_figure_path, default="out/filters.png")
     p = _command(
         sub,
         "saliency",
@@ -372,19 +430,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--target", help="a class name or index, or a layer unit like conv3:5 (default: the predicted class)"
     )
-    p.add_argument("--opacity", type=float, default=0.5)
-    p.add_argument("--cmap", default="inferno", help="a matplotlib colormap for unsigned maps (sequential)")
-    p.add_argument("--out", default="out/saliency.png")
+    p.add_argument("--opacity", type=_opacity, default=0.5, help="of the map over the image, 0 to 1")
+    p.add_argument(
+        "--cmap", type=_colormap, default="inferno",
+        help="a matplotlib colormap for unsigned maps (sequential)",
+    )
+    p.add_argument("--out", type=_figure_path, default="out/saliency.png")
     p = _command(
         sub, "maps", cmd_maps, "feature maps of one image at a layer → PNG grid", "image", "layer", "filters"
     )
-    p.add_argument("--cmap", default="magma", help="a matplotlib colormap name")
-    p.add_argument("--out", default="out/maps.png")
+    p.add_argument("--cmap", type=_colormap, default="magma", help="a matplotlib colormap name")
+    p.add_argument("--out", type=_figure_path, default="out/maps.png")
     p = _command(
         sub, "classes", cmd_classes, "class visualizations (maximize class logits) → PNG grid", "optimization"
     )
     p.add_argument("--classes", help="'0:10', '3,5' or names 'tabby,espresso' (default the first 10)")
-    p.add_argument("--out", default="out/classes.png")
+    p.add_argument("--out", type=_figure_path, default="out/classes.png")
     p = _command(
         sub,
         "warmup",
@@ -415,7 +476,7 @@ def main(argv=None) -> int:
     enable_compilation_cache()
     try:
         return args.fn(args)
-    except (ValueError, TypeError, FileNotFoundError, ModuleNotFoundError) as err:
+    except (ValueError, TypeError, OSError, ModuleNotFoundError) as err:  # OSError: a file it cannot use
         print(f"cnnvis {args.command}: error: {err}", file=sys.stderr)
         return 2
 

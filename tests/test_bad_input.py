@@ -230,8 +230,8 @@ CASES = [
     case(
         "visualize_filters/layer-index",
         lambda p, t: cw.visualize_filters(p, 3, [0]),
-        ValueError,
-        "Unknown layer 3",
+        TypeError,
+        "A layer is given by its name (a str), got int 3",
         LAYERS,
     ),
     case(

@@ -82,6 +82,34 @@ def test_user_errors_exit_2_without_traceback(capsys):
     assert "Models in the zoo: digits-cnn" in capsys.readouterr().err
 
 
+def test_every_user_error_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys):
+    """Issue 19, item 13: each of these was a traceback, or accepted and silently wrong."""
+
+    def code(argv):
+        try:
+            return cli.main(argv)
+        except SystemExit as exit:  # argparse's own refusals
+            return exit.code
+
+    cases = {
+        ("maps", "--cmap", "nope"): "unknown colormap 'nope'",  # was KeyError
+        ("maps", "--out", str(tmp_path)): "is a folder",  # was written to <folder>.png, exit 0
+        ("maps", "--out", str(tmp_path / "maps.txt")): "ending in .png",
+        ("saliency", "--method", ","): "names no method",  # an empty figure, exit 0
+        ("saliency", "--opacity", "nan"): "from 0 to 1",
+        ("saliency", "--opacity", "5"): "from 0 to 1",
+        ("saliency", "--image", "digit:-1"): "digit:N with N in 0..",  # the last digit, exit 0
+        ("filters", "--seed", str(2**70)): "fit in 64 bits",  # OverflowError from JAX
+    }
+    for argv, says in cases.items():
+        assert code([*argv, *(() if "--out" in argv else ("--out", str(tmp_path / "x.png")))]) == 2, argv
+        err = capsys.readouterr().err
+        last = err.strip().splitlines()[-1]  # argparse's usage lines may come first
+        assert last.startswith(f"cnnvis {argv[0]}: error:") and says in last and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
+    assert not (tmp_path.parent / (tmp_path.name + ".png")).exists()
+
+
 def test_maps_writes_one_tile_per_filter_of_the_chosen_image(tmp_path, capsys):
     out = tmp_path / "maps.png"
     assert cli.main(["maps", "--layer", "conv1", "--image", "digit:3", "--out", str(out)]) == 0

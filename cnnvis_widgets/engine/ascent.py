@@ -334,6 +334,8 @@ def visualize_filters(
     steps = _positive_int(steps, "steps", MAX_STEPS)
     batch = _positive_int(batch, "batch", 256)  # images per filter
     seed = _integer(seed, "seed")
+    if not -(2**63) <= seed < 2**63:  # what jax.random.key takes
+        raise ValueError(f"seed must fit in 64 bits (-2**63 <= seed < 2**63), got {seed}.")
     snapshot_every = (
         steps if snapshot_every is None else min(_positive_int(snapshot_every, "snapshot_every"), steps)
     )
@@ -647,7 +649,7 @@ def _check_size(probe, size) -> tuple[int, int]:
             f"size {tuple(size)} is too small for {probe.name}: use at least {smallest}x{smallest} "
             f"(its input is {h}x{w})."
         )
-    return int(size[0]), int(size[1])
+    return probe.check_size(size)  # not above probe.max_side, nor collapsing to nothing inside
 
 
 def named_objective(kind: str, layer: str) -> objectives_lib.Objective:

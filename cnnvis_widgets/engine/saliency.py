@@ -49,6 +49,9 @@ MAX_LOOP = 10_000  # SmoothGrad samples / integrated-gradient steps per call
 # Activation values per forward pass inside the Score-CAM / occlusion loops (of the largest layer): 8 MB.
 # Batches of ~64 digits-cnn images ran 2-4x faster per image than one batch of 900 (cache).
 _ACTIVATION_BUDGET = 1 << 21
+# The most activations (and their gradients) one call may hold, estimated from the layers'
+# outputs: EfficientNet-Lite0 takes 36 images of 224 px at once, digits-cnn thousands.
+BATCH_BUDGET = 2 * 2**30
 
 
 @dataclasses.dataclass
@@ -405,7 +408,11 @@ _CAM_FORMULAS = {"gradcam": gradcam_map, "gradcam_pp": gradcam_pp_map}
 
 # ------------------------------------------------------------------ targets and checks
 def _prepare(probe, images, target, variables):
-    x = require_probe(probe, "saliency").check_images(images)
+    probe = require_probe(probe, "saliency")
+    if len(np.shape(images)) == 4 and np.shape(images)[-1] == probe.input_shape[-1]:
+        probe.check_size(np.shape(images)[1:3], "images of size")  # one image too large: not a batch
+        _check_batch_memory(probe, np.shape(images))  # before the images are converted, even
+    x = probe.check_images(images)
     spec, units = _resolve_target(probe, target, len(x))
     return x, spec, jnp.asarray(units, jnp.int32), probe.check_variables(variables)
 
@@ -545,7 +552,29 @@ def _chunk(chunk, probe, shape) -> int:
     return max(1, int(_ACTIVATION_BUDGET // (n * largest)))
 
 
+def _check_batch_memory(probe, shape) -> None:
+    """A ValueError before anything is allocated when ``shape``'s images would need more than
+    ``BATCH_BUDGET`` bytes of activations and their gradients (every layer's output, scaled by
+    the images' area) in one call; it says how many to pass at a time."""
+    n, h, w, _ = shape
+    per_image = 2 * 4 * sum(int(np.prod(info.shape)) for info in probe.layers)
+    per_image = int(per_image * h * w / (probe.input_shape[0] * probe.input_shape[1]))
+    if n * per_image > BATCH_BUDGET:
+        raise ValueError(
+            f"{n} images of {h}x{w} would take about {n * per_image / 2**30:.1f} GB of activations in "
+            f"{probe.name} (the budget is {BATCH_BUDGET / 2**30:.0f} GB); pass at most "
+            f"{max(1, BATCH_BUDGET // per_image)} at a time."
+        )
+
+
 def _result(method, maps, targets, scores, spec: _Target, layer=None, attributions=None) -> SaliencyResult:
+    scores = np.asarray(scores, np.float32)
+    if not np.all(np.isfinite(scores)):  # NaN logits would pick "class 0" and map nothing
+        bad = np.flatnonzero(~np.isfinite(scores))
+        raise ValueError(
+            f"{method}: the model's score is NaN or Inf on image(s) {bad[:8].tolist()}: its outputs are "
+            f"not numbers there (check the model's weights, e.g. probe.variables, for NaN or Inf)."
+        )
     return SaliencyResult(
         maps=np.asarray(maps, np.float32),
         targets=np.asarray(targets, np.int32),

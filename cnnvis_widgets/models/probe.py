@@ -34,8 +34,13 @@ from flax import linen as nn
 
 from cnnvis_widgets.models import post_activation, receptive_field
 from cnnvis_widgets.models.fast_convs import fast_convolutions
+from cnnvis_widgets.models.rewrite import sub_jaxprs
 
 KINDS = ("conv", "dense", "pool", "block")
+# The largest image side a model that takes any size is given: MAX_SIDE_TIMES its input's side,
+# at least MAX_SIDE px (``Probe.max_side``).
+MAX_SIDE_TIMES = 4
+MAX_SIDE = 512
 _LINEN_LEAVES = {nn.Conv: "conv", nn.ConvTranspose: "conv", nn.Dense: "dense"}
 _LINEN_SKIP = (nn.BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.Dropout)
 # a module class named like these is a normalization or dropout, whichever package defines it
@@ -273,6 +278,11 @@ class Probe:
         """The Layer called ``name``; an unknown name lists the valid ones."""
         if isinstance(name, Layer):
             name = name.name
+        if not isinstance(name, str):
+            raise TypeError(
+                f"A layer is given by its name (a str), got {type(name).__name__} {_short_repr(name)}. "
+                f"Valid layers: {', '.join(self.layer_names)}."
+            )
         if name not in self._by_name:
             close = difflib.get_close_matches(str(name), self.layer_names, n=3)
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
@@ -303,6 +313,34 @@ class Probe:
                 f"{info.channels} channels (valid: 0..{info.channels - 1})."
             )
         return units.astype(np.int32)
+
+    @property
+    def max_side(self) -> int:
+        """The largest image side the package takes for this model: its own for a fixed-size
+        model, else ``MAX_SIDE_TIMES`` its input's (at least ``MAX_SIDE`` px): work and memory grow
+        with the square of the side, and a 4000x4000 image for a 32 px model took > 6 GB."""
+        h, w, _ = self.input_shape
+        return max(h, w) if self.fixed_size else max(MAX_SIDE, MAX_SIDE_TIMES * max(h, w))
+
+    def check_size(self, size: tuple[int, int], what: str = "size") -> tuple[int, int]:
+        """``size`` (H, W) if the model gives finite outputs for images of that size: not above
+        ``max_side``, and not so small that a layer shrinks it to nothing (2x2 digits through two
+        2x2 poolings gave NaN logits); else a ValueError saying which sizes work."""
+        size = (int(size[0]), int(size[1]))
+        h, w, _ = self.input_shape
+        if max(size) > self.max_side:
+            raise ValueError(
+                f"{what} {size[0]}x{size[1]}: larger than {self.name} takes, at most {self.max_side} px a "
+                f"side ({MAX_SIDE_TIMES}x its {h}x{w} input, or {MAX_SIDE}). Resize with "
+                f"cnnvis_widgets.data.fit_to(images, probe)."
+            )
+        if min(size) < min(h, w) and _collapses(self, size):
+            side = _smallest_side(self, min(h, w))
+            raise ValueError(
+                f"{what} {size[0]}x{size[1]}: too small for {self.name}, a layer shrinks it to nothing "
+                f"and the outputs are not numbers; use at least {side}x{side} (its input is {h}x{w})."
+            )
+        return size
 
     def check_images(self, images: Any) -> jax.Array:
         """Validated NHWC float32 images in [0, 1]; uint8 images are scaled by 1/255.
@@ -342,6 +380,7 @@ class Probe:
             )
         if arr.shape[0] == 0 or 0 in arr.shape[1:3]:
             raise ValueError(f"No images: got shape {tuple(arr.shape)}; give at least one {h}x{w}x{c} image.")
+        self.check_size(tuple(arr.shape[1:3]), "images of size")
         if not isinstance(arr, jax.core.Tracer):
             if not np.all(np.isfinite(arr)):
                 n_bad = int(np.size(arr) - np.isfinite(arr).sum())
@@ -464,6 +503,33 @@ def owned_by_probe(fn: Callable) -> Callable:
         return programs[key]
 
     return cached
+
+
+@owned_by_probe
+def _collapses(probe: Probe, size: tuple[int, int]) -> bool:
+    """Whether some value computed on a ``size`` image has no elements (a pooling or a valid
+    convolution larger than what reaches it): the model's outputs are then NaN or empty."""
+    image = jax.ShapeDtypeStruct((1, *size, probe.input_shape[-1]), jnp.float32)
+    closed = jax.make_jaxpr(lambda x: probe.reference_forward(probe.variables, x))(image)
+
+    def empty(jaxpr) -> bool:
+        return any(
+            0 in getattr(v.aval, "shape", (1,)) for eqn in jaxpr.eqns for v in eqn.outvars
+        ) or any(empty(sub) for eqn in jaxpr.eqns for sub in sub_jaxprs(eqn))
+
+    try:
+        return empty(closed.jaxpr)
+    except Exception:  # noqa: BLE001 - a model that cannot even be traced at this size
+        return True
+
+
+def _smallest_side(probe: Probe, native: int) -> int:
+    """The smallest square side (at most ``native``) the model does not collapse: by bisection."""
+    lo, hi = 1, native
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if not _collapses(probe, (mid, mid)) else (mid + 1, hi)
+    return lo
 
 
 # ---------------------------------------------------------------- linen / nnx

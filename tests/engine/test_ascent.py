@@ -180,6 +180,8 @@ def test_two_threads_running_sharded_optimizations_at_once_finish(tmp_path):
         ),
         (dict(weights=[1.0]), ValueError, "weights must have one value per regularizer"),
         (dict(layer="fc1", objective="neuron"), ValueError, "A neuron objective needs a spatial layer"),
+        (dict(seed=2**70), ValueError, r"seed must fit in 64 bits"),  # was OverflowError from JAX
+        (dict(layer=["conv1"]), TypeError, r"layer is given by its name \(a str\), got list"),  # unhashable
     ],
 )
 def test_bad_arguments_give_clear_errors(probe, kwargs, error, message):
