@@ -23,16 +23,21 @@ import psutil
 def _events(fe, se, rng):
     """What a user does to the two explorers, as (name, action) pairs."""
     layers = list(range(len(fe.layer_slider.names)))
+    pick = lambda values: values[rng.integers(len(values))]  # noqa: E731
+
+    def setter(control, values, cast):
+        return lambda: setattr(control, "value", cast(pick(values)))
+
     return [
-        ("size", lambda: setattr(fe.size, "value", int(rng.choice([8, 16, 24, 32, 48, 64, 96, 128, 256, 512])))),
-        ("learning rate", lambda: setattr(fe.learning_rate, "value", float(rng.choice([0.01, 0.05, 0.1, 0.3])))),
-        ("layer", lambda: setattr(fe.layer_slider.slider, "value", int(rng.choice(layers)))),
-        ("filters", lambda: setattr(fe.filter_picker, "value", str(rng.choice(["0:4", "0:8", "3,5,9", "0:16", "2:5"])))),
-        ("steps", lambda: setattr(fe.steps, "value", int(rng.choice([8, 16, 32])))),
+        ("size", setter(fe.size, [8, 16, 24, 32, 48, 64, 96, 128, 256, 512], int)),
+        ("learning rate", setter(fe.learning_rate, [0.01, 0.05, 0.1, 0.3], float)),
+        ("layer", setter(fe.layer_slider.slider, layers, int)),
+        ("filters", setter(fe.filter_picker, ["0:4", "0:8", "3,5,9", "0:16", "2:5"], str)),
+        ("steps", setter(fe.steps, [8, 16, 32], int)),
         ("run", lambda: fe.run_button.click()),
-        ("method", lambda: setattr(se.method, "value", str(rng.choice(["vanilla", "gradcam", "smoothgrad"])))),
-        ("image", lambda: setattr(se.image_picker, "value", str(rng.choice(se.image_picker.names)))),
-        ("target", lambda: setattr(se.target, "value", str(rng.choice(["predicted class", "3", "7"])))),
+        ("method", setter(se.method, ["vanilla", "gradcam", "smoothgrad"], str)),
+        ("image", setter(se.image_picker, list(se.image_picker.names), str)),
+        ("target", setter(se.target, ["predicted class", "3", "7"], str)),
     ]
 
 
@@ -44,6 +49,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import cnnvis_widgets as cw
+    from cnnvis_widgets.engine.renderer import Renderer
+    from cnnvis_widgets.memory import release_freed_memory
     from cnnvis_widgets.widgets import FilterExplorer, SaliencyExplorer
 
     cw.use_all_cores()
@@ -76,8 +83,11 @@ def main() -> None:
     while time.monotonic() < end:
         time.sleep(min(args.every, max(0.0, end - time.monotonic())))
         samples.append((time.monotonic() - start, me.memory_info().rss / 2**20))
-        print(f"{samples[-1][0] / 60:6.1f} min  RSS {samples[-1][1]:7.0f} MB  events {sum(fired)}  "
-              f"programs held {len(probe.programs)}", flush=True)  # fmt: skip
+        alive = sum(isinstance(o, Renderer) for o in gc.get_objects())  # held anywhere, not by the probe only
+        release_freed_memory()  # what the allocator kept of freed memory is not a leak
+        trimmed = me.memory_info().rss / 2**20
+        print(f"{samples[-1][0] / 60:6.1f} min  RSS {samples[-1][1]:7.0f} MB (after malloc_trim {trimmed:5.0f})  "
+              f"events {sum(fired)}  programs held {len(probe.programs)}  renderers alive {alive}", flush=True)  # fmt: skip
     stop.set()
     for t in threads:
         t.join()
@@ -90,8 +100,6 @@ def main() -> None:
     # what is left: JAX's compiled programs and traces, or memory the allocator keeps
     import jax
 
-    from cnnvis_widgets.memory import release_freed_memory
-
     held = len(probe.programs)
     probe.programs.clear()
     jax.clear_caches()
@@ -102,8 +110,9 @@ def main() -> None:
     last = samples[len(samples) * 2 // 3 :]
     slope = np.polyfit([t / 60 for t, _ in last], [m for _, m in last], 1)[0] if len(last) > 1 else 0.0
     print(
-        f"\n{args.model}, {args.minutes:g} min, {sum(fired)} events from 2 threads ({len(errors)} refused): "
-        f"RSS start {rss[0]:.0f} MB, peak {rss.max():.0f} MB, end {rss[-1]:.0f} MB, after close() {closed:.0f} MB; "
+        f"\n{args.model}, {args.minutes:g} min, {sum(fired)} events from 2 threads "
+        f"({len(errors)} refused): RSS start {rss[0]:.0f} MB, peak {rss.max():.0f} MB, "
+        f"end {rss[-1]:.0f} MB, after close() {closed:.0f} MB; "
         f"last third's slope {slope:+.1f} MB/min; programs held at the end {held}; after dropping "
         f"them, jax.clear_caches() and malloc_trim {cleared:.0f} MB"
     )

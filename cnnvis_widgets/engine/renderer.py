@@ -38,7 +38,6 @@ from cnnvis_widgets.engine import param as param_lib
 from cnnvis_widgets.engine import regularizers as reg_lib
 from cnnvis_widgets.engine import sharding
 from cnnvis_widgets.engine.gradient_rules import with_gradient_rules
-from cnnvis_widgets.models.probe import owned_by_probe
 
 # Adam whose learning rate is a traced number in its state (set by ``Renderer.init``): a new
 # learning rate is a new value, not a new program.
@@ -284,6 +283,9 @@ _ONE_COMPILE = threading.Lock()
 # Background compiles still running: the process waits for them at exit (XLA aborts the
 # interpreter, "terminate called after throwing", if a compile is torn down mid-way).
 _BACKGROUND: set[threading.Thread] = set()
+# How many renderers (each a pair of compiled programs) a probe keeps: the FilterExplorer's layer
+# groups at one size and filter selection, and a few sizes and selections more.
+MAX_RENDERERS = 16
 
 
 @atexit.register
@@ -292,10 +294,19 @@ def _join_background() -> None:
         thread.join()
 
 
-@owned_by_probe
 def renderer_for(probe, setup: Setup) -> Renderer:
-    """The probe's renderer for ``setup`` (made once, kept in ``probe.programs``)."""
-    return Renderer(probe, setup)
+    """The probe's renderer for ``setup``, kept in ``probe.programs`` with the ``MAX_RENDERERS``
+    most recently used: every image size or filter bucket a session visits is a new setup, and a
+    session that kept each one's compiled programs grew without end (issue 19; a digits-cnn
+    renderer at 512 px holds ~85 MB: benchmarks/soak_explorers.py)."""
+    key = ("renderer", setup)
+    programs = probe.programs
+    renderer = programs.pop(key, None) or Renderer(probe, setup)
+    programs[key] = renderer  # the most recently used last
+    held = [k for k, v in list(programs.items()) if isinstance(v, Renderer)]
+    for old in held[:-MAX_RENDERERS]:  # a run still using one keeps it until it ends
+        programs.pop(old, None)
+    return renderer
 
 
 def compile_estimate(probe) -> float | None:

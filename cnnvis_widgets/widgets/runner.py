@@ -16,6 +16,8 @@ import threading
 import traceback
 from typing import Callable
 
+from cnnvis_widgets.memory import release_freed_memory
+
 Job = Callable[[Callable[[], bool]], None]
 
 
@@ -109,4 +111,7 @@ class Runner:
             finally:
                 with self._cond:
                     self._running = False
+                    idle = self._pending is None
                     self._cond.notify_all()
+                if idle:  # a run frees its arrays (hundreds of MB at 512 px): give them back
+                    release_freed_memory()

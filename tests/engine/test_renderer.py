@@ -122,6 +122,27 @@ def test_a_dropped_probe_frees_its_programs():
     assert gone() is None
 
 
+def test_a_probe_keeps_only_its_most_recently_used_renderers(probe):
+    """Issue 19, item 12: each size or filter bucket a session visits is a new setup; a probe
+    that kept every renderer (and its compiled programs) grew without end."""
+    p = cw.Probe(probe.module, probe.variables, input_shape=probe.input_shape, layers="sown")
+    setups = [_setup(p, ["conv1"], steps=s) for s in range(1, renderer.MAX_RENDERERS + 6)]
+    made = [renderer.renderer_for(p, setup) for setup in setups]
+    held = [v for v in p.programs.values() if isinstance(v, renderer.Renderer)]
+    assert held == made[-renderer.MAX_RENDERERS :]  # the oldest five were let go
+    # using a held one makes it the newest: the next new setup lets the oldest go, not it
+    oldest = made[-renderer.MAX_RENDERERS]
+    assert renderer.renderer_for(p, setups[-renderer.MAX_RENDERERS]) is oldest
+    renderer.renderer_for(p, _setup(p, ["conv1"], steps=99))
+    held = [v for v in p.programs.values() if isinstance(v, renderer.Renderer)]
+    assert oldest in held and made[-renderer.MAX_RENDERERS + 1] not in held
+    gone = weakref.ref(made[0])
+    del made, held
+    gc.collect()
+    assert gone() is None  # nothing else keeps a renderer that was let go
+    assert renderer.renderer_for(p, setups[0]) is not None  # and asking again makes a new one
+
+
 def test_warm_compiles_ahead_so_the_first_step_does_not(probe):
     r = renderer.Renderer(probe, _setup(probe, ["conv1"], filters=1, steps=2))
     assert not r.compiled
