@@ -50,7 +50,6 @@ def main() -> None:
 
     import cnnvis_widgets as cw
     from cnnvis_widgets.engine.renderer import Renderer
-    from cnnvis_widgets.memory import release_freed_memory
     from cnnvis_widgets.widgets import FilterExplorer, SaliencyExplorer
 
     cw.use_all_cores()
@@ -84,10 +83,8 @@ def main() -> None:
         time.sleep(min(args.every, max(0.0, end - time.monotonic())))
         samples.append((time.monotonic() - start, me.memory_info().rss / 2**20))
         alive = sum(isinstance(o, Renderer) for o in gc.get_objects())  # held anywhere, not by the probe only
-        release_freed_memory()  # what the allocator kept of freed memory is not a leak
-        trimmed = me.memory_info().rss / 2**20
-        print(f"{samples[-1][0] / 60:6.1f} min  RSS {samples[-1][1]:7.0f} MB (after malloc_trim {trimmed:5.0f})  "
-              f"events {sum(fired)}  programs held {len(probe.programs)}  renderers alive {alive}", flush=True)  # fmt: skip
+        print(f"{samples[-1][0] / 60:6.1f} min  RSS {samples[-1][1]:7.0f} MB  events {sum(fired)}  "
+              f"programs held {len(probe.programs)}  renderers alive {alive}", flush=True)  # fmt: skip
     stop.set()
     for t in threads:
         t.join()
@@ -99,6 +96,8 @@ def main() -> None:
     closed = me.memory_info().rss / 2**20
     # what is left: JAX's compiled programs and traces, or memory the allocator keeps
     import jax
+
+    from cnnvis_widgets.memory import release_freed_memory
 
     held = len(probe.programs)
     probe.programs.clear()
