@@ -510,7 +510,6 @@ def _collapses(probe: Probe, size: tuple[int, int]) -> bool:
     """Whether some value computed on a ``size`` image has no elements (a pooling or a valid
     convolution larger than what reaches it): the model's outputs are then NaN or empty."""
     image = jax.ShapeDtypeStruct((1, *size, probe.input_shape[-1]), jnp.float32)
-    closed = jax.make_jaxpr(lambda x: probe.reference_forward(probe.variables, x))(image)
 
     def empty(jaxpr) -> bool:
         return any(
@@ -518,7 +517,7 @@ def _collapses(probe: Probe, size: tuple[int, int]) -> bool:
         ) or any(empty(sub) for eqn in jaxpr.eqns for sub in sub_jaxprs(eqn))
 
     try:
-        return empty(closed.jaxpr)
+        return empty(jax.make_jaxpr(lambda x: probe.reference_forward(probe.variables, x))(image).jaxpr)
     except Exception:  # noqa: BLE001 - a model that cannot even be traced at this size
         return True
 
