@@ -119,7 +119,7 @@ def with_post_activations(
         posts = {n: v for n, v in posts.items() if v not in set(captured.values())}
         return closed, treedef, posts
 
-    closed, _, posts = traced(*example)
+    posts = traced(*example)[2]
     added = {n + SUFFIX: n for n in posts}
     if not added:
         return forward, {}
@@ -127,13 +127,13 @@ def with_post_activations(
     def forward_with_posts(variables, x):
         closed, treedef, posts = traced(variables, x)
         jaxpr = closed.jaxpr
-        extra = [posts[n] for n in added.values() if n in posts]
-        wide = jaxpr.replace(outvars=[*jaxpr.outvars, *extra])
+        present = [n for n in added.values() if n in posts]  # found on this trace too
+        wide = jaxpr.replace(outvars=[*jaxpr.outvars, *(posts[n] for n in present)])
         leaves = jax.tree_util.tree_leaves((variables, x))
         outs = evaluate(wide, closed.consts, leaves, lambda eqn, ins, producer: None)
         out, acts = jax.tree_util.tree_unflatten(treedef, outs[: len(jaxpr.outvars)])
         acts = dict(acts)
-        acts.update(zip((n + SUFFIX for n in added.values() if n in posts), outs[len(jaxpr.outvars) :]))
+        acts.update(zip((n + SUFFIX for n in present), outs[len(jaxpr.outvars) :]))
         return out, acts
 
     return forward_with_posts, added
