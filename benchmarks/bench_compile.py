@@ -44,6 +44,11 @@ CONFIGS = {  # name: the renderer's compiler options (renderer.compiler_options)
     "O2": {"xla_backend_optimization_level": 2},
     "no-fusion-emitters": {"xla_cpu_use_fusion_emitters": False},
     "O2+no-fusion-emitters": {"xla_backend_optimization_level": 2, "xla_cpu_use_fusion_emitters": False},
+    # on top of the renderer's options: LLVM's expensive passes off, the LLVM module compiled in
+    # one piece or split in parallel parts
+    "+cheap-llvm": {"xla_llvm_disable_expensive_passes": True},
+    "+split1": {"xla_cpu_parallel_codegen_split_count": 1},
+    "+split8": {"xla_cpu_parallel_codegen_split_count": 8},
     # the renderer as it is (its own options), and with the layer of a group program picked by a
     # lax.switch over the objectives (as before 2026-12-06) instead of computing all and indexing
     "as-is": None,
@@ -69,7 +74,10 @@ def child(model: str, config: str, steps: int) -> None:
     from cnnvis_widgets.engine import renderer
     from cnnvis_widgets.widgets import FilterExplorer
 
-    if not config.startswith("as-is"):
+    if config.startswith("+"):
+        own = renderer.compiler_options
+        renderer.compiler_options = lambda probe: {**(own(probe) or {}), **CONFIGS[config]}
+    elif not config.startswith("as-is"):
         renderer.compiler_options = lambda _probe: CONFIGS[config] or None
     if config.endswith("+switch"):
         def switch_score(self, acts, unit, layer):
