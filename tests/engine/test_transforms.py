@@ -175,3 +175,45 @@ def test_lucid_ranges_are_lucids():
     """Lucid/Lucent's standard transforms: zooms 0.9..1.1 in steps of 0.02, rotations -10..10 with 0 likelier."""
     np.testing.assert_allclose(T.LUCID_ZOOMS, np.round(np.arange(0.9, 1.1001, 0.02), 6), atol=1e-9)
     assert sorted(set(T.LUCID_ANGLES)) == list(range(-10, 11)) and T.LUCID_ANGLES.count(0) == 6
+
+
+def test_affine_shifts_move_by_whole_pixels_within_their_range_with_grey_beyond():
+    """Without zoom or rotation, ``shifts=(d1, d2)`` moves each image by a whole number of pixels
+    in [-(d1 + d2), d1 + d2] per axis, filling with ``cval``: checked against numpy shifts."""
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0.0, 0.4, (1, 9, 11, 2)).astype(np.float32)
+    t = jax.jit(T.random_affine((1.0,), (0.0,), "constant", shifts=(2, 1), cval=0.5))
+
+    def shifted(dy, dx):
+        padded = np.pad(image[0], ((3, 3), (3, 3), (0, 0)), constant_values=0.5)
+        return padded[3 + dy : 3 + dy + 9, 3 + dx : 3 + dx + 11]
+
+    offsets = set()
+    for seed in range(60):
+        out = np.asarray(t(jax.random.key(seed), jnp.asarray(image)))[0]
+        match = [(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)
+                 if np.allclose(out, shifted(dy, dx), atol=1e-6)]
+        assert match, f"seed {seed}: not a whole-pixel shift within 3 pixels"
+        offsets.add(match[0])
+    ys, xs = {o[0] for o in offsets}, {o[1] for o in offsets}
+    assert min(ys) < 0 < max(ys) and min(xs) < 0 < max(xs), offsets
+
+
+def test_standard_transforms_is_one_resampling_with_a_grey_border():
+    """A smooth ramp is sampled exactly where one zoom/rotation plus whole-pixel shifts puts it:
+    every output pixel inside the image equals the ramp at an affine map of its position (so a
+    plane fit has no residual), and pixels mapped outside are grey."""
+    yy, xx = np.meshgrid(np.arange(32.0), np.arange(32.0), indexing="ij")
+    ramp = (0.1 + 0.01 * yy + 0.012 * xx)[None, :, :, None].astype(np.float32)
+    t = jax.jit(T.standard_transforms(32, zooms=(0.8,), angles=(20.0,)))
+    for seed in range(4):
+        out = np.asarray(t(jax.random.key(seed), jnp.asarray(ramp)))[0, ..., 0]
+        grey = np.isclose(out, 0.5, atol=1e-6)
+        assert grey[0].any() or grey[-1].any() or grey[:, 0].any()  # zoomed out 0.8: border shows
+        core = np.zeros_like(grey)
+        core[8:24, 8:24] = True  # far from the border: ramp values only
+        design = np.stack([yy[core], xx[core], np.ones(core.sum())], axis=1)
+        coef, *_ = np.linalg.lstsq(design, out[core], rcond=None)
+        np.testing.assert_allclose(design @ coef, out[core], atol=1e-5)
+        # the plane's slope is the ramp's, rotated by 20 degrees and scaled by 1 / 0.8
+        assert np.isclose(np.hypot(coef[0], coef[1]), np.hypot(0.01, 0.012) / 0.8, rtol=1e-3)
