@@ -105,9 +105,10 @@ def main() -> None:
         med = {}
         for variant in VARIANTS:
             mine = [r for r in rows if r["case"] == case and r["variant"] == variant]
-            med[variant] = {k: statistics.median(r[k] for r in mine) for k in ("trace_lower_s", "compile_s", "run_ms")}
-            m = med[variant]
-            lines.append(f"  {variant:16s} {m['trace_lower_s']:13.2f} {m['compile_s']:10.2f} {m['run_ms']:8.1f}")
+            m = med[variant] = {k: statistics.median(r[k] for r in mine)
+                                for k in ("trace_lower_s", "compile_s", "run_ms")}
+            lines.append(f"  {variant:16s} {m['trace_lower_s']:13.2f} {m['compile_s']:10.2f} "
+                         f"{m['run_ms']:8.1f}")
         ratio = {k: med["one-resampling"][k] / med["chain"][k] for k in ("compile_s", "run_ms")}
         lines.append(f"  one-resampling / chain: compile {ratio['compile_s']:.2f}, run {ratio['run_ms']:.2f}")
     text = "\n".join(lines)
