@@ -1,9 +1,7 @@
 """JAX's persistent compilation cache in a per-user directory, so a new session starts warm.
 
-Measured (benchmarks/bench_widgets.py, digits-cnn conv4, 64 filters): a fresh process took
-5.5 s from its imports to the FilterExplorer's first frame with an empty cache and 2.0 s with
-a warm one (import 0.8 s, explorer 0.2 s, then tracing and lowering ~0.6 s, which the cache
-cannot skip); a layer not yet visited took 3.8 s to its first frame, 0.7 s from the cache.
+The cache skips XLA's compiles, not JAX's tracing and lowering (the measurements:
+benchmarks/results/why.md).
 """
 
 from __future__ import annotations
@@ -29,8 +27,8 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path:
     Keeps a directory the user or a test already configured (and then still lowers JAX's 1 s
     threshold to 0.1 s).
     """
-    # JAX keeps only compiles over 1 s by default; the renderer's init program compiles in ~0.6 s
-    # and costs that again in every new process (a threshold the user set is kept)
+    # JAX keeps only compiles over 1 s by default; the renderer's init program compiles in less
+    # and would cost that again in every new process (a threshold the user set is kept)
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
     current = jax.config.jax_compilation_cache_dir

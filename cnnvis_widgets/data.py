@@ -265,6 +265,11 @@ def center_crop(image: np.ndarray, aspect: float = 1.0) -> np.ndarray:
     return image[y0 : y0 + ch]
 
 
+def fit_image(image, target, name: str = "image") -> np.ndarray:
+    """One image (H, W[, C]) as ``fit_to`` makes it, (H, W, C); a bad one's error names it."""
+    return fit_to([to_float_image(image, source=f"image {name!r}")], target)[0]
+
+
 def fit_to(images, target, crop: bool = True) -> np.ndarray:
     """Images resized (centre-cropped first) and channel-converted for a model's input.
 

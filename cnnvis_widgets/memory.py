@@ -2,8 +2,7 @@
 
 glibc gives each thread that allocates its own malloc arena (up to 8 per core) and keeps
 freed memory in them. XLA's thread pool, the kernel's threads and the widgets' workers
-then hold hundreds of MB that nothing uses: the quickstart notebook's kernel peaked at
-1258 MB with the default and at 820 MB with two arenas, no slower.
+then hold hundreds of MB that nothing uses (two arenas: benchmarks/results/why.md).
 """
 
 from __future__ import annotations
@@ -49,8 +48,8 @@ def trim_after_compiles() -> None:
     """After each XLA compile, hand its freed scratch back (once per process; see below).
 
     A compile frees hundreds of MB that glibc keeps, and the program's first run, or the next
-    compile, then allocates on top of them (notebook 02 peaked over Binder's 1 GB in CI without
-    this; benchmarks/bench_memory.py --after-compile measures the difference).
+    compile, then allocates on top of them (benchmarks/bench_memory.py --after-compile measures
+    the difference; benchmarks/results/why.md).
     """
     global _trimming
     if not _trimming:

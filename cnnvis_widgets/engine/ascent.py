@@ -132,16 +132,16 @@ def seen_size(probe, size: tuple[int, int], recipe: recipes_lib.Recipe | None = 
 
 
 # Bytes of one compiled call's activations (all filters of a chunk, all devices), as
-# ``activation_bytes`` estimates them. With the process, the model and XLA's own ~600 MB, a
-# whole EfficientNet-Lite0 layer at 128 px then peaks under 1 GB (benchmarks/bench_memory.py:
-# block1.expand 911 MB; at 384 MB it took chunks of 22 and peaked at 987 MB once the
-# depthwise convolutions ran in their fast element-wise form, models/fast_convs.py).
+# ``activation_bytes`` estimates them: with the process, the model and XLA's own memory, a whole
+# EfficientNet-Lite0 layer at 128 px then peaks under Binder's 1 GB (the figures that chose it and
+# the two below: benchmarks/bench_memory.py, benchmarks/results/why.md).
 MEMORY_BUDGET = 288 * 2**20
 # Runs upsampled to the native size (recipes.IMAGENET) get half: the estimate undercounts them, and
-# their cold compile peaked over 1 GB on block1.expand at 16 filters per call (results/bench_memory.txt).
+# their cold compile went over 1 GB with the whole budget.
 UPSAMPLED_BUDGET = MEMORY_BUDGET // 2
 # A first visit compiles init and step at once (two cores) only when a call's activations are
-# below this: digits-cnn's 16 filters take ~16 MB, EfficientNet-Lite0's take hundreds.
+# below this: digits-cnn's whole grid, not EfficientNet-Lite0's (two of its compiles at once
+# took ~100 MB more).
 PARALLEL_COMPILE_BYTES = 64 * 2**20
 
 
@@ -155,8 +155,7 @@ def default_chunk(n: int, image_bytes: int = 0, per_device: int = 16, budget: in
     """Filters per compiled call: ``per_device`` per device, fewer if their activations exceed ``budget``.
 
     ``image_bytes`` is one image's activation memory (``activation_bytes``). Large batches also
-    spill out of the CPU caches: on a VGG-style layer (128 filters, 64 px) chunks of 16-32 ran
-    1.3x faster than all 128 at once (benchmarks/bench_ascent.py).
+    spill out of the CPU caches, so smaller chunks can run faster (benchmarks/bench_ascent.py).
     """
     devices = len(jax.devices())
     cap = per_device * devices
@@ -179,9 +178,9 @@ def activation_bytes(probe, layer: str, shape: tuple[int, ...]) -> int:
     """Bytes of every value the forward pass computes on the way to ``layer`` for one (1, H, W, C) input.
 
     From the jaxpr of ``probe.reference_forward``, no compile: a liveness pass from the layer's
-    output keeps only the work the layer needs. On EfficientNet-Lite0 this was ~1.3x the measured
-    marginal memory per image; with the depthwise convolutions in their element-wise form
-    (``models.fast_convs``) the two are about equal, hence ``MEMORY_BUDGET``'s margin.
+    output keeps only the work the layer needs. With the depthwise convolutions in their
+    element-wise form (``models.fast_convs``) it is about the measured marginal memory per image,
+    hence ``MEMORY_BUDGET``'s margin (benchmarks/results/why.md).
     """
     return _activation_bytes(probe, tuple(shape))[probe.layer(layer).name]
 
@@ -226,7 +225,7 @@ def layer_groups(probe, spatial_only: bool = False) -> tuple[tuple[str, ...], ..
     """The probe's layers (the spatial ones only, if asked) in groups of consecutive layers whose
     forward cost stays within ``GROUP_COST`` times that of the group's first layer. Spatial and
     dense layers never share a group: the explorers show only spatial ones, and a program that
-    also reached the dense head would compile longer (digits-cnn: 4.6 s against 3.8 s). A conv
+    also reached the dense head would compile longer. A conv
     after its activation (``Layer.after``) joins its conv's group: one forward reaches both."""
     shape = (1, *probe.input_shape)
     layers = [info for info in probe.layers if info.spatial or not spatial_only]
@@ -380,8 +379,7 @@ def visualize_filters(
         probe, info.name, setup, shape, len(units), chunk, snapshot_every, recipe, share_layers
     )
     # a first visit compiles the step on a second core while init compiles and runs, where the
-    # program is small: two EfficientNet compiles at once cost ~100 MB more (notebook 04: 1116 MB
-    # against 1019 MB with one; Binder allows 1 GB)
+    # program is small: two large compiles at once can take a Binder kernel over its 1 GB
     seen = (1, *seen_size(probe, size, recipe), probe.input_shape[-1])
     small = per_call * activation_bytes(probe, renderer.setup.layers[-1], seen) <= PARALLEL_COMPILE_BYTES
     rate = np.float32(recipe.learning_rate if learning_rate is None else learning_rate)

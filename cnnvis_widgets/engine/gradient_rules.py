@@ -6,8 +6,8 @@ replaced by ``jax.custom_vjp`` versions (through ``models.rewrite``). Forward va
 
 Fast convolution input-gradients. Inside a loop, XLA:CPU compiles the input-gradient of a plain HWIO convolution
 (JAX's transpose rule emits it with kernel dims ``01oi``) to a slow generic
-kernel: a scanned activation-maximization ran 4-8x slower than the same step
-in a Python loop (jax-ml/jax#12868). Each NHWC/HWIO ``conv_general_dilated`` is swapped for
+kernel, several times slower than the same step in a Python loop (jax-ml/jax#12868;
+the figures: benchmarks/results/why.md). Each NHWC/HWIO ``conv_general_dilated`` is swapped for
 one whose input-gradient is an ordinary HWIO convolution with the kernel
 flipped and its in/out channels swapped, which XLA:CPU runs fast in and out of
 loops. Gradients are unchanged.
@@ -15,9 +15,8 @@ loops. Gradients are unchanged.
 input-gradients: ``models.fast_convs``, applied by every Probe's forward.)
 
 Fast max-pool gradients. XLA:CPU computes the gradient of a max-pool with
-select-and-scatter, expanded into full-size int32 index arrays and a scatter:
-~40 % of the XLA time of a whole-layer ascent when this was measured; with this
-rule and chunking, bench_ascent's compiled call went from 12.2 s to 7.7 s.
+select-and-scatter, expanded into full-size int32 index arrays and a scatter, a
+large part of a whole-layer ascent's time (benchmarks/bench_ascent.py).
 Non-overlapping pools (window == stride, no padding) get an element-wise
 backward instead: the cotangent goes to the first maximum of each window, which
 is exactly XLA's gradient, ties included.
@@ -48,8 +47,8 @@ from cnnvis_widgets.models.rewrite import evaluate, frozen, rewrite
 
 
 def _swappable(params) -> bool:
-    # Grouped convs keep XLA's own gradient: swapped, EfficientNet-Lite0's scanned step took 170 ms
-    # instead of 61 ms (its depthwise convs now reach here already in fast_convs' element-wise form).
+    # Grouped convs keep XLA's own gradient: swapped, EfficientNet-Lite0's scanned step ran slower
+    # (its depthwise convs now reach here already in fast_convs' element-wise form).
     return nhwc_hwio(params) and params["feature_group_count"] == 1
 
 
@@ -201,7 +200,7 @@ RELU_RULES = {"redirected": _redirected_relu, "guided": _guided_relu, "deconvnet
 def _is_relu(eqn, producer) -> bool:
     """``max(x, 0)`` with a literal scalar zero, unless it is a normalization's variance clamp:
     Flax's BatchNorm, LayerNorm and GroupNorm (linen and nnx) compute ``max(0, E[x²] - E[x]²)``,
-    whose gradient a ReLU rule must not touch (guided backprop through a GroupNorm was 41 % off)."""
+    whose gradient a ReLU rule must not touch (guided backprop through a GroupNorm went wrong)."""
     if eqn.primitive.name != "max" or len(eqn.invars) != 2:
         return False
     zero = [isinstance(v, jcore.Literal) and jnp.ndim(v.val) == 0 and v.val == 0 for v in eqn.invars]

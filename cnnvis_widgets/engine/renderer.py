@@ -51,10 +51,10 @@ OBJECTIVES = {
 }
 
 # XLA:CPU options for the programs, chosen by benchmarks/bench_compile.py (results/bench_compile.txt).
-# LLVM at level 2 (XLA's default is 3): a first visit compiles in ~0.8x the time and the steps run
-# as fast (the convolutions are library calls; at levels 1 and 0 the steps run slower). Small models
+# LLVM at level 2 (XLA's default is 3): a first visit compiles faster and the steps run as fast
+# (the convolutions are library calls; at levels 1 and 0 the steps run slower). Small models
 # (input under SMALL_INPUT_PX, like digits-cnn) also use XLA's loop emitters instead of its fusion
-# emitters: their compile halves again at the same speed, where EfficientNet's steps ran slower.
+# emitters: their compile is faster again at the same speed, where EfficientNet's steps ran slower.
 CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 2}
 SMALL_MODEL_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 SMALL_INPUT_PX = 96
@@ -234,8 +234,7 @@ class Renderer:
     def wait_lowered(self, timeout: float = 10.0) -> None:
         """Wait (at most ``timeout`` s) until ``prepare``'s compile has traced and lowered ``step``.
         Tracing is Python, so another thread's tracing meanwhile (``init``'s) takes half of the
-        interpreter from it; XLA's compiles that follow run side by side without it. Measured
-        on digits-cnn: the step's first trace took 1.0 s beside init's, 0.6 s alone."""
+        interpreter from it; XLA's compiles that follow run side by side without it."""
         if self._compiling is not None:
             self._lowered.wait(timeout)
 
@@ -297,8 +296,8 @@ def _join_background() -> None:
 def renderer_for(probe, setup: Setup) -> Renderer:
     """The probe's renderer for ``setup``, kept in ``probe.programs`` with the ``MAX_RENDERERS``
     most recently used: every image size or filter bucket a session visits is a new setup, and a
-    session that kept each one's compiled programs grew without end (issue 19; a digits-cnn
-    renderer at 512 px holds ~85 MB: benchmarks/soak_explorers.py)."""
+    session that kept each one's compiled programs grew without end (issue 19;
+    benchmarks/soak_explorers.py measures a long session)."""
     key = ("renderer", setup)
     programs = probe.programs
     renderer = programs.pop(key, None) or Renderer(probe, setup)

@@ -46,11 +46,12 @@ from cnnvis_widgets.engine.gradient_rules import with_gradient_rules
 from cnnvis_widgets.models.probe import owned_by_probe, require_probe
 
 MAX_LOOP = 10_000  # SmoothGrad samples / integrated-gradient steps per call
-# Activation values per forward pass inside the Score-CAM / occlusion loops (of the largest layer): 8 MB.
-# Batches of ~64 digits-cnn images ran 2-4x faster per image than one batch of 900 (cache).
-_ACTIVATION_BUDGET = 1 << 21
-# The most activations (and their gradients) one call may hold, estimated from the layers'
-# outputs: EfficientNet-Lite0 takes 36 images of 224 px at once, digits-cnn thousands.
+# Not a memory budget but a speed one: activation values (of the largest layer) per forward pass
+# inside the Score-CAM / occlusion loops, 8 MB, so a pass stays in the CPU's caches (small batches
+# ran faster per image than one large one: benchmarks/results/why.md).
+CACHE_FRIENDLY_VALUES = 1 << 21
+# The memory budget: the most activations (and their gradients) one call may hold, estimated from
+# the layers' outputs (EfficientNet-Lite0 takes a few dozen images of 224 px at once).
 BATCH_BUDGET = 2 * 2**30
 
 
@@ -549,7 +550,7 @@ def _chunk(chunk, probe, shape) -> int:
     n, h, w, _ = shape
     scale = h * w / (probe.input_shape[0] * probe.input_shape[1])
     largest = max(int(np.prod(info.shape)) for info in probe.layers) * scale
-    return max(1, int(_ACTIVATION_BUDGET // (n * largest)))
+    return max(1, int(CACHE_FRIENDLY_VALUES // (n * largest)))
 
 
 def _check_batch_memory(probe, shape) -> None:

@@ -231,8 +231,8 @@ def standard_transforms(
     For a `reference`-pixel image: jitter 8, a zoom from `zooms` and a rotation (degrees) from
     `angles`, jitter 4, with grey beyond the image's border: Lucid's pad 12 (grey), jitter,
     scale, rotate, jitter and crop back, but as one resampling (``random_affine`` with
-    ``shifts``), which XLA compiles in about half the time of the chain and runs faster
-    (benchmarks/results/bench_transforms.txt). Pixel amounts scale with max(H, W) / reference
+    ``shifts``), which XLA compiles and runs faster than the chain
+    (benchmarks/bench_transforms.py). Pixel amounts scale with max(H, W) / reference
     (at least 1 pixel), so 32x32 digits get jitters of 1. The default zooms and angles are milder
     than Lucid's own (``LUCID_ZOOMS``, ``LUCID_ANGLES``), which the ImageNet recipe uses
     (``engine.recipes``).

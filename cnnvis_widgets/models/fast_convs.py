@@ -1,15 +1,15 @@
 """Convolutions in the forms XLA:CPU runs fast, swapped into every Probe's forward pass.
 
-Measured with ``benchmarks/profile_ascent.py`` (XLA's own per-op trace) on EfficientNet-Lite0:
+Measured with ``benchmarks/profile_ascent.py`` (XLA's own per-op trace) on EfficientNet-Lite0
+(the figures: benchmarks/results/why.md):
 
-- depthwise convolutions (one filter per channel) ran ~30x below their element-wise form
-  (16 x 16 x 16 x 144, 3x3: 11.4 ms vs 0.41 ms), with or without XLA:CPU's YNNPACK fusion;
-  here they are kh x kw shifted, strided slices times their kernel tap, summed, and their
-  input-gradient the same on the stride-dilated cotangent with the kernel flipped;
-- 1x1 convolutions with 16-240 channels ran at 22-87 GFLOP/s in the library fusion and at
-  ~120-180 GFLOP/s as the matrix product they are.
+- depthwise convolutions (one filter per channel) ran far below their element-wise form, with
+  or without XLA:CPU's YNNPACK fusion; here they are kh x kw shifted, strided slices times their
+  kernel tap, summed, and their input-gradient the same on the stride-dilated cotangent with the
+  kernel flipped;
+- 1x1 convolutions ran slower in the library fusion than as the matrix product they are.
 
-A whole EfficientNet-Lite0 forward of 8 images at 224 px went from 522 ms to 67 ms. Values
+Values
 are the same function's, to float rounding; analyses that read a model's convolutions from its
 jaxpr (kernels, receptive fields, memory) use ``Probe.reference_forward``, which keeps them.
 """
@@ -75,7 +75,7 @@ def _shifted_depthwise(frozen_params):
     """A depthwise conv as kh x kw shifted, strided slices times their kernel tap, summed; its
     input-gradient the same on the (stride-dilated) cotangent with the kernel flipped. Each
     direction fuses into one memory-bound loop (autodiff's gradient of the slices was one pad
-    per tap instead: 2x slower).
+    per tap instead, slower).
     """
     params = dict(frozen_params)
     (sh, sw), (dh, dw) = params["window_strides"], params["rhs_dilation"]

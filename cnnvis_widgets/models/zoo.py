@@ -124,8 +124,6 @@ def _imported(spec: str) -> Probe:
 
 @functools.lru_cache(maxsize=None)
 def _load(name: str) -> Probe:
+    """One Probe per zoo name for the process (keyed by the name, a value): every view of a model
+    shares its weights and its compiled programs (``Probe.programs``)."""
     return MODELS[name]()
-
-
-load.cache_clear = _load.cache_clear  # as before, when load itself was cached
-load.cache_info = _load.cache_info

@@ -9,6 +9,7 @@ import ipywidgets as widgets
 import numpy as np
 import traitlets
 
+from cnnvis_widgets import data
 from cnnvis_widgets.engine import regularizers as reg_lib
 
 
@@ -209,7 +210,7 @@ class ImagePicker(widgets.VBox):
         self._probe = probe
         self._images: dict[str, np.ndarray] = {}
         for name, image in _named_images(probe, images).items():
-            self._images[name] = _fit(probe, image, name)
+            self._images[name] = data.fit_image(image, probe, name)
         names = list(self._images)
         if not names:
             raise ValueError(
@@ -240,7 +241,7 @@ class ImagePicker(widgets.VBox):
 
     def add(self, name: str, image, select: bool = True) -> None:
         """Add (or replace) a named image, fitted to the model, and optionally select it."""
-        self._images[name] = _fit(self._probe, image, name)
+        self._images[name] = data.fit_image(image, self._probe, name)
         self.dropdown.options = list(self._images)
         if select:
             self.value = name
@@ -248,8 +249,6 @@ class ImagePicker(widgets.VBox):
     def _uploaded(self, change):
         """Add each uploaded file under a name of its own (never replacing an image) and select it;
         an unreadable or too large file is reported in ``message``, as text."""
-        from cnnvis_widgets import data
-
         for item in change["new"] or ():
             name = self._upload_name(item["name"])
             try:
@@ -283,10 +282,3 @@ def _named_images(probe, images) -> dict:
     if isinstance(images, np.ndarray) and images.ndim in (2, 3) and images.shape[-1] in (1, 3, 4):
         images = [images]  # one image
     return {f"image {i}": image for i, image in enumerate(images)}
-
-
-def _fit(probe, image, name: str) -> np.ndarray:
-    from cnnvis_widgets import data
-
-    image = data.to_float_image(image, source=f"image {name!r}")
-    return data.fit_to(image, probe)[0]

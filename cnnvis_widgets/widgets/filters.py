@@ -17,6 +17,7 @@ import ipywidgets as widgets
 import jax
 import numpy as np
 
+from cnnvis_widgets import data
 from cnnvis_widgets.compile_cache import enable_compilation_cache
 from cnnvis_widgets.engine import ascent, param, recipes, transforms
 from cnnvis_widgets.engine.activations import most_activated
@@ -25,7 +26,6 @@ from cnnvis_widgets.widgets.controls import (
     FilterPicker,
     LayerSlider,
     RegularizerPanel,
-    _fit,
     parse_filters,
 )
 from cnnvis_widgets.widgets.grid import ImageGrid
@@ -119,7 +119,7 @@ class FilterExplorer(View):
         )
         for control in (self.steps, self.size, self.learning_rate, self.seed, self.parameterization):
             control.style.description_width = "70px"
-        self._image = None if image is None else _fit(probe, image, "image")
+        self._image = None if image is None else data.fit_image(image, probe)
         self.snapshot_every = snapshot_every
         self.run_button = widgets.Button(description="Run", icon="play", button_style="success")
         self.stop_button = widgets.Button(description="Stop", icon="stop")
@@ -412,8 +412,6 @@ def _no_transforms():
 
 
 def _default_image(probe):
-    from cnnvis_widgets import data
-
     if probe.input_shape[-1] == 1:
-        return data.fit_to(data.digits_split()[1].images[0], probe)[0]
-    return data.fit_to(data.photo("chelsea"), probe)[0]
+        return data.fit_image(data.digits_split()[1].images[0], probe)
+    return data.fit_image(data.photo("chelsea"), probe)
