@@ -590,9 +590,7 @@ def visualize_classes(
     kwargs.setdefault("objective", "class")
     result = visualize_filters(probe, layer, classes, **kwargs)
     seen = seen_size(probe, result.images.shape[1:3], kwargs.get("recipe"))
-    probs = jax.nn.softmax(
-        probe.logits(kwargs.get("variables") or probe.variables, _resize(result.images, seen)), axis=-1
-    )
+    probs = probe.probabilities(kwargs.get("variables") or probe.variables, _resize(result.images, seen))
     result.scores = np.asarray(probs)[np.arange(len(result.units)), result.units]
     return result
 

@@ -19,6 +19,7 @@ faster on a CPU); ``reference_forward`` keeps them as written.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import difflib
 import functools
@@ -422,6 +423,20 @@ class Probe:
     def logits(self, variables: Any, images: Any) -> jax.Array:
         """Pure, jittable model output of [0, 1] images."""
         return _jitted(self, None)(self.check_variables(variables), self.check_images(images))
+
+    def probabilities(self, variables: Any, images: Any) -> jax.Array:
+        """Pure, jittable softmax of the model's output of [0, 1] images, flattened per image:
+        (N, classes) for a classifier."""
+        out = self.logits(variables, images)
+        return jax.nn.softmax(out.reshape(out.shape[0], -1), axis=-1)
+
+    def with_variables(self, variables: Any, name: str | None = None) -> Probe:
+        """This Probe (same model, layers and conventions) over other ``variables``, e.g. weights
+        trained or randomized elsewhere; it compiles its own programs."""
+        twin = copy.copy(self)
+        twin.variables = twin.check_variables(variables)
+        twin.name = self.name if name is None else name
+        return twin
 
     def require_classes(self, what: str) -> int:
         """``num_classes``, or a ValueError saying that ``what`` needs class scores the model's

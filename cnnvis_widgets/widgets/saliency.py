@@ -16,8 +16,6 @@ import threading
 import time
 
 import ipywidgets as widgets
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from cnnvis_widgets import images as px
@@ -35,7 +33,6 @@ from cnnvis_widgets.engine.sanity import randomization_cascade
 from cnnvis_widgets.widgets.controls import ImagePicker
 from cnnvis_widgets.widgets.grid import ImageGrid
 from cnnvis_widgets.widgets.view import View, as_probe
-from cnnvis_widgets.models.probe import owned_by_probe
 
 MODES = ("single", "batch", "compare")
 CASCADE_COLUMNS = 6  # the sanity row's tiles per row: 6 x 88 px, and labels like "block15 ρ=0.52" fit
@@ -300,7 +297,7 @@ class SaliencyExplorer(View):
                 self._show_main(*self._compare_tiles(base[0], results, request["methods"]), force=False)
         if cancelled():
             return
-        probs = np.asarray(_probabilities(probe)(probe.variables, jnp.asarray(request["image"][None])))[0]
+        probs = np.asarray(probe.probabilities(probe.variables, request["image"][None]))[0]
         top = np.argsort(-probs)[:5]
         top5 = [(self.class_name(int(i)), float(probs[i])) for i in top]
         cascade = None
@@ -562,12 +559,3 @@ def _check_options(options: dict) -> dict:
     return out
 
 
-@owned_by_probe
-def _probabilities(probe):
-    """Jitted softmax of the model's output, once per probe."""
-
-    def probs(variables, x):
-        out = probe.forward(variables, x)[0]
-        return jax.nn.softmax(out.reshape(out.shape[0], -1), axis=-1)
-
-    return jax.jit(probs)

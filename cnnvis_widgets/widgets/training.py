@@ -15,7 +15,6 @@ References: Yosinski et al. 2015 (watching a network's activations live); Lu et 
 
 from __future__ import annotations
 
-import copy
 import functools
 import html
 import math
@@ -239,7 +238,7 @@ class TrainingMonitor(View):
         result = digits.train_digits_cnn(callback=on_step, progress=False, **settings)
         self.result, self.variables = result, result.variables
         self.steps_done = len(result.losses)
-        self.probe = _probe_over(self._template, result.variables)
+        self.probe = self._template.with_variables(result.variables, f"{self._template.name} (trained here)")
         if self._closed or (cancelled() and not self._stopping):
             return  # closed, or replaced by a newer run (which reports)
         if (self.history["eval_step"][-1] != last["step"] or self._stale) and last["variables"] is not None:
@@ -380,14 +379,6 @@ def _curve_panel(title: str, labels: list[str], colors: list[str], y_range=None)
         layout=widgets.Layout(margin="-6px 0 0 60px"),
     )
     return lines, widgets.VBox([figure, key])
-
-
-def _probe_over(template: Probe, variables) -> Probe:
-    """A Probe like ``template`` (same module, layers, conventions) over other variables."""
-    probe = copy.copy(template)
-    probe.variables = variables
-    probe.name = f"{template.name} (trained here)"
-    return probe
 
 
 @functools.lru_cache(maxsize=1)

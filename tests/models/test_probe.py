@@ -89,6 +89,26 @@ def test_linen_capture_matches_direct_calls(linen_probe, images):
     )
 
 
+def test_probabilities_and_a_probe_over_other_variables(linen_probe, images):
+    """``probabilities`` is the softmax of the model's output (numpy); ``with_variables`` gives a
+    Probe whose output is the module applied with the new variables, leaving the original's
+    output and compiled programs alone."""
+    out = np.asarray(LinenNet().apply(linen_probe.variables, 2 * images - 1), np.float64)
+    expected = np.exp(out - out.max(-1, keepdims=True))
+    expected /= expected.sum(-1, keepdims=True)
+    np.testing.assert_allclose(linen_probe.probabilities(linen_probe.variables, images), expected, atol=1e-6)
+    other = LinenNet().init(jax.random.key(7), jnp.zeros((1, 16, 16, 3)))
+    twin = linen_probe.with_variables(other, "retrained")
+    np.testing.assert_allclose(
+        twin.logits(twin.variables, images), LinenNet().apply(other, 2 * images - 1), atol=1e-5
+    )
+    np.testing.assert_allclose(linen_probe.logits(linen_probe.variables, images), out, atol=1e-5)
+    assert twin.name == "retrained" and twin.layer_names == linen_probe.layer_names
+    assert twin.programs is not linen_probe.programs
+    with pytest.raises(ValueError):
+        linen_probe.with_variables({"params": {}})  # not this model's variables
+
+
 def test_geometry_of_a_user_model(linen_probe):
     """3x3 stride-2 conv, then a 3x3 conv inside a block: rf 3 then 3 + 2*2, stride 2; dense sees all."""
     p = linen_probe
