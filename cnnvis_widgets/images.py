@@ -24,6 +24,15 @@ def normalize(maps: np.ndarray, axis: Sequence[int] | None = None, eps: float = 
     return (maps - lo) / np.maximum(hi - lo, eps)
 
 
+def feature_map_tiles(maps: np.ndarray, per: str = "map") -> np.ndarray:
+    """A layer's feature maps (H, W, C) as C tiles (C, H, W, 1) in [0, 1]: min-max per map
+    (``per="map"``) or over the whole layer (``per="layer"``, so tiles compare)."""
+    if per not in ("map", "layer"):
+        raise ValueError(f"normalization must be 'map' or 'layer', got {per!r}.")
+    tiles = np.moveaxis(np.asarray(maps, np.float32), -1, 0)[..., None]
+    return normalize(tiles, axis=(1, 2, 3) if per == "map" else None)
+
+
 def colorize(maps: np.ndarray, cmap: str = "viridis") -> np.ndarray:
     """Single-channel maps in [0, 1], shape (..., H, W) or (..., H, W, 1) → RGB (..., H, W, 3)."""
     from matplotlib import colormaps

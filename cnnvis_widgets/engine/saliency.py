@@ -41,6 +41,7 @@ import numpy as np
 from jax import lax
 from jax.extend import core as jcore
 
+from cnnvis_widgets import images as px
 from cnnvis_widgets.engine import sharding
 from cnnvis_widgets.engine.gradient_rules import with_gradient_rules
 from cnnvis_widgets.models.probe import owned_by_probe, require_probe
@@ -185,11 +186,9 @@ def method_options(method: str) -> list[str]:
 
 
 def normalize_maps(maps) -> np.ndarray:
-    """Each map scaled to [0, 1] (min-max); a constant map becomes zeros."""
-    maps = np.asarray(maps, np.float32)
-    lo = maps.min(axis=(-2, -1), keepdims=True)
-    span = maps.max(axis=(-2, -1), keepdims=True) - lo
-    return np.where(span > 0, (maps - lo) / np.where(span > 0, span, 1), 0).astype(np.float32)
+    """Each (..., H, W) map scaled to [0, 1] (min-max, ``images.normalize``); a constant map
+    becomes zeros."""
+    return px.normalize(maps, axis=(-2, -1))
 
 
 # ------------------------------------------------------------------ gradient methods

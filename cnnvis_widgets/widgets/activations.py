@@ -58,14 +58,6 @@ class _Request(NamedTuple):
     unit: int | None
 
 
-def normalize_maps(maps: np.ndarray, mode: str) -> np.ndarray:
-    """Feature maps (H, W, C) → tiles (C, H, W, 1) in [0, 1]: min-max per map or over the layer."""
-    if mode not in ("map", "layer"):
-        raise ValueError(f"normalization must be 'map' or 'layer', got {mode!r}.")
-    tiles = np.moveaxis(np.asarray(maps, np.float32), -1, 0)[..., None]
-    return px.normalize(tiles, axis=(1, 2, 3) if mode == "map" else None)
-
-
 class ActivationExplorer(View):
     """The feature maps of a layer for one image; dead filters marked; click a map for its detail.
 
@@ -258,7 +250,7 @@ class ActivationExplorer(View):
         shown = self._shown_key
         if shown is None or shown[:3] != key[:3] or shown[3] is not request.image:
             maps = feature_maps(self.probe, request.image, layer)
-            tiles = normalize_maps(maps, request.norm)
+            tiles = px.feature_map_tiles(maps, request.norm)
             labels = [f"{u} ✗dead" if d else str(u) for u, d in enumerate(stats.dead)]
             if cancelled():
                 return

@@ -20,6 +20,7 @@ import pytest
 
 import cnnvis_widgets as cw
 from cnnvis_widgets import data
+from cnnvis_widgets import images as px
 from cnnvis_widgets.engine import embedding as emb
 from cnnvis_widgets.engine import saliency as sal
 from cnnvis_widgets.widgets import (
@@ -30,7 +31,6 @@ from cnnvis_widgets.widgets import (
     TrainingMonitor,
     WeightsView,
 )
-from cnnvis_widgets.widgets.activations import normalize_maps
 from cnnvis_widgets.widgets.controls import PANEL_REGULARIZERS, parse_filters
 from cnnvis_widgets.widgets.grid import ImageGrid
 
@@ -260,7 +260,7 @@ def _check_activations(h: Harness):
     maps = cw.feature_maps(probe, ae.image_picker.image, ae.layer)
     np.testing.assert_allclose(ae.maps, maps, atol=1e-5)
     expected = ImageGrid(cmap="viridis", tile_px=56)
-    expected.update(normalize_maps(maps, ae.normalization.value), ae.labels)
+    expected.update(px.feature_map_tiles(maps, ae.normalization.value), ae.labels)
     np.testing.assert_array_equal(ae.grid.pixels, expected.pixels)
 
 
