@@ -7,6 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
+from cnnvis_widgets import validation
+
 
 def grid_shape(n: int, ncols: int | None = None) -> tuple[int, int]:
     """(rows, cols) of a near-square grid holding n tiles."""
@@ -31,6 +33,18 @@ def feature_map_tiles(maps: np.ndarray, per: str = "map") -> np.ndarray:
         raise ValueError(f"normalization must be 'map' or 'layer', got {per!r}.")
     tiles = np.moveaxis(np.asarray(maps, np.float32), -1, 0)[..., None]
     return normalize(tiles, axis=(1, 2, 3) if per == "map" else None)
+
+
+def check_colormap(name, what: str = "colormap") -> str:
+    """``name`` if it is a matplotlib colormap's, else a ValueError with the closest names."""
+    from matplotlib import colormaps
+
+    if not isinstance(name, str) or name not in colormaps:
+        raise ValueError(
+            f"Unknown {what} {name!r}.{validation.did_you_mean(name, colormaps)} Any matplotlib "
+            "colormap name works, e.g. 'inferno', 'viridis' (sequential) or 'RdBu_r' (diverging)."
+        )
+    return name
 
 
 def colorize(maps: np.ndarray, cmap: str = "viridis") -> np.ndarray:

@@ -1448,7 +1448,7 @@ CASES = [
         "SaliencyExplorer/options-unknown-option",
         lambda p, t: SaliencyExplorer(p, options={"vanilla": {"x": 1}}, autorun=False),
         TypeError,
-        "Method 'vanilla' has no option(s) x; its options: none",
+        "Method 'vanilla' got unknown option(s) x; its options: none",  # the engine's one message
     ),
     case(
         "SaliencyExplorer/options-not-a-dict",

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
+from cnnvis_widgets import validation
 from cnnvis_widgets.models import kernels as kernels_lib
 from cnnvis_widgets.models.probe import owned_by_probe, require_probe
 
@@ -375,8 +376,7 @@ def _check_count(value, name: str, available: int, what: str) -> None:
 
 def batches(probe, images: Any, batch_size: int):
     """Checked batches (x, valid) of exactly ``batch_size`` images (the last padded by repeats)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    batch_size = validation.positive_int(batch_size, "batch_size")
     arr = images if isinstance(images, (np.ndarray, jax.Array)) else np.asarray(images)
     if np.ndim(arr) != 4:
         probe.check_images(arr)  # raises the shape error

@@ -29,7 +29,6 @@ XLA:CPU's fast path inside the loop (jax-ml/jax#12868).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import inspect
 import re
@@ -42,6 +41,7 @@ from jax import lax
 from jax.extend import core as jcore
 
 from cnnvis_widgets import images as px
+from cnnvis_widgets import validation
 from cnnvis_widgets.engine import sharding
 from cnnvis_widgets.engine.gradient_rules import with_gradient_rules
 from cnnvis_widgets.models.probe import owned_by_probe, require_probe
@@ -114,19 +114,9 @@ def saliency(
       **options: the method's own options (e.g. ``n_samples`` for SmoothGrad, ``layer`` for
         Grad-CAM); see each method's function.
     """
-    if not isinstance(method, str) or method not in METHODS:
-        close = difflib.get_close_matches(str(method), METHODS, n=2)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(f"Unknown saliency method {method!r}.{hint} Valid methods: {', '.join(METHODS)}.")
-    fn = METHODS[method]
-    valid = method_options(method)
-    bad = sorted(set(options) - set(valid))
-    if bad:
-        raise TypeError(
-            f"Method {method!r} got unknown option(s) {', '.join(bad)}; "
-            f"its options: {', '.join(valid) or 'none'}."
-        )
-    result = fn(probe, images, target, variables=variables, **options)
+    check_method(method)
+    check_options(method, options)
+    result = METHODS[method](probe, images, target, variables=variables, **options)
     if normalize:
         result = dataclasses.replace(result, maps=normalize_maps(result.maps))
     return result
@@ -166,8 +156,7 @@ def parse_target(probe, text: str, n_classes: int | None = None):
             )
         probe.check_units(info.name, [int(unit)])  # out of range: names 0..C-1
         return (info.name, int(unit))
-    close = difflib.get_close_matches(text, names, n=3)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    hint = validation.did_you_mean(text, names)
     if names:
         shown = ", ".join(names) if len(names) <= 20 else ", ".join(names[:8]) + ", …"
         classes = f"a class name ({shown}), a class index 0..{n_classes - 1}"
@@ -177,6 +166,43 @@ def parse_target(probe, text: str, n_classes: int | None = None):
         f"Unknown target {text!r} for {probe.name}.{hint} Give {classes}, '{PREDICTED}', or a layer unit "
         f"like {probe.layer_names[0]}:0 (layers: {', '.join(probe.layer_names)})."
     )
+
+
+def check_method(method) -> str:
+    """``method`` if it is one of ``METHODS``, else a ValueError with the closest and all valid."""
+    if not isinstance(method, str) or method not in METHODS:
+        hint = validation.did_you_mean(method, METHODS, n=2)
+        raise ValueError(f"Unknown saliency method {method!r}.{hint} Valid methods: {', '.join(METHODS)}.")
+    return method
+
+
+def check_options(method: str, options) -> dict:
+    """``options`` (keyword -> value) if ``method`` takes each of them, else a TypeError naming
+    the unknown ones and the method's own."""
+    valid = method_options(method)
+    bad = sorted(set(options) - set(valid))
+    if bad:
+        raise TypeError(
+            f"Method {method!r} got unknown option(s) {', '.join(bad)}; its options: {', '.join(valid) or 'none'}."
+        )
+    return dict(options)
+
+
+def check_options_by_method(options) -> dict:
+    """``{method: {option: value}}`` (a view's per-method options) checked by ``check_method`` and
+    ``check_options``; a copy."""
+    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+        raise TypeError(
+            f"options must be a dict method -> dict of that method's options, e.g. "
+            f"{{'smoothgrad': {{'n_samples': 16}}}}; got {options!r}."
+        )
+    unknown = [method for method in options if method not in METHODS]
+    if unknown:
+        raise ValueError(
+            f"Options for unknown method {unknown[0]!r}.{validation.did_you_mean(unknown[0], METHODS, n=2)} "
+            f"Valid methods: {', '.join(METHODS)}."
+        )
+    return {method: check_options(method, opts) for method, opts in options.items()}
 
 
 def method_options(method: str) -> list[str]:
@@ -232,7 +258,7 @@ def smoothgrad(
 
     References: Smilkov et al. 2017, "SmoothGrad: removing noise by adding noise".
     """
-    n_samples = _positive_int(n_samples, "n_samples", MAX_LOOP)
+    n_samples = validation.positive_int(n_samples, "n_samples", MAX_LOOP)
     noise = _non_negative(noise, "noise")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an integer, got {type(seed).__name__} {seed!r}.")
@@ -255,7 +281,7 @@ def integrated_gradients(
 
     References: Sundararajan et al. 2017, "Axiomatic Attribution for Deep Networks".
     """
-    steps = _positive_int(steps, "steps", MAX_LOOP)
+    steps = validation.positive_int(steps, "steps", MAX_LOOP)
     x, spec, units, variables = _prepare(probe, images, target, variables)
     base = _baseline(baseline, x.shape)
     attr, s, t = _jit_integrated(probe, spec, steps)(variables, x, units, base)
@@ -435,8 +461,7 @@ def _resolve_target(probe, target, n: int) -> tuple[_Target, np.ndarray]:
     if isinstance(target, str):
         names = probe.class_names or []
         if target not in names:
-            close = difflib.get_close_matches(target, names, n=3)
-            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            hint = validation.did_you_mean(target, names)
             raise ValueError(
                 f"Unknown class name {target!r} for {probe.name}.{hint}"
                 + (
@@ -517,14 +542,6 @@ def _baseline(baseline, shape) -> jax.Array:
     return jnp.asarray(arr)
 
 
-def _positive_int(value, name: str, most: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    if most is not None and value > most:
-        raise ValueError(f"{name} must be at most {most} (each is one gradient pass), got {value!r}.")
-    return int(value)
-
-
 def _non_negative(value, name: str) -> float:
     try:
         value = float(value)
@@ -539,13 +556,13 @@ def _pair(value, name: str) -> tuple[int, int]:
     pair = (value, value) if np.ndim(value) == 0 else tuple(value)
     if len(pair) != 2:
         raise ValueError(f"{name} must be an int or (height, width), got {value!r}.")
-    return _positive_int(pair[0], name), _positive_int(pair[1], name)
+    return validation.positive_int(pair[0], name), validation.positive_int(pair[1], name)
 
 
 def _chunk(chunk, probe, shape) -> int:
     """Loop items per forward pass: given, or as many as the activation budget allows."""
     if chunk is not None:
-        return _positive_int(chunk, "chunk")
+        return validation.positive_int(chunk, "chunk")
     n, h, w, _ = shape
     scale = h * w / (probe.input_shape[0] * probe.input_shape[1])
     largest = max(int(np.prod(info.shape)) for info in probe.layers) * scale

@@ -18,6 +18,7 @@ from flax import linen as nn
 from flax import serialization
 
 from cnnvis_widgets import data
+from cnnvis_widgets import validation
 
 INPUT_SHAPE = (32, 32, 1)
 WEIGHTS = Path(__file__).parent / "weights" / "digits_cnn.msgpack"
@@ -174,18 +175,14 @@ def train_digits_cnn(
 def check_settings(epochs, batch_size, learning_rate) -> None:
     """Raise a readable ValueError for training settings that would crash or train nothing."""
     n_train = len(data.digits_split()[0].labels)
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
+    validation.positive_int(epochs, "epochs")
     if (
         isinstance(batch_size, bool)
         or not isinstance(batch_size, (int, np.integer))
         or not 1 <= batch_size <= n_train
     ):
         raise ValueError(f"batch_size must be an integer in 1..{n_train}, got {batch_size!r}.")
-    if not isinstance(learning_rate, (int, float, np.number)) or not (
-        np.isfinite(learning_rate) and learning_rate > 0
-    ):
-        raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate!r}.")
+    validation.positive_number(learning_rate, "learning_rate")
 
 
 def _progress(total: int, enabled: bool):

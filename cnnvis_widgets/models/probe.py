@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import difflib
 import functools
 import inspect
 import re
@@ -33,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from cnnvis_widgets import validation
 from cnnvis_widgets.models import post_activation, receptive_field
 from cnnvis_widgets.models.fast_convs import fast_convolutions
 from cnnvis_widgets.models.rewrite import sub_jaxprs
@@ -285,8 +285,7 @@ class Probe:
                 f"Valid layers: {', '.join(self.layer_names)}."
             )
         if name not in self._by_name:
-            close = difflib.get_close_matches(str(name), self.layer_names, n=3)
-            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            hint = validation.did_you_mean(name, self.layer_names)
             raise ValueError(
                 f"Unknown layer {name!r} for model {self.name}.{hint} "
                 f"Valid layers: {', '.join(self.layer_names)}."
@@ -753,8 +752,7 @@ def _describe_layers(
     for what, names in (("layer_kinds", list(overrides)), ("layers", list(keep or []))):
         unknown = [n for n in names if n not in geometry]
         if unknown:
-            close = difflib.get_close_matches(str(unknown[0]), list(geometry), n=3)
-            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            hint = validation.did_you_mean(unknown[0], geometry)
             raise ValueError(
                 f"{what} names {unknown[0]!r}, which {probe.name} does not have.{hint} "
                 f"Its layers: {', '.join(geometry)}."

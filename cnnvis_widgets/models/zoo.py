@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import functools
 import importlib
 import importlib.util
@@ -12,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from cnnvis_widgets import validation
 from cnnvis_widgets.models.probe import Probe
 
 
@@ -73,8 +73,7 @@ def load(name: str = "digits-cnn") -> Probe:
     if isinstance(name, str) and ":" in name:
         return _imported(name)
     if not isinstance(name, str) or name not in MODELS:  # checked before the cache: a list is unhashable
-        close = difflib.get_close_matches(str(name), MODELS, n=1) if isinstance(name, str) else []
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = validation.did_you_mean(name, MODELS, n=1) if isinstance(name, str) else ""
         raise ValueError(
             f"Unknown model {name!r}.{hint} Models in the zoo: {', '.join(MODELS)}; "
             f"or your own as 'module:function' or 'file.py:function' returning a Probe."
@@ -111,8 +110,7 @@ def _imported(spec: str) -> Probe:
     found = getattr(module, attr, None)
     if found is None:
         names = [n for n, v in vars(module).items() if isinstance(v, Probe) or inspect.isfunction(v)]
-        close = difflib.get_close_matches(attr, names, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = validation.did_you_mean(attr, names, n=1)
         raise ValueError(
             f"Model {spec!r}: {where} has no {attr!r}.{hint} It defines: {', '.join(names) or 'none'}."
         )

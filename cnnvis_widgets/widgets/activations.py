@@ -21,6 +21,7 @@ import numpy as np
 
 from cnnvis_widgets import data
 from cnnvis_widgets import images as px
+from cnnvis_widgets import validation
 from cnnvis_widgets.compile_cache import enable_compilation_cache
 from cnnvis_widgets.engine import ascent
 from cnnvis_widgets.engine.activations import feature_maps, filter_stats, receptive_patches, top_images
@@ -89,11 +90,8 @@ class ActivationExplorer(View):
         self.probe = probe = as_probe(probe)
         if layer is not None:
             _spatial_layer(probe, layer)  # a clear error now rather than a wrong view
-        for name, value in (("top_k", top_k), ("steps", steps)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        if steps > ascent.MAX_STEPS:
-            raise ValueError(f"steps must be at most {ascent.MAX_STEPS}, got {steps!r}.")
+        validation.positive_int(top_k, "top_k")
+        validation.positive_int(steps, "steps", ascent.MAX_STEPS)
         if dataset is not None:
             n = len(dataset.images if isinstance(dataset, data.Dataset) else dataset)
             if n == 0:

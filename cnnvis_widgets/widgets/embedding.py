@@ -23,6 +23,7 @@ import ipywidgets as widgets
 import numpy as np
 import traitlets
 
+from cnnvis_widgets import validation
 from cnnvis_widgets.engine import embedding as emb
 from cnnvis_widgets.widgets.controls import LayerSlider
 from cnnvis_widgets.widgets.grid import ImageGrid
@@ -106,8 +107,7 @@ class EmbeddingExplorer(View):
             raise ValueError(f"Unknown embedding method {method!r}; valid: {', '.join(emb.METHODS)}.")
         if pool not in ("flatten", "mean"):
             raise ValueError(f"pool must be 'flatten' or 'mean', got {pool!r}.")
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be a positive integer (neighbours shown), got {k!r}.")
+        validation.positive_int(k, "k", what="neighbours shown")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed must be an integer, got {seed!r}.")
         self.points = as_points(probe, dataset, limit)

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from cnnvis_widgets import data
+from cnnvis_widgets import validation
 from cnnvis_widgets.compile_cache import enable_compilation_cache
 from cnnvis_widgets.engine import ascent, param, recipes, transforms
 from cnnvis_widgets.engine.activations import most_activated
@@ -400,10 +401,7 @@ def _check_settings(steps, size, learning_rate, seed, snapshot_every) -> None:
         raise ValueError(f"learning_rate must be a number in [1e-05, 10], got {learning_rate!r}.")
     if not is_int(seed):
         raise TypeError(f"seed must be an integer, got {seed!r}.")
-    if not is_int(snapshot_every) or snapshot_every < 1:
-        raise ValueError(
-            f"snapshot_every must be a positive integer (steps per frame), got {snapshot_every!r}."
-        )
+    validation.positive_int(snapshot_every, "snapshot_every", what="steps per frame")
 
 
 @functools.lru_cache(maxsize=1)

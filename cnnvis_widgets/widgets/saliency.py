@@ -10,7 +10,6 @@ the kept maps on the kernel: no job. Three modes: "single" (the image and its ov
 
 from __future__ import annotations
 
-import difflib
 import html
 import threading
 import time
@@ -25,6 +24,8 @@ from cnnvis_widgets.engine.saliency import (
     METHODS,
     PREDICTED,
     SIGNED_METHODS,
+    check_method,
+    check_options_by_method,
     method_options,
     parse_target,
     saliency,
@@ -91,15 +92,10 @@ class SaliencyExplorer(View):
     ):
         super().__init__(name="cnnvis-saliency")
         self.probe = probe = as_probe(probe)
-        if method not in METHODS:
-            close = difflib.get_close_matches(str(method), METHODS, n=2)
-            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise ValueError(
-                f"Unknown saliency method {method!r}.{hint} Valid methods: {', '.join(METHODS)}."
-            )
+        check_method(method)
         if mode not in MODES:
             raise ValueError(f"Unknown mode {mode!r}; valid modes: {', '.join(MODES)}.")
-        self.options = _check_options(options or {})
+        self.options = check_options_by_method(options or {})
         if not isinstance(opacity, (int, float, np.number)) or not 0.0 <= opacity <= 1.0:
             raise ValueError(f"opacity must be a number in [0, 1], got {opacity!r}.")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 0:
@@ -112,15 +108,8 @@ class SaliencyExplorer(View):
             raise ValueError(
                 f"cascade_steps must be a positive integer or None (all), got {cascade_steps!r}."
             )
-        for what, name in (("cmap", cmap), ("signed_cmap", signed_cmap)):
-            from matplotlib import colormaps
-
-            if name not in colormaps:
-                close = difflib.get_close_matches(str(name), list(colormaps), n=3)
-                hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-                raise ValueError(
-                    f"Unknown {what} {name!r}.{hint} Any matplotlib colormap name works, e.g. 'inferno', 'viridis' (sequential) or 'RdBu_r' (diverging)."
-                )
+        px.check_colormap(cmap, "cmap")
+        px.check_colormap(signed_cmap, "signed_cmap")
         self.cascade_steps = cascade_steps
         self.cmap, self.signed_cmap = cmap, signed_cmap
         self.n_classes = probe.require_classes("The SaliencyExplorer (it explains the model's classes)")
@@ -537,25 +526,5 @@ def target_to_text(probe, target) -> str:
 def _short(name: str, index: int, most: int = 12) -> str:
     """A tile label for image ``index`` called ``name``: the name if it fits under a tile, else #index."""
     return name if len(name) <= most else f"#{index}"
-
-
-def _check_options(options: dict) -> dict:
-    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
-        raise TypeError(
-            f"options must be a dict method -> dict of that method's options, e.g. "
-            f"{{'smoothgrad': {{'n_samples': 16}}}}; got {options!r}."
-        )
-    out = {}
-    for method, opts in options.items():
-        if method not in METHODS:
-            raise ValueError(f"Options for unknown method {method!r}; valid methods: {', '.join(METHODS)}.")
-        bad = sorted(set(opts) - set(method_options(method)))
-        if bad:
-            raise TypeError(
-                f"Method {method!r} has no option(s) {', '.join(bad)}; "
-                f"its options: {', '.join(method_options(method)) or 'none'}."
-            )
-        out[method] = dict(opts)
-    return out
 
 

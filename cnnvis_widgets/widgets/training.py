@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnvis_widgets import data
+from cnnvis_widgets import validation
 from cnnvis_widgets.compile_cache import enable_compilation_cache
 from cnnvis_widgets.engine.activations import kernels_as_images
 from cnnvis_widgets.models import digits, zoo
@@ -69,8 +70,7 @@ class TrainingMonitor(View):
     ):
         super().__init__(name="cnnvis-training")
         train, test = data.digits_split()
-        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
-            raise ValueError(f"every must be a positive integer (steps between updates), got {every!r}.")
+        validation.positive_int(every, "every", what="steps between updates")
         digits.check_settings(epochs, batch_size, learning_rate)
         if (
             isinstance(image_index, bool)
