@@ -183,7 +183,8 @@ def check_options(method: str, options) -> dict:
     bad = sorted(set(options) - set(valid))
     if bad:
         raise TypeError(
-            f"Method {method!r} got unknown option(s) {', '.join(bad)}; its options: {', '.join(valid) or 'none'}."
+            f"Method {method!r} got unknown option(s) {', '.join(bad)}; "
+            f"its options: {', '.join(valid) or 'none'}."
         )
     return dict(options)
 
