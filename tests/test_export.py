@@ -4,6 +4,7 @@ matplotlib figure (the pictures' pixels, the curves' points, the texts)."""
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from cnnvis_widgets import export
 
@@ -89,3 +90,80 @@ def test_embedding_figure_rings_the_query_and_lists_its_neighbours_per_space():
     np.testing.assert_allclose(drawn[5], points.images[7, ..., 0])
     texts = _texts(fig)
     assert "feature\n2/3" in texts and "pixel\n0/3" in texts  # 2 and 4 share the query's class; 7, 9, 1 not
+
+
+def test_save_png_writes_the_pixels_enlarged_by_scale(tmp_path):
+    """Floats in [0, 1] become round(255 v), each pixel a scale x scale block; (H, W, 1) is a
+    grey PNG, (H, W, 4) keeps its alpha, uint8 is written as is; missing folders are made."""
+    from PIL import Image
+
+    rgb = RNG.random((3, 2, 3))
+    path = export.save_png(rgb, tmp_path / "new" / "rgb.png", scale=2)
+    got = np.asarray(Image.open(path))
+    want = np.rint(rgb * 255).astype(np.uint8).repeat(2, axis=0).repeat(2, axis=1)
+    assert got.shape == (6, 4, 3)
+    np.testing.assert_array_equal(got, want)
+    grey = Image.open(export.save_png(np.full((2, 2, 1), 0.2), tmp_path / "grey.png"))
+    assert grey.mode == "L" and np.asarray(grey).tolist() == [[51, 51], [51, 51]]
+    rgba = np.asarray(Image.open(export.save_png(np.full((1, 1, 4), 1.0), tmp_path / "rgba.png")))
+    assert rgba.tolist() == [[[255, 255, 255, 255]]]
+    raw = np.array([[[7, 8, 9]]], np.uint8)
+    np.testing.assert_array_equal(np.asarray(Image.open(export.save_png(raw, tmp_path / "raw.png"))), raw)
+
+
+def test_grid_figure_draws_each_tile_with_its_label_and_the_title():
+    """One axes per grid cell (5 tiles: 2 x 3, the last cell empty), grey tiles through the colormap
+    on 0..1, RGB tiles clipped; labels above the tiles, the title on top; 1.1 in a tile (+0.4 in
+    for the title)."""
+    grey = RNG.random((5, 4, 4, 1))
+    fig = export.grid_figure(grey, [f"#{i}" for i in range(5)], title="conv2", cmap="magma")
+    assert tuple(fig.get_size_inches()) == pytest.approx((3 * 1.1, 2 * 1.1 + 0.4))
+    assert len(fig.axes) == 6 and not fig.axes[5].get_images()
+    drawn = _images(fig)
+    assert len(drawn) == 5
+    for got, want in zip(drawn, grey[..., 0]):
+        np.testing.assert_allclose(got, want)
+    assert {im.get_cmap().name for ax in fig.axes for im in ax.get_images()} == {"magma"}
+    assert {tuple(im.get_clim()) for ax in fig.axes for im in ax.get_images()} == {(0, 1)}
+    assert [ax.get_title() for ax in fig.axes] == ["#0", "#1", "#2", "#3", "#4", ""]
+    assert "conv2" in _texts(fig)
+    rgb = RNG.uniform(-0.5, 1.5, (2, 3, 3, 3))
+    np.testing.assert_allclose(_images(export.grid_figure(rgb))[1], np.clip(rgb[1], 0, 1))
+
+
+def test_figures_show_themselves_as_png_of_their_size_at_100_dpi():
+    """export.figure() makes a Figure Jupyter shows as PNG (its _repr_png_): width x height inches x 100."""
+    import io
+
+    from PIL import Image
+
+    fig = export.figure(figsize=(2.0, 1.5))
+    png = fig._repr_png_()
+    assert png.startswith(b"\x89PNG") and Image.open(io.BytesIO(png)).size == (200, 150)
+    assert Image.open(io.BytesIO(export.figure_png(fig, dpi=50))).size == (100, 75)
+
+
+def test_save_grid_writes_the_grid_figure_at_its_dpi(tmp_path):
+    """4 tiles, no title: 2 x 2 cells of 1.1 in at 150 dpi is a 330 x 330 PNG, in a new folder."""
+    from PIL import Image
+
+    path = export.save_grid(RNG.random((4, 5, 5, 3)), tmp_path / "out" / "grid.png", labels=list("abcd"))
+    assert path == tmp_path / "out" / "grid.png" and Image.open(path).size == (330, 330)
+
+
+def test_filter_detail_figure_fades_where_the_filter_did_not_look_and_marks_stages():
+    """With an attribution, a middle panel: the image with alpha = attribution / its 95th
+    percentile, clipped; each stage start a dashed line half a step after it; curve over steps 1..n."""
+    image, attribution = RNG.random((8, 8, 1)), RNG.random((8, 8)) * 3
+    objective = np.linspace(0.0, 2.0, 12)
+    fig = export.filter_detail_figure(image, objective, "conv2 · 3", attribution, stage_starts=[4])
+    assert len(fig.axes) == 3 and fig.axes[1].get_title() == "where it looks"
+    faded = fig.axes[1].get_images()[0].get_array()
+    np.testing.assert_allclose(faded[..., :3], np.repeat(image, 3, axis=-1))
+    np.testing.assert_allclose(faded[..., 3], np.clip(attribution / np.percentile(attribution, 95), 0, 1))
+    curve, stage = fig.axes[2].get_lines()
+    np.testing.assert_allclose(curve.get_xdata(), np.arange(1, 13))
+    np.testing.assert_allclose(curve.get_ydata(), objective)
+    assert list(stage.get_xdata()) == [4.5, 4.5] and stage.get_linestyle() == "--"
+    assert "full size" in _texts(fig)
+    assert len(export.filter_detail_figure(image, objective, "t").axes) == 2  # no attribution: no middle
