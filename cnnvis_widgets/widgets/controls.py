@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import itertools
+import re
 
 import ipywidgets as widgets
 import numpy as np
@@ -49,6 +50,15 @@ class LayerSlider(widgets.VBox):
         )
         self.value = layer.name
 
+    @traitlets.validate("value")
+    def _valid_layer(self, proposal):
+        name = proposal["value"]
+        if name not in self.names:
+            raise traitlets.TraitError(
+                f"Layer {name!r} cannot be chosen here: choose one of {', '.join(self.names)}."
+            )
+        return name
+
     @traitlets.observe("value")
     def _value_changed(self, change):
         if change["new"] in self.names and self.names[self.slider.value] != change["new"]:
@@ -65,7 +75,7 @@ def parse_filters(text: str, channels: int) -> np.ndarray:
             lo, hi = (int(t) if t.strip() else None for t in text.split(":", 1))
             units = np.arange(channels)[slice(lo, hi)]
         else:
-            units = np.array([int(t) for t in text.replace(" ", "").split(",") if t])
+            units = np.array([int(t) for t in re.split(r"[,\s]+", text) if t])  # '3,5,9' or '3 5 9'
     except ValueError:
         raise ValueError(
             f"Filters {text!r}: give a range like 0:16, a list like 3,5,9, top16 (most active for the image), or 'all'."
@@ -152,8 +162,8 @@ class RegularizerPanel(widgets.VBox):
             )
             slider = widgets.FloatSlider(
                 weight,
-                min=lo,
-                max=hi,
+                min=min(lo, weight),
+                max=max(hi, weight),  # a recipe's weight beyond the usual range is kept, not clamped
                 step=(hi - lo) / 100,
                 continuous_update=False,
                 readout_format=".3g",

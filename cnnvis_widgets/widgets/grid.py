@@ -61,6 +61,7 @@ class ImageGrid(widgets.VBox):
         self.zoom = 1  # the factor the last tiles were enlarged by
         self._montage = None  # the last montage sent, without the selection frame (uint8, row 0 on top)
         self._last = None  # (tiles, labels) of the last update: redrawn when tile_px changes
+        self._relayout_due = False  # tile_px changed: the next frame lays out again
         self._next_send = 0.0
         # the worker (frames) and the kernel's event handlers may both draw: one at a time, or
         # ipywidgets' hold_sync bookkeeping races ("Set changed size during iteration", lost updates)
@@ -157,12 +158,14 @@ class ImageGrid(widgets.VBox):
         rgb = px.colorize(tiles, self.cmap) if tiles.shape[-1] == 1 else tiles[..., :3]
         self.zoom = px.pixel_zoom(tiles.shape[1:3], self.shown_tile_px) if self.enlarge_tiny else 1
         rgb = px.enlarge(rgb, self.zoom)
-        new_shape = self._shape != (len(tiles), *rgb.shape[1:3])
+        shape = (len(tiles), *rgb.shape[1:3])  # the enlarged tiles'
+        if self._shape is not None and self._shape != shape:
+            self._montage = None  # so that clearing the selection redraws nothing old
+            self.selected = -1  # other tiles: the selection is gone
+        # laid out again for other tiles, a new tile size (``_relayout``), or labels come or go
+        new_shape = self._shape != shape or self._relayout_due or (labels is not None) != (self._gap > 0)
         if new_shape:
-            if self._shape is not None:
-                self._montage = None  # so that clearing the selection redraws nothing old
-                self.selected = -1  # other tiles: the selection is gone
-            self._shape = (len(tiles), *rgb.shape[1:3])  # the enlarged tiles'
+            self._shape, self._relayout_due = shape, False
             # a band under each row for the labels: ~14 screen px, in tile pixels
             self._gap = int(np.ceil(14 * rgb.shape[1] / self.shown_tile_px)) if labels is not None else 0
         montage = px.to_uint8(px.montage(rgb, self.ncols, pad=1, pad_value=1.0, row_gap=self._gap))
@@ -240,8 +243,8 @@ class ImageGrid(widgets.VBox):
 
     def _relayout(self, _change) -> None:
         with self._lock:
+            self._relayout_due = True  # the next frame lays out at the new size (the selection stays)
             if self._last is not None and not self.stale:
-                self._shape = None  # lay out again at the new size (the selection stays)
                 self._update(*self._last, force=True)
 
     def _place_labels(self, text: list[str], height: int) -> None:
