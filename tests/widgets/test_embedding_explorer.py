@@ -2,7 +2,6 @@
 and click (as bqplot sends them) show the image and both kinds of neighbours, the mosaic, errors,
 a responsive kernel during a run, and export."""
 
-import html
 import time
 
 import numpy as np
