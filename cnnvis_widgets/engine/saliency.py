@@ -168,6 +168,32 @@ def parse_target(probe, text: str, n_classes: int | None = None):
     )
 
 
+def target_to_text(probe, target) -> str:
+    """A target as text (a widget's target box, a command line): the inverse of ``parse_target``."""
+    if target is None:
+        return PREDICTED
+    if isinstance(target, tuple):
+        if len(target) != 2:
+            raise ValueError(
+                f"A layer-unit target is (layer_name, unit or None), e.g. ('conv3', 5); got {target!r}."
+            )
+        return f"{target[0]}:{'*' if target[1] is None else int(target[1])}"
+    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+        return probe.class_name(int(target))
+    if isinstance(target, str):
+        return target
+    raise TypeError(f"A target is None, a class index or name, or (layer, unit); got {target!r}.")
+
+
+def target_label(probe, result: SaliencyResult, i: int = 0) -> str:
+    """The resolved target of image ``i`` of ``result``, readable: its class's name (or index), or
+    ``layer:unit`` (``layer:*`` for the whole layer)."""
+    unit = int(result.targets[i])
+    if result.target_layer is None:
+        return probe.class_name(unit)
+    return f"{result.target_layer}:{'*' if unit < 0 else unit}"
+
+
 def check_method(method) -> str:
     """``method`` if it is one of ``METHODS``, else a ValueError with the closest and all valid."""
     if not isinstance(method, str) or method not in METHODS:
@@ -886,6 +912,9 @@ __all__ = [
     "CAM_METHODS",
     "METHODS",
     "SaliencyResult",
+    "check_method",
+    "check_options",
+    "check_options_by_method",
     "deconvnet",
     "gradcam",
     "gradcam_map",
@@ -901,5 +930,7 @@ __all__ = [
     "scorecam",
     "smoothgrad",
     "tap_layer",
+    "target_label",
+    "target_to_text",
     "vanilla_gradient",
 ]

@@ -437,6 +437,11 @@ class Probe:
         twin.name = self.name if name is None else name
         return twin
 
+    def class_name(self, index: int) -> str:
+        """Class ``index``'s name (``class_names``), or the index as text when it has none."""
+        names = self.class_names
+        return str(names[index]) if names and 0 <= index < len(names) else str(int(index))
+
     def require_classes(self, what: str) -> int:
         """``num_classes``, or a ValueError saying that ``what`` needs class scores the model's
         output is not, with the ways out (a layer's unit as the target; ``output=``)."""

@@ -26,6 +26,8 @@ from cnnvis_widgets.engine.saliency import (
     SIGNED_METHODS,
     check_method,
     check_options_by_method,
+    target_label,
+    target_to_text,
     method_options,
     parse_target,
     saliency,
@@ -288,7 +290,7 @@ class SaliencyExplorer(View):
             return
         probs = np.asarray(probe.probabilities(probe.variables, request["image"][None]))[0]
         top = np.argsort(-probs)[:5]
-        top5 = [(self.class_name(int(i)), float(probs[i])) for i in top]
+        top5 = [(probe.class_name(int(i)), float(probs[i])) for i in top]
         cascade = None
         if request["sanity"]:
             method = request["method"]
@@ -449,16 +451,9 @@ class SaliencyExplorer(View):
         return "".join(bars) + f"<small style='color:#666'>{scale}</small>"
 
     # --------------------------------------------------------------- naming
-    def class_name(self, index: int) -> str:
-        names = self.probe.class_names
-        return str(names[index]) if names and 0 <= index < len(names) else str(index)
-
     def target_label(self, result, i: int) -> str:
-        """The resolved target of image ``i`` of ``result``, readable."""
-        if result.target_layer is None:
-            return self.class_name(int(result.targets[i]))
-        unit = int(result.targets[i])
-        return f"{result.target_layer}:{'*' if unit < 0 else unit}"
+        """The resolved target of image ``i`` of ``result``, readable (``saliency.target_label``)."""
+        return target_label(self.probe, result, i)
 
     # --------------------------------------------------------------- control reactions
     def _sync_batch_control(self) -> None:
@@ -504,24 +499,6 @@ class SaliencyExplorer(View):
 
 
 # ------------------------------------------------------------------ targets
-def target_to_text(probe, target) -> str:
-    """The target box's text for a target given as the engine takes it."""
-    if target is None:
-        return PREDICTED
-    if isinstance(target, tuple):
-        if len(target) != 2:
-            raise ValueError(
-                f"A layer-unit target is (layer_name, unit or None), e.g. ('conv3', 5); got {target!r}."
-            )
-        return f"{target[0]}:{'*' if target[1] is None else int(target[1])}"
-    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
-        names = probe.class_names
-        return str(names[target]) if names and 0 <= target < len(names) else str(int(target))
-    if isinstance(target, str):
-        return target
-    raise TypeError(f"A target is None, a class index or name, or (layer, unit); got {target!r}.")
-
-
 # ------------------------------------------------------------------ helpers
 def _short(name: str, index: int, most: int = 12) -> str:
     """A tile label for image ``index`` called ``name``: the name if it fits under a tile, else #index."""
