@@ -5,8 +5,15 @@ image, transforms (``transforms``) jitter it, the objective scores the
 network's activations, regularizers add penalties and image-space projections,
 and an optax optimizer steps. ``jax.vmap`` runs it for all filters at once
 (each with its own PRNG key, so random transforms differ per filter) and
-``jax.lax.scan`` runs ``snapshot_every`` steps per compiled call; between calls
-the callback sees the images and may stop the run.
+a loop runs ``snapshot_every`` steps per compiled call; between calls the
+callback sees the images and may stop the run.
+
+Words used the same way in the engine (``renderer``, ``saliency``): a *call* is one run of a
+compiled program (here ``snapshot_every`` optimizer steps); a *chunk* is how many items of a loop
+one call takes (here filters, ``chunk``; in saliency's loops channels or patch positions); a
+*batch* is the images processed together for one item (``batch`` images per filter here; a
+dataset's images per forward pass in ``activations`` and ``embedding``); a *group* is the layers
+one compiled program serves (``layer_groups``).
 
 References: Erhan et al. 2009; Simonyan et al. 2013; Yosinski et al. 2015;
 Mahendran & Vedaldi 2016; Olah et al. 2017 "Feature Visualization" (Distill).
@@ -43,7 +50,7 @@ class AscentResult:
 
     images: (N, H, W, C) in [0, 1] (the first image of each filter's batch);
     objective: (N, steps_done) objective value per filter per step;
-    snapshots: (S, N, H, W, C) uint8 images after each chunk of steps, and their steps;
+    snapshots: (S, N, H, W, C) uint8 images after each call, and their steps;
     finite: (N,) False where a filter's optimization produced NaN/Inf (its image is then grey);
     scores: for class visualizations, each image's softmax probability of its class;
     batch_images: (N, B, H, W, C) all images of each filter when ``batch`` > 1;
@@ -66,7 +73,7 @@ class AscentResult:
 
 
 class Progress(NamedTuple):
-    """What a callback sees after each chunk of steps.
+    """What a callback sees after each compiled call (``snapshot_every`` steps).
 
     The filters run in ``groups`` groups one after another (``chunk`` filters per compiled call);
     ``step`` counts the steps of the current ``group`` (numbered from 0), so the whole run is at
@@ -303,9 +310,9 @@ def visualize_filters(
       param / transforms / regularizers / optimizer: override the recipe's parts.
       weights: regularizer weights overriding their own (traced: no recompilation).
       seed: PRNG seed; filter i uses ``fold_in(key(seed), unit_i)``.
-      snapshot_every: steps per compiled chunk, after which ``callback`` runs
-        and a snapshot is kept (default: one chunk).
-      callback: ``callback(Progress)``; returning True stops the run after this chunk.
+      snapshot_every: steps per compiled call, after which ``callback`` runs
+        and a snapshot is kept (default: all steps in one call).
+      callback: ``callback(Progress)``; returning True stops the run after this call.
       chunk: filters per compiled call (default ``default_chunk``: 16 per device, fewer when
         their activations would exceed ``MEMORY_BUDGET``).
       variables: model variables (default ``probe.variables``).

@@ -30,7 +30,7 @@ from cnnvis_widgets.widgets.grid import ImageGrid
 from cnnvis_widgets.widgets.view import View, as_probe
 
 NORMALIZATIONS = (("per map", "map"), ("shared across the layer", "layer"))
-SNAPSHOT_EVERY = 16  # ascent steps per frame of the optimized image (one compiled chunk)
+SNAPSHOT_EVERY = 16  # ascent steps per frame of the optimized image (one compiled call)
 SHARED_IMAGE = "shared image"  # the picker entry set_image() fills
 
 

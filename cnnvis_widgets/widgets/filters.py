@@ -248,7 +248,7 @@ class FilterExplorer(View):
         return parse_filters(self.filter_picker.value, layer.channels)
 
     def stop(self) -> None:
-        """Stop the current run after its current chunk of steps."""
+        """Stop the current run after its current compiled call (``snapshot_every`` steps)."""
         self.runner.cancel()
         self.status.value = "stopped"
 

@@ -2,7 +2,7 @@
 
 Widgets submit jobs; a job submitted while another waits replaces it, and a job
 that is running sees ``cancelled()`` turn True as soon as a newer one arrives (the
-engine's callback checks it between chunks). A generation counter tells stale
+engine's callback checks it between compiled calls). A generation counter tells stale
 results from current ones. Errors never kill the thread: they go to ``on_error``.
 A job submitted with a ``delay`` starts only if no newer job arrives within it (debouncing: a
 slider arrowed over ten layers compiles and runs only the layer it rests on).
