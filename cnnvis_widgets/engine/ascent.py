@@ -179,7 +179,7 @@ def activation_bytes(probe, layer: str, shape: tuple[int, ...]) -> int:
 
     From the jaxpr of ``probe.reference_forward``, no compile: a liveness pass from the layer's
     output keeps only the work the layer needs. With the depthwise convolutions in their
-    element-wise form (``models.fast_convs``) it is about the measured marginal memory per image,
+    element-wise form (``jaxpr.speed.FORWARD``) it is about the measured marginal memory per image,
     hence ``MEMORY_BUDGET``'s margin (benchmarks/results/why.md).
     """
     return _activation_bytes(probe, tuple(shape))[probe.layer(layer).name]
