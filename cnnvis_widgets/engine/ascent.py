@@ -310,7 +310,8 @@ def visualize_filters(
         their activations would exceed ``MEMORY_BUDGET``).
       variables: model variables (default ``probe.variables``).
       relu_rule: "redirected" (default: Lucid's redirected ReLU gradient, so units that
-        are silent on the grey start still get a gradient) or None for exact gradients.
+        are silent on the grey start still get a gradient) or None for exact gradients; it
+        applies to ``jax.nn.relu`` / ``relu6`` calls, not to a hand-written ``jnp.maximum(x, 0)``.
       init_images: start from these [0, 1] images (H, W, C) or (N, H, W, C) instead of
         noise (DeepDream, inversion); their size sets ``size``.
       recipe: how to draw (``engine.recipes``): a Recipe or its name; default

@@ -278,7 +278,8 @@ def guided_backprop(probe, images, target=None, *, variables=None) -> SaliencyRe
 
 
 def deconvnet(probe, images, target=None, *, variables=None) -> SaliencyResult:
-    """Gradient where every ReLU passes the positive part of the gradient, whatever its input.
+    """Gradient where every ReLU passes the positive part of the gradient, whatever its input
+    (the "deconvnet" rule of ``jaxpr.gradients``, on ``jax.nn.relu`` / ``relu6`` calls).
 
     References: Zeiler & Fergus 2014, "Visualizing and Understanding Convolutional Networks".
     """
