@@ -57,7 +57,9 @@ from flax import linen as nn
 
 import cnnvis_widgets as cw
 from cnnvis_widgets.engine import ascent, objectives, param, regularizers, transforms
-from cnnvis_widgets.engine.gradient_rules import with_gradient_rules
+from cnnvis_widgets.jaxpr import speed
+from cnnvis_widgets.jaxpr.evaluate import rewrite
+from cnnvis_widgets.jaxpr.gradients import relu_rule
 from machine import machine_info
 from vggish import VGGish
 
@@ -84,7 +86,9 @@ class Workload:
         self.weights = regularizers.default_weights(self.regs)
         self.objective = objectives.channel(LAYER)
         self.optimizer = optax.adam(0.05)
-        self.forward = with_gradient_rules(lambda v, x: self.probe.forward(v, x)[1], relu="redirected")
+        self.forward = rewrite(
+            lambda v, x: self.probe.forward(v, x)[1], *speed.GRADIENTS, relu_rule("redirected")
+        )
         self.shape = (1, size, size, 3)  # one image per filter
 
     def engine(self):

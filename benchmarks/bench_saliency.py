@@ -3,7 +3,7 @@
 SmoothGrad with S samples and integrated gradients with T steps are S (T) input gradients of
 the whole batch. The engine runs them as one jitted ``lax.scan`` over samples (steps), each
 step one vmapped gradient of the flat batch of images, with the loop-friendly convolution
-input-gradient of ``gradient_rules`` (XLA:CPU leaves a stock conv's input-gradient off its
+input-gradient of ``jaxpr.speed`` (XLA:CPU leaves a stock conv's input-gradient off its
 fast path inside loops, jax-ml/jax#12868). So the targets are
 
     smoothgrad / (S x vanilla) <= 1.1      integrated_gradients / (T x vanilla) <= 1.1

@@ -21,9 +21,9 @@ from typing import Any, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend import core as jcore
 
 from cnnvis_widgets import validation
+from cnnvis_widgets.jaxpr import walk
 from cnnvis_widgets.models import kernels as kernels_lib
 from cnnvis_widgets.models.probe import owned_by_probe, require_probe
 
@@ -224,31 +224,17 @@ def _centre_geometry(probe, layer: str) -> tuple[tuple[float, float], tuple[floa
     closed = jax.make_jaxpr(lambda v, x: probe.reference_forward(v, x)[1][layer])(probe.variables, dummy)
     n_in = len(closed.jaxpr.invars)
     start = [None] * (n_in - 1) + [{1: (0.0, 1.0), 2: (0.0, 1.0)}]
-    (geometry,) = _propagate_centres(closed.jaxpr, start)
+    (geometry,) = walk.propagate(closed.jaxpr, start, _centres)
     if geometry is None or 1 not in geometry or 2 not in geometry:
         stride = probe.layer(layer).stride
         return ((stride - 1) / 2, float(stride)), ((stride - 1) / 2, float(stride))
     return geometry[1], geometry[2]
 
 
-def _propagate_centres(jaxpr, env_in: list) -> list:
-    env: dict = {}
-    read = lambda v: None if isinstance(v, jcore.Literal) else env.get(v)
-    for var, g in zip(jaxpr.invars, env_in):
-        env[var] = g
-    for eqn in jaxpr.eqns:
-        ins = [read(v) for v in eqn.invars]
-        if all(g is None for g in ins):
-            continue
-        body = kernels_lib.call_body(eqn)
-        if body is not None:
-            outs = _propagate_centres(body[0], ins)
-        else:
-            outs = [_window_centres(eqn, ins)] * len(eqn.outvars)
-        for var, g in zip(eqn.outvars, outs):
-            if g is not None and len(getattr(var.aval, "shape", ())) == 4:
-                env[var] = g
-    return [read(v) for v in jaxpr.outvars]
+def _centres(eqn, ins, inner) -> list:
+    """The ``walk.propagate`` step: each NHWC output's geometry (None for other values)."""
+    outs = inner if inner is not None else [_window_centres(eqn, ins)] * len(eqn.outvars)
+    return [g if len(getattr(v.aval, "shape", ())) == 4 else None for v, g in zip(eqn.outvars, outs)]
 
 
 def _window_centres(eqn, ins) -> dict | None:

@@ -186,7 +186,7 @@ def activation_bytes(probe, layer: str, shape: tuple[int, ...]) -> int:
 
     From the jaxpr of ``probe.reference_forward``, no compile: a liveness pass from the layer's
     output keeps only the work the layer needs. With the depthwise convolutions in their
-    element-wise form (``models.fast_convs``) it is about the measured marginal memory per image,
+    element-wise form (``jaxpr.speed.FORWARD``) it is about the measured marginal memory per image,
     hence ``MEMORY_BUDGET``'s margin (benchmarks/results/why.md).
     """
     return _activation_bytes(probe, tuple(shape))[probe.layer(layer).name]
@@ -317,7 +317,8 @@ def visualize_filters(
         their activations would exceed ``MEMORY_BUDGET``).
       variables: model variables (default ``probe.variables``).
       relu_rule: "redirected" (default: Lucid's redirected ReLU gradient, so units that
-        are silent on the grey start still get a gradient) or None for exact gradients.
+        are silent on the grey start still get a gradient) or None for exact gradients; it
+        applies to ``jax.nn.relu`` / ``relu6`` calls, not to a hand-written ``jnp.maximum(x, 0)``.
       init_images: start from these [0, 1] images (H, W, C) or (N, H, W, C) instead of
         noise (DeepDream, inversion); their size sets ``size``.
       recipe: how to draw (``engine.recipes``): a Recipe or its name; default

@@ -37,7 +37,9 @@ from cnnvis_widgets.engine import objectives as objectives_lib
 from cnnvis_widgets.engine import param as param_lib
 from cnnvis_widgets.engine import regularizers as reg_lib
 from cnnvis_widgets.engine import sharding
-from cnnvis_widgets.engine.gradient_rules import with_gradient_rules
+from cnnvis_widgets.jaxpr import speed
+from cnnvis_widgets.jaxpr.evaluate import rewrite
+from cnnvis_widgets.jaxpr.gradients import relu_rules
 
 # Adam whose learning rate is a traced number in its state (set by ``Renderer.init``): a new
 # learning rate is a new value, not a new program.
@@ -86,7 +88,7 @@ class Setup:
         upsampling to the native size) and the image priors (``recipes.build_*`` makes them once
         per value, so equal recipes give equal setups).
       optimizer: an optax optimizer, or None for ``ADAM`` with a traced learning rate.
-      relu_rule: the ReLU gradient rule (``gradient_rules``) or None.
+      relu_rule: the ReLU gradient rule (``jaxpr.gradients.RELU_RULES``) or None.
       shape: (batch, H, W, C) of each filter's images.
       filters: filters per call (a bucket: ``filters_per_call``).
       steps: the most steps one ``step`` call runs (its ``n`` may be fewer).
@@ -136,8 +138,8 @@ class Renderer:
         for objective in self._objectives:
             needed += [name for name in objective.layers if name not in needed]
         self._needed = tuple(needed)
-        self._forward = with_gradient_rules(
-            lambda v, x: probe.forward(v, x)[1], fast_conv=True, relu=setup.relu_rule
+        self._forward = rewrite(  # fast gradients for the scanned steps, then the ReLU rule if any
+            lambda v, x: probe.forward(v, x)[1], *speed.GRADIENTS, *relu_rules(setup.relu_rule)
         )
 
     @property

@@ -22,8 +22,8 @@ hold the drop of the score, so they are signed.
 
 Loops (SmoothGrad samples, integrated-gradient steps) are ``lax.scan`` over one flat
 batch of images, never a vmap nested in a vmap, and differentiate through
-``with_gradient_rules(..., fast_conv=True)`` so convolution input-gradients stay on
-XLA:CPU's fast path inside the loop (jax-ml/jax#12868).
+the speed rewrites ``jaxpr.speed.GRADIENTS``, so convolution input-gradients stay on XLA:CPU's
+fast path inside the loop (jax-ml/jax#12868).
 """
 
 from __future__ import annotations
@@ -38,12 +38,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.extend import core as jcore
 
 from cnnvis_widgets import images as px
 from cnnvis_widgets import validation
 from cnnvis_widgets.engine import sharding
-from cnnvis_widgets.engine.gradient_rules import with_gradient_rules
+from cnnvis_widgets.jaxpr import speed, walk
+from cnnvis_widgets.jaxpr.evaluate import evaluate, rewrite
+from cnnvis_widgets.jaxpr.gradients import relu_rules
 from cnnvis_widgets.models.probe import owned_by_probe, require_probe
 
 MAX_LOOP = 10_000  # SmoothGrad samples / integrated-gradient steps per call
@@ -319,7 +320,8 @@ def guided_backprop(probe, images, target=None, *, variables=None) -> SaliencyRe
     """Gradient where every ReLU passes only positive gradient at positive inputs.
 
     The model is not edited: its computation is re-traced with the "guided" ReLU rule
-    (``gradient_rules``). Map = max |.| over channels.
+    (``jaxpr.gradients``; it applies to ``jax.nn.relu`` / ``relu6``, not to a hand-written
+    ``jnp.maximum(x, 0)``). Map = max |.| over channels.
 
     References: Springenberg et al. 2015, "Striving for Simplicity: The All Convolutional Net".
     """
@@ -329,7 +331,8 @@ def guided_backprop(probe, images, target=None, *, variables=None) -> SaliencyRe
 
 
 def deconvnet(probe, images, target=None, *, variables=None) -> SaliencyResult:
-    """Gradient where every ReLU passes the positive part of the gradient, whatever its input.
+    """Gradient where every ReLU passes the positive part of the gradient, whatever its input
+    (the "deconvnet" rule of ``jaxpr.gradients``, on ``jax.nn.relu`` / ``relu6`` calls).
 
     References: Zeiler & Fergus 2014, "Visualizing and Understanding Convolutional Networks".
     """
@@ -660,11 +663,8 @@ def _score_fn(spec: _Target) -> Callable:
 @owned_by_probe
 def _input_gradients(probe, spec: _Target, relu: str | None, fast_conv: bool) -> Callable:
     """g(variables, x (N, H, W, C), units (N,)) → (d target / d x, scores, units), vmapped over images."""
-    forward = (
-        with_gradient_rules(probe.forward, fast_conv=fast_conv, relu=relu)
-        if (fast_conv or relu)
-        else probe.forward
-    )
+    rules = (speed.GRADIENTS if fast_conv else ()) + relu_rules(relu)
+    forward = rewrite(probe.forward, *rules) if rules else probe.forward
     score = _score_fn(spec)
 
     def one(variables, x, unit):
@@ -851,15 +851,14 @@ def tap_layer(forward: Callable, layer: str) -> Callable:
         index = jax.tree_util.tree_unflatten(tree, list(range(len(leaves))))[1][layer]
         tap = _uncast(closed.jaxpr, closed.jaxpr.outvars[index])
         # the layer can be the model's output itself (a headless model's last activation)
-        used = [tap in closed.jaxpr.outvars[: len(jax.tree_util.tree_leaves(shape[0]))]]
-        outs = _eval_tapped(
-            closed.jaxpr, closed.consts, jax.tree_util.tree_leaves((variables, x)), tap, delta, used
-        )
-        if not used[0]:
+        used = tap in closed.jaxpr.outvars[: len(jax.tree_util.tree_leaves(shape[0]))]
+        if not (used or walk.read_later(closed.jaxpr, tap)):
             raise ValueError(
                 f"Cannot take gradients at layer {layer!r}: the recorded activation is not used by the rest "
                 f"of the model's computation (is it a copy of the value passed on?)."
             )
+        leaves = jax.tree_util.tree_leaves((variables, x))
+        outs = evaluate(closed.jaxpr, closed.consts, leaves, taps={tap: delta})
         return jax.tree_util.tree_unflatten(tree, outs)
 
     return tapped
@@ -868,44 +867,10 @@ def tap_layer(forward: Callable, layer: str) -> Callable:
 def _uncast(jaxpr, var):
     """The value ``var`` is a dtype cast of (the Probe reports a bfloat16 model's activations in
     float32): the model computes on that one, so the tap goes there."""
-    made = {v: eqn for eqn in jaxpr.eqns for v in eqn.outvars}
+    made = walk.producers(jaxpr)
     while var in made and made[var].primitive.name == "convert_element_type":
         var = made[var].invars[0]
     return var
-
-
-def _eval_tapped(jaxpr, consts, args, tap, delta, used):
-    env = {}
-
-    def read(v):
-        if isinstance(v, jcore.Literal):
-            return v.val
-        if v is tap:
-            used[0] = True
-        return env[v]
-
-    def write(v, x, add=True):
-        env[v] = x + delta.astype(x.dtype) if (add and v is tap) else x
-
-    for v, x in zip(jaxpr.constvars, consts):
-        write(v, x)
-    for v, x in zip(jaxpr.invars, args):
-        write(v, x)
-    for eqn in jaxpr.eqns:
-        ins = [read(v) for v in eqn.invars]
-        hit = [i for i, v in enumerate(eqn.outvars) if v is tap]
-        if hit and eqn.primitive.name in ("pjit", "jit", "closed_call") and "jaxpr" in eqn.params:
-            sub = eqn.params["jaxpr"]  # the value comes out of a call: tap it inside, where it is used
-            outs = _eval_tapped(sub.jaxpr, sub.consts, ins, sub.jaxpr.outvars[hit[0]], delta, used)
-            for v, x in zip(eqn.outvars, outs):
-                write(v, x, add=False)
-            continue
-        with eqn.ctx.manager:
-            outs = eqn.primitive.bind(*ins, **eqn.primitive.get_bind_params(eqn.params))
-        outs = outs if eqn.primitive.multiple_results else [outs]
-        for v, x in zip(eqn.outvars, outs):
-            write(v, x)
-    return [v.val if isinstance(v, jcore.Literal) else env[v] for v in jaxpr.outvars]
 
 
 __all__ = [

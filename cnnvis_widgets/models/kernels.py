@@ -25,11 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
-# Call-like primitives whose sub-jaxpr maps inputs to outputs one to one.
-_CALLS = {
-    "pjit", "jit", "closed_call", "core_call", "remat", "remat2", "checkpoint",
-    "custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr", "custom_lin",
-}  # fmt: skip
+from cnnvis_widgets.jaxpr import walk
+
 # Element-wise (or layout-preserving) primitives the walk passes through.
 _PASS = {
     "add", "add_any", "sub", "mul", "div", "max", "min", "neg", "abs", "sign", "pow", "integer_pow",
@@ -141,22 +138,6 @@ def _conv_hint(probe, limit: int = 12) -> str:
 
 
 # -------------------------------------------------------------------- the walk
-def call_body(eqn):
-    """(jaxpr, consts) of a call-like eqn whose body maps its inputs one to one, else None."""
-    if eqn.primitive.name not in _CALLS:
-        return None
-    for value in eqn.params.values():
-        if isinstance(value, jcore.ClosedJaxpr):
-            body, consts = value.jaxpr, value.consts
-        elif isinstance(value, jcore.Jaxpr):
-            body, consts = value, ()
-        else:
-            continue
-        if len(body.invars) == len(eqn.invars) and len(body.outvars) == len(eqn.outvars):
-            return body, consts
-    return None
-
-
 class _Scope:
     """One jaxpr being walked: which of its values depend on the image, and where it was called."""
 
@@ -189,7 +170,7 @@ class _Walker:
     def _sub(self, scope, eqn):
         key = (id(scope), id(eqn))
         if key not in self._subs:
-            body, consts = call_body(eqn)
+            body, consts = walk.call_body(eqn)
             self._subs[key] = _Scope(body, consts, [scope.is_tainted(v) for v in eqn.invars], (scope, eqn))
         return self._subs[key]
 
@@ -213,7 +194,7 @@ class _Walker:
             name = eqn.primitive.name
             if name == "conv_general_dilated" and scope.is_tainted(eqn.invars[0]):
                 result = [("conv", scope, eqn)]
-            elif call_body(eqn) is not None:
+            elif walk.call_body(eqn) is not None:
                 sub = self._sub(scope, eqn)
                 result = self.search(sub, sub.jaxpr.outvars[eqn.outvars.index(var)])
             elif name in _PASS:

@@ -25,7 +25,8 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 from jax.extend import core as jcore
 
-from cnnvis_widgets.models.rewrite import evaluate, sub_jaxprs
+from cnnvis_widgets.jaxpr import walk
+from cnnvis_widgets.jaxpr.evaluate import evaluate
 
 SUFFIX = "+act"
 # primitives that mix channels or positions: a region never takes them in
@@ -37,9 +38,8 @@ _NONLINEAR = ("max", "min", "clamp", "logistic", "tanh", "erf", "select_n", "abs
 def _primitives(eqn):
     """The names of ``eqn``'s primitive and of every primitive inside it (a jit, a custom_jvp)."""
     yield eqn.primitive.name
-    for sub in sub_jaxprs(eqn):
-        for inner in sub.eqns:
-            yield from _primitives(inner)
+    for sub in walk.sub_jaxprs(eqn):
+        yield from (inner.primitive.name for inner in walk.eqns(sub))
 
 
 def _mixes(eqn) -> bool:
@@ -130,7 +130,7 @@ def with_post_activations(
         present = [n for n in added.values() if n in posts]  # found on this trace too
         wide = jaxpr.replace(outvars=[*jaxpr.outvars, *(posts[n] for n in present)])
         leaves = jax.tree_util.tree_leaves((variables, x))
-        outs = evaluate(wide, closed.consts, leaves, lambda eqn, ins, producer: None)
+        outs = evaluate(wide, closed.consts, leaves)
         out, acts = jax.tree_util.tree_unflatten(treedef, outs[: len(jaxpr.outvars)])
         acts = dict(acts)
         acts.update(zip((n + SUFFIX for n in present), outs[len(jaxpr.outvars) :]))

@@ -12,8 +12,8 @@ dense layers and top-level blocks are captured (linen
 ``capture_intermediates``; nnx ``nnx.capture(..., method_outputs=...)``).
 
 The forward pass is the model's own function, traced and evaluated again with its depthwise and
-1x1 convolutions in faster, equivalent forms (``models.fast_convs``: EfficientNet-Lite0 7.8x
-faster on a CPU); ``reference_forward`` keeps them as written.
+1x1 convolutions in faster, equivalent forms (``jaxpr.speed.FORWARD``; the figures:
+benchmarks/results/why.md); ``reference_forward`` keeps them as written.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from flax import linen as nn
 
 from cnnvis_widgets import validation
 from cnnvis_widgets.models import post_activation, receptive_field
-from cnnvis_widgets.models.fast_convs import fast_convolutions
-from cnnvis_widgets.models.rewrite import sub_jaxprs
+from cnnvis_widgets.jaxpr import speed, walk
+from cnnvis_widgets.jaxpr.evaluate import rewrite
 
 KINDS = ("conv", "dense", "pool", "block")
 # The largest image side a model that takes any size is given: MAX_SIDE_TIMES its input's side,
@@ -260,7 +260,7 @@ class Probe:
             forward, self._post_activations = post_activation.with_post_activations(forward, example, sources)
             module_kinds.update({new: module_kinds[source] for new, source in self._post_activations.items()})
         self._forward = self._reference_forward = _in_float32(_picked(forward, output, raw, self))
-        self._forward = fast_convolutions(self._forward)
+        self._forward = rewrite(self._forward, *speed.FORWARD)
         self.layers = _describe_layers(
             self, module_kinds, dict(layer_kinds or {}), None if only_sown else layers
         )
@@ -396,12 +396,12 @@ class Probe:
     # ------------------------------------------------------------- numerics
     def forward(self, variables: Any, images: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Pure: (model output, {layer: activation}) of [0, 1] images, unchecked. Depthwise and 1x1
-        convolutions run in the forms XLA:CPU computes fastest (``models.fast_convs``)."""
+        convolutions run in the forms XLA:CPU computes fastest (``jaxpr.speed``)."""
         return self._forward(variables, self.preprocess(images))
 
     def reference_forward(self, variables: Any, images: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
         """``forward`` with the model's convolutions as written (``forward`` computes depthwise and
-        1x1 ones in faster forms, ``models.fast_convs``): for analyses that read them from the jaxpr."""
+        1x1 ones in faster forms, ``jaxpr.speed``): for analyses that read them from the jaxpr."""
         return self._reference_forward(variables, self.preprocess(images))
 
     def activations(self, variables: Any, images: Any, layers: str | Sequence[str] | None = None):
@@ -530,13 +530,9 @@ def _collapses(probe: Probe, size: tuple[int, int]) -> bool:
     convolution larger than what reaches it): the model's outputs are then NaN or empty."""
     image = jax.ShapeDtypeStruct((1, *size, probe.input_shape[-1]), jnp.float32)
 
-    def empty(jaxpr) -> bool:
-        return any(
-            0 in getattr(v.aval, "shape", (1,)) for eqn in jaxpr.eqns for v in eqn.outvars
-        ) or any(empty(sub) for eqn in jaxpr.eqns for sub in sub_jaxprs(eqn))
-
     try:
-        return empty(jax.make_jaxpr(lambda x: probe.reference_forward(probe.variables, x))(image).jaxpr)
+        jaxpr = jax.make_jaxpr(lambda x: probe.reference_forward(probe.variables, x))(image).jaxpr
+        return any(0 in getattr(v.aval, "shape", (1,)) for eqn in walk.eqns(jaxpr) for v in eqn.outvars)
     except Exception:  # noqa: BLE001 - a model that cannot even be traced at this size
         return True
 

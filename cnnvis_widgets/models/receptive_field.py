@@ -23,9 +23,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import jax
-from jax.extend import core as jcore
 
-from cnnvis_widgets.models.rewrite import sub_jaxprs
+from cnnvis_widgets.jaxpr import walk
 
 _GLOBAL = (float("inf"), 1)
 _STATISTIC = "statistic"  # the geometry of a value computed from spatial reductions alone
@@ -54,23 +53,13 @@ def _window(eqn) -> tuple[int, int, int] | None:
     return None
 
 
-def _propagate(jaxpr, env_in: list, order: int, seen: dict) -> list:
-    """Geometry of jaxpr's outputs given its inputs'; records first-seen order."""
-    env: dict[Any, Any] = {}
+def _geometry(seen: dict):
+    """The ``walk.propagate`` step carrying (rf, jump); records each value's first-seen order."""
 
-    def read(v):
-        return None if isinstance(v, jcore.Literal) else env.get(v)
-
-    for var, g in zip(jaxpr.invars, env_in):
-        env[var] = g
-    for eqn in jaxpr.eqns:
-        given = [g for g in map(read, eqn.invars) if g is not None]
-        if not given:
-            continue
-        spatial = [g for g in given if g != _STATISTIC]
-        subs = list(sub_jaxprs(eqn))
-        if subs and len(subs[0].invars) == len(eqn.invars):
-            outs = _propagate(subs[0], [read(v) for v in eqn.invars], order, seen)
+    def step(eqn, ins, inner):
+        spatial = [g for g in ins if g not in (None, _STATISTIC)]
+        if inner is not None:
+            outs = inner
         elif not spatial or _spatial_reduction(eqn):
             outs = [_STATISTIC] * len(eqn.outvars)
         else:
@@ -82,20 +71,23 @@ def _propagate(jaxpr, env_in: list, order: int, seen: dict) -> list:
             outs = [(rf, jump)] * len(eqn.outvars)
         # a cast (a bfloat16 model's activations reported in float32) keeps its input's place
         first = eqn.invars[0]
-        cast = eqn.primitive.name == "convert_element_type" and isinstance(first, jcore.Var) and first in seen
+        cast = eqn.primitive.name == "convert_element_type" and walk.is_var(first) and first in seen
+        geometry = []
         for var, g in zip(eqn.outvars, outs):
             if g not in (None, _STATISTIC) and len(getattr(var.aval, "shape", ())) < 3:
                 g = _GLOBAL
-            env[var] = g
+            geometry.append(g)
             seen.setdefault(var, seen[first] if cast else len(seen))
-    return [read(v) for v in jaxpr.outvars]
+        return geometry
+
+    return step
 
 
 def analyze(fn: Callable[[jax.Array], dict], example: jax.Array) -> dict[str, tuple[int, float, int]]:
     """{name: (forward order, receptive field, stride)} for the dict ``fn(example)`` returns."""
     closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(example)
     seen: dict[Any, int] = {}
-    outs = _propagate(closed.jaxpr, [(1, 1)], 0, seen)
+    outs = walk.propagate(closed.jaxpr, [(1, 1)], _geometry(seen))
     leaves, treedef = jax.tree_util.tree_flatten(out_shape)
     names = jax.tree_util.tree_unflatten(treedef, list(range(len(leaves))))
     result = {}

@@ -13,7 +13,7 @@ import pytest
 from flax import linen as nn
 
 import cnnvis_widgets as cw
-from cnnvis_widgets.engine.gradient_rules import RELU_RULES
+from cnnvis_widgets.jaxpr.gradients import RELU_RULES
 from cnnvis_widgets.engine.saliency import METHODS, SaliencyResult, method_options, saliency
 
 
