@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.extend import core as jcore
 
 from cnnvis_widgets.jaxpr.walk import is_var
 
@@ -45,8 +46,9 @@ def evaluate(jaxpr, consts, args, rules: Sequence[Rule] = (), taps: Mapping[Any,
     for eqn in jaxpr.eqns:
         ins = [read(v) for v in eqn.invars]
         outs, tapped_inside = _by_rules(rules, eqn, ins, producer), set()
-        if outs is None and eqn.primitive.name in _INLINED and "jaxpr" in eqn.params:
-            sub = eqn.params["jaxpr"]
+        body = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))  # a jit's, a closed_call's
+        if outs is None and eqn.primitive.name in _INLINED and isinstance(body, jcore.ClosedJaxpr):
+            sub = body
             inner = {}  # a tap on the call's output goes inside, where the body itself uses the value
             for v, w in zip(eqn.outvars, sub.jaxpr.outvars):
                 if v in taps and is_var(w) and w not in inner:

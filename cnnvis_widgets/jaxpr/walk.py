@@ -14,12 +14,13 @@ CALLS = frozenset({
 
 
 def sub_jaxprs(eqn) -> Iterator[Any]:
-    """The jaxprs inside ``eqn`` (a jit's, a custom_jvp's, a loop's body)."""
+    """The jaxprs inside ``eqn`` (a jit's, a custom_jvp's, a loop's body, a cond's branches)."""
     for value in eqn.params.values():
-        if isinstance(value, jcore.ClosedJaxpr):
-            yield value.jaxpr
-        elif isinstance(value, jcore.Jaxpr):
-            yield value
+        for item in value if isinstance(value, tuple) else (value,):  # cond: a tuple of branches
+            if isinstance(item, jcore.ClosedJaxpr):
+                yield item.jaxpr
+            elif isinstance(item, jcore.Jaxpr):
+                yield item
 
 
 def eqns(jaxpr) -> Iterator[Any]:
