@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnvis_widgets import validation
-from cnnvis_widgets.jaxpr import walk
+from cnnvis_widgets.jaxpr import match, walk
 from cnnvis_widgets.models import kernels as kernels_lib
 from cnnvis_widgets.models.probe import owned_by_probe, require_probe
 
@@ -241,36 +241,11 @@ def _window_centres(eqn, ins) -> dict | None:
     """Geometry of a single eqn's output; None when it is not an NHWC spatial value."""
     name, p = eqn.primitive.name, eqn.params
     g = ins[0]
-    if name == "conv_general_dilated":
-        if g is None:
+    found = match.windows(eqn)
+    if found is not None:  # a convolution or a pooling: NHWC in, the same axes out
+        if g is None or any(axis not in found for axis in g) or any(axis not in g for axis in (1, 2)):
             return None
-        dn = p["dimension_numbers"]
-        out = {}
-        for i, (axis_in, axis_out) in enumerate(zip(dn.lhs_spec[2:], dn.out_spec[2:])):
-            if axis_in not in g:
-                return None
-            k = eqn.invars[1].aval.shape[dn.rhs_spec[2 + i]]
-            out[axis_out] = _step(
-                g[axis_in],
-                k,
-                p["window_strides"][i],
-                p["rhs_dilation"][i],
-                p["padding"][i][0],
-                p["lhs_dilation"][i],
-            )
-        return out
-    if name.startswith("reduce_window") and g is not None:
-        return {
-            a: _step(
-                g[a],
-                p["window_dimensions"][a],
-                p["window_strides"][a],
-                p["window_dilation"][a],
-                p["padding"][a][0],
-                p["base_dilation"][a],
-            )
-            for a in g
-        }
+        return {axis: _step(g[axis], found[axis]) for axis in g}
     if name == "pad" and g is not None:
         config = p["padding_config"]
         return {
@@ -287,10 +262,11 @@ def _window_centres(eqn, ins) -> dict | None:
     return None
 
 
-def _step(geometry, k, stride, dilation, pad_lo, input_dilation=1):
+def _step(geometry, window):
+    """(start, jump) after ``window`` (a ``match.Window``): Araujo et al. 2019's recurrence."""
     start, jump = geometry
-    jump = jump / input_dilation
-    return start + (dilation * (k - 1) / 2 - pad_lo) * jump, jump * stride
+    jump = jump / window.input_dilation
+    return start + (window.dilation * (window.size - 1) / 2 - window.pad_lo) * jump, jump * window.stride
 
 
 # ----------------------------------------------------------------- kernels

@@ -3,7 +3,7 @@ and pools by their parameters."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 # the activations whose gradient rules exist (``gradients.relu_rule``): jax.nn's functions of that
 # name, which flax's ``nn.relu`` / ``nnx.relu`` are
@@ -97,3 +97,38 @@ def tiling_max_pool(eqn) -> bool:
         and shape[1] % dims[1] == 0
         and shape[2] % dims[2] == 0
     )
+
+
+class Window(NamedTuple):
+    """A sliding window along one axis: its size, stride and dilation, the padding before the
+    first position, and the input's dilation (a transposed convolution's)."""
+
+    size: int
+    stride: int
+    dilation: int
+    pad_lo: int
+    input_dilation: int
+
+
+def windows(eqn) -> Optional[dict[int, Window]]:
+    """The sliding windows of a convolution or a pooling (``reduce_window_*``), ``{input axis:
+    Window}`` (a convolution's spatial axes; every axis of a pooling), or None for any other
+    equation: the geometry the receptive-field walkers read (Araujo et al. 2019)."""
+    name, p = eqn.primitive.name, eqn.params
+    if name == "conv_general_dilated":
+        dn, kernel = p["dimension_numbers"], eqn.invars[1].aval.shape
+        return {
+            axis: Window(kernel[dn.rhs_spec[2 + i]], p["window_strides"][i], p["rhs_dilation"][i],
+                         p["padding"][i][0], p["lhs_dilation"][i])
+            for i, axis in enumerate(dn.lhs_spec[2:])
+        }
+    if name.startswith("reduce_window"):
+        n = len(p["window_dimensions"])
+        window_dilation = p.get("window_dilation") or (1,) * n
+        base_dilation = p.get("base_dilation") or (1,) * n
+        return {
+            axis: Window(p["window_dimensions"][axis], p["window_strides"][axis], window_dilation[axis],
+                         p["padding"][axis][0], base_dilation[axis])
+            for axis in range(n)
+        }
+    return None

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import jax
 
-from cnnvis_widgets.jaxpr import walk
+from cnnvis_widgets.jaxpr import match, walk
 
 _GLOBAL = (float("inf"), 1)
 _STATISTIC = "statistic"  # the geometry of a value computed from spatial reductions alone
@@ -39,20 +39,6 @@ def _spatial_reduction(eqn) -> bool:
     return len(getattr(eqn.invars[0].aval, "shape", ())) >= 4 and bool({1, 2} & set(axes))
 
 
-def _window(eqn) -> tuple[int, int, int] | None:
-    """(kernel size, stride, dilation) along the first spatial axis, or None."""
-    name, p = eqn.primitive.name, eqn.params
-    if name == "conv_general_dilated":
-        rhs_spec = p["dimension_numbers"].rhs_spec
-        k = eqn.invars[1].aval.shape[rhs_spec[2]]
-        return k, p["window_strides"][0], p["rhs_dilation"][0]
-    if name.startswith("reduce_window"):
-        dims, strides = p["window_dimensions"], p["window_strides"]
-        dil = p.get("window_dilation", (1,) * len(dims))
-        return dims[1], strides[1], dil[1]
-    return None
-
-
 def _geometry(seen: dict):
     """The ``walk.propagate`` step carrying (rf, jump); records each value's first-seen order."""
 
@@ -64,10 +50,9 @@ def _geometry(seen: dict):
             outs = [_STATISTIC] * len(eqn.outvars)
         else:
             rf, jump = max(g[0] for g in spatial), max(g[1] for g in spatial)
-            win = _window(eqn)
+            win = (match.windows(eqn) or {}).get(1)  # along the first spatial axis (NHWC)
             if win is not None:
-                k, s, d = win
-                rf, jump = rf + (d * (k - 1)) * jump, jump * s
+                rf, jump = rf + (win.dilation * (win.size - 1)) * jump, jump * win.stride
             outs = [(rf, jump)] * len(eqn.outvars)
         # a cast (a bfloat16 model's activations reported in float32) keeps its input's place
         first = eqn.invars[0]

@@ -55,3 +55,21 @@ def test_linen_and_nnx_models():
     variables = linen.init(jax.random.key(0), X)
     assert _activations(lambda v, x: linen.apply(v, x), variables, X) == ["relu", "relu6"]
     assert _activations(Nnx(nnx.Rngs(0)), X) == ["relu", "relu"]
+
+
+def test_windows_read_a_convolution_and_a_pooling_per_axis():
+    """The window of each spatial axis, as written in the call: size, stride, dilation, the
+    padding before the first position and the input's dilation; None for other equations."""
+    x, k = jnp.ones((1, 9, 11, 2)), jnp.ones((3, 5, 2, 4))
+    conv = lambda x: jax.lax.conv_general_dilated(  # noqa: E731
+        x, k, (2, 1), ((1, 2), (0, 0)), lhs_dilation=(1, 2), rhs_dilation=(1, 3),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    (eqn,) = [e for e in jax.make_jaxpr(conv)(x).jaxpr.eqns if e.primitive.name == "conv_general_dilated"]
+    assert match.windows(eqn) == {1: match.Window(3, 2, 1, 1, 1), 2: match.Window(5, 1, 3, 0, 2)}
+    pool = lambda x: nn.max_pool(x, (3, 2), strides=(2, 2), padding=((1, 1), (0, 0)))  # noqa: E731
+    (eqn,) = [e for e in jax.make_jaxpr(pool)(x).jaxpr.eqns if e.primitive.name == "reduce_window_max"]
+    windows = match.windows(eqn)
+    assert windows[1] == match.Window(3, 2, 1, 1, 1) and windows[2] == match.Window(2, 2, 1, 0, 1)
+    assert windows[0].size == windows[3].size == 1
+    (eqn,) = jax.make_jaxpr(jnp.sin)(x).jaxpr.eqns
+    assert match.windows(eqn) is None
