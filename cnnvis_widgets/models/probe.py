@@ -275,6 +275,13 @@ class Probe:
     def layer_names(self) -> list[str]:
         return [layer.name for layer in self.layers]
 
+    @property
+    def default_layer(self) -> str:
+        """The layer views and the command line start on: the middle spatial layer (the last layer
+        when none is spatial)."""
+        spatial = [layer.name for layer in self.layers if layer.spatial]
+        return spatial[len(spatial) // 2] if spatial else self.layer_names[-1]
+
     def layer(self, name: str) -> Layer:
         """The Layer called ``name``; an unknown name lists the valid ones."""
         if isinstance(name, Layer):

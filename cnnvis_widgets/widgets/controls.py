@@ -32,7 +32,8 @@ class LayerSlider(widgets.VBox):
                 f"Layer {info.name!r} ({info.kind}, shape {info.shape}) cannot be chosen here: "
                 f"choose one of {', '.join(self.names)}."
             )
-        start = self.names.index(probe.layer(value).name) if value else len(self.names) // 2
+        first = probe.layer(value).name if value else probe.default_layer
+        start = self.names.index(first) if first in self.names else len(self.names) // 2
         self.slider = widgets.IntSlider(
             start, 0, len(self.names) - 1, description="layer", continuous_update=False, readout=False
         )
