@@ -233,6 +233,47 @@ def cmd_classes(args) -> int:
     return 0
 
 
+def cmd_texture(args) -> int:
+    """Texture synthesis from --image (Gatys et al. 2015), or with --content a style transfer
+    (Gatys et al. 2016: the content image in --image's style) → a PNG: the inputs, then each seed's."""
+    from cnnvis_widgets import data, export, load
+    from cnnvis_widgets.engine import texture
+
+    probe = load(args.model)
+    layers = texture.default_style_layers(probe) if args.layers is None else args.layers.split(",")
+    style, style_name = _input_image(args.image, probe)
+    bar = _RunBar(f"{probe.name} {'style' if args.content else 'texture'}")
+    seeds = args.seeds if args.seeds is not None else 1 if args.content else 2
+    options = dict(seeds=seeds, steps=args.steps, size=args.size, seed=args.seed, recipe=args.recipe,
+                   snapshot_every=max(1, args.steps // 8), callback=bar)  # fmt: skip
+    start = time.time()
+    if args.content:
+        content, content_name = _input_image(args.content, probe)
+        result = texture.style_transfer(
+            probe, content, style, style_layers=layers, style_weight=args.style_weight, **options
+        )
+        inputs, labels = [content, style], [f"content: {content_name}", f"style: {style_name}"]
+        what = f"{content_name} in the style of {style_name}"
+    else:
+        result = texture.synthesize_texture(probe, style, layers, **options)
+        inputs, labels = [style], [f"texture: {style_name}"]
+        what = f"textures of {style_name}"
+    bar.close()
+    gram = texture.gram_distances(probe, result.images, style, layers, args.recipe).mean(axis=1)
+    tiles = [data.fit_to(x, result.images.shape[1:])[0] for x in inputs] + list(result.images)
+    path = export.save_grid(
+        np.stack(tiles),
+        args.out,
+        labels=labels + [f"seed {i}: Gram distance {d:.3f}" for i, d in enumerate(gram)],
+        title=f"{probe.name} · {what} · {result.steps_done} steps",
+        ncols=len(tiles),
+        tile_inches=2.4,
+    )
+    print(f"wrote {path} ({len(result.images)} {what}, mean Gram distance {gram.mean():.4f} at "
+          f"{', '.join(layers)}; {time.time() - start:.1f} s)")  # fmt: skip
+    return 0
+
+
 def _input_image(text: str | None, probe):
     """A bundled photo name, 'digit:N' (a test digit) or an image file → (image fitted to the model, name)."""
     from cnnvis_widgets import data
@@ -390,7 +431,7 @@ def _command(sub, name: str, fn, help: str, *groups: str) -> argparse.ArgumentPa
         p.add_argument("--seed", type=_seed, default=0)
         p.add_argument(
             "--recipe",
-            help="how to draw: imagenet, small, lucid, maco, classic or plain (engine/recipes.py); "
+            help="how to draw: imagenet, small, lucid, maco, classic, plain or texture (engine/recipes.py); "
             "default the model's own ('imagenet' for RGB ImageNet-size models, 'small' for the rest)",
         )
     return p
@@ -446,6 +487,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--classes", help="'0:10', '3,5' or names 'tabby,espresso' (default the first 10)")
     p.add_argument("--out", type=_figure_path, default="out/classes.png")
+    p = _command(
+        sub,
+        "texture",
+        cmd_texture,
+        "texture synthesis from --image, or with --content a style transfer (Gatys et al.) → PNG",
+        "image",
+        "optimization",
+    )
+    p.add_argument("--content", help="make this image (same forms as --image) in --image's style")
+    p.add_argument(
+        "--layers", help="style layers, comma-separated (default the model's own, engine/texture.py)"
+    )
+    p.add_argument(
+        "--seeds", type=int, help="images to make, each from its own noise (default 2; with --content 1)"
+    )
+    p.add_argument("--style-weight", type=float, default=100.0, help="of the style against the content")
+    p.add_argument("--out", type=_figure_path, default="out/texture.png")
     p = _command(
         sub,
         "warmup",

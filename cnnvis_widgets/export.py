@@ -99,12 +99,18 @@ def _figure_class():
 
 
 def save_grid(
-    tiles: np.ndarray, path: str | os.PathLike, labels=None, title=None, ncols=None, dpi: int = 150
+    tiles: np.ndarray,
+    path: str | os.PathLike,
+    labels=None,
+    title=None,
+    ncols=None,
+    dpi: int = 150,
+    tile_inches: float = 1.1,
 ) -> Path:
     """Save N tiles as a labelled figure PNG (``grid_figure``) and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    grid_figure(tiles, labels, title, ncols).savefig(path, dpi=dpi)
+    grid_figure(tiles, labels, title, ncols, tile_inches=tile_inches).savefig(path, dpi=dpi)
     return path
 
 

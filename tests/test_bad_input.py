@@ -524,6 +524,55 @@ CASES = [
         TypeError,
         "needs a Probe, got object",
     ),
+    case(
+        "synthesize_texture/unknown-layer",
+        lambda p, t: cw.synthesize_texture(p, ONE, ["conv1", "conv9"]),
+        ValueError,
+        "Unknown layer 'conv9'",
+        LAYERS,
+    ),
+    case(
+        "synthesize_texture/dense-layer",
+        lambda p, t: cw.synthesize_texture(p, ONE, "fc1"),
+        ValueError,
+        "layers: 'fc1' has no feature maps (dense); spatial layers: conv1, conv2",
+    ),
+    case(
+        "synthesize_texture/a-batch",
+        lambda p, t: cw.synthesize_texture(p, IMAGES),
+        ValueError,
+        "Give one image (H, W, C), got a batch of 2",
+    ),
+    case(
+        "synthesize_texture/no-seeds",
+        lambda p, t: cw.synthesize_texture(p, ONE, seeds=0),
+        ValueError,
+        "seeds must be a positive integer, got 0",
+    ),
+    case(
+        "synthesize_texture/no-layers",
+        lambda p, t: cw.synthesize_texture(p, ONE, []),
+        ValueError,
+        "layers: give at least one layer, e.g. ['conv1', 'conv3', 'conv4']",
+    ),
+    case(
+        "style_transfer/negative-style-weight",
+        lambda p, t: cw.style_transfer(p, ONE, ONE, style_weight=-2.0),
+        ValueError,
+        "style_weight must be a finite number >= 0, got -2.0",
+    ),
+    case(
+        "style_transfer/1d-style",
+        lambda p, t: cw.style_transfer(p, ONE, np.zeros(32)),
+        ValueError,
+        "got ndarray of shape (32,)",
+    ),
+    case(
+        "style_transfer/no-steps",
+        lambda p, t: cw.style_transfer(p, ONE, ONE, steps=0),
+        ValueError,
+        "steps must be a positive integer, got 0",
+    ),
     # ------------------------------------------------------------------ saliency
     case(
         "saliency/unknown-method",
@@ -1740,6 +1789,7 @@ def test_the_catalogue_covers_every_public_function_and_view():
     ids = {param.id.split("/")[0] for param in CASES}
     public = {
         "load", "visualize_filters", "visualize_classes", "visualize_neuron", "invert_features", "deep_dream",
+        "synthesize_texture", "style_transfer",
         "saliency", "feature_maps", "filter_stats", "most_activated", "top_images", "receptive_patches",
         "kernels_as_images", "features", "embed", "mosaic", "neighbours", "randomization_cascade",
         "regularizer_ablation", "use_all_cores", "explore", "Probe", "Probe.activations", "Probe.logits",

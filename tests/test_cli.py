@@ -143,6 +143,27 @@ def test_classes_grid_labels_show_the_class_probability(tmp_path, capsys):
     assert "Unknown class 'seven'" in capsys.readouterr().err
 
 
+def test_texture_writes_the_source_then_one_texture_per_seed_and_a_style_transfer(tmp_path, capsys):
+    out = tmp_path / "texture.png"
+    assert cli.main(["texture", "--image", "coffee", "--seeds", "2", "--steps", "16", "--out", str(out)]) == 0
+    assert "2 textures of coffee, mean Gram distance" in capsys.readouterr().out
+    width, height = Image.open(out).size
+    assert width > 1.5 * height  # three tiles in a row: the source and two textures
+    args = ["texture", "--content", "digit:3", "--image", "coffee", "--seeds", "1", "--steps", "8"]
+    assert cli.main(args + ["--out", str(out)]) == 0
+    assert "1 digit:3 in the style of coffee" in capsys.readouterr().out
+    refused = {
+        ("--layers", "conv1,conv9"): "Unknown layer 'conv9'",
+        ("--seeds", "0"): "seeds must be a positive integer, got 0",
+        ("--layers", "fc1"): "'fc1' has no feature maps",
+    }
+    for bad, says in refused.items():
+        assert cli.main(["texture", *bad, "--out", str(tmp_path / "x.png")]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err, err
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_app_refuses_an_unknown_model_before_starting_a_server(capsys):
     assert cli.main(["app", "--model", "resnet"]) == 2
     assert "Models in the zoo: digits-cnn" in capsys.readouterr().err
@@ -211,7 +232,7 @@ def test_own_models_from_a_file_or_a_module_work_in_every_command(tmp_path, caps
 def test_every_subcommand_has_help(capsys):
     import pytest
 
-    for command in ["demo", "layers", "filters", "saliency", "maps", "classes", "app"]:
+    for command in ["demo", "layers", "filters", "saliency", "maps", "classes", "texture", "app"]:
         with pytest.raises(SystemExit) as exit_:
             cli.main([command, "--help"])
         assert exit_.value.code == 0

@@ -9,6 +9,7 @@ from cnnvis_widgets.engine.ascent import (
     visualize_neuron,
 )
 from cnnvis_widgets.engine.inversion import deep_dream, invert_features
+from cnnvis_widgets.engine.texture import style_transfer, synthesize_texture
 
 __all__ = [
     "AscentResult",
@@ -20,6 +21,8 @@ __all__ = [
     "quality",
     "recipes",
     "regularizers",
+    "style_transfer",
+    "synthesize_texture",
     "transforms",
     "visualize_classes",
     "visualize_filters",

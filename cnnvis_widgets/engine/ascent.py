@@ -338,15 +338,15 @@ def visualize_filters(
     probe = require_probe(probe, "visualize_filters")
     info = probe.layer(layer)
     units = probe.check_units(info.name, filters)
-    steps = _positive_int(steps, "steps", MAX_STEPS)
-    batch = _positive_int(batch, "batch", 256)  # images per filter
+    steps = positive_int(steps, "steps", MAX_STEPS)
+    batch = positive_int(batch, "batch", 256)  # images per filter
     seed = _integer(seed, "seed")
     if not -(2**63) <= seed < 2**63:  # what jax.random.key takes
         raise ValueError(f"seed must fit in 64 bits (-2**63 <= seed < 2**63), got {seed}.")
     snapshot_every = (
-        steps if snapshot_every is None else min(_positive_int(snapshot_every, "snapshot_every"), steps)
+        steps if snapshot_every is None else min(positive_int(snapshot_every, "snapshot_every"), steps)
     )
-    chunk = None if chunk is None else _positive_int(chunk, "chunk")
+    chunk = None if chunk is None else positive_int(chunk, "chunk")
     if init_images is not None:
         init_images = probe.check_images(
             np.asarray(init_images)[None] if np.ndim(init_images) == 3 else init_images
@@ -356,7 +356,7 @@ def visualize_filters(
                 f"init_images must hold 1 or {len(units)} images (one per filter), got {len(init_images)}."
             )
         size = tuple(init_images.shape[1:3])
-    size = _check_size(probe, size)
+    size = check_size(probe, size)
     recipe = recipes_lib.for_probe(probe) if recipe is None else recipes_lib.named(recipe)
     setup = _setup(
         probe, info, objective, size, param, transforms, regularizers, optimizer, relu_rule, recipe
@@ -614,7 +614,8 @@ def visualize_neuron(
 
 
 # ------------------------------------------------------------------ internals
-def _positive_int(value, name: str, most: int | None = None) -> int:
+def positive_int(value, name: str, most: int | None = None) -> int:
+    """``value`` as an int if it is a positive integer (at most ``most``), else a ValueError naming it."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
     if most is not None and value > most:
@@ -640,7 +641,8 @@ def _weights(weights, regs) -> np.ndarray:
     return w  # NumPy: a jnp copy would compile a staging program per new shape
 
 
-def _check_size(probe, size) -> tuple[int, int]:
+def check_size(probe, size) -> tuple[int, int]:
+    """``size`` (an int or (H, W); None: ``default_size``) as (H, W) the probe takes, else a ValueError."""
     size = default_size(probe) if size is None else ((size, size) if np.ndim(size) == 0 else tuple(size))
     if len(size) != 2 or any(not isinstance(s, (int, np.integer)) for s in size):
         raise ValueError(f"size must be an int or (H, W), got {size!r}.")

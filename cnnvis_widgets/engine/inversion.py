@@ -35,7 +35,7 @@ def invert_features(
     References: Mahendran & Vedaldi 2016, "Visualizing Deep Convolutional Neural Networks
     Using Natural Pre-Images" (IJCV).
     """
-    x = _one_image(probe, image)
+    x = one_image(probe, image)
     target = np.asarray(probe.activations(probe.variables, x, layer))[0]
     kwargs.setdefault("regularizers", (regularizers.total_variation(tv), regularizers.alpha_norm(alpha)))
     kwargs.setdefault("param", _INVERSION_PARAM)
@@ -61,7 +61,7 @@ def deep_dream(
 
     References: Mordvintsev et al. 2015, "Inceptionism: Going Deeper into Neural Networks".
     """
-    x = _one_image(probe, image)
+    x = one_image(probe, image)
     if "optimizer" not in kwargs and not (
         isinstance(learning_rate, (int, float, np.number))
         and np.isfinite(learning_rate)
@@ -97,7 +97,9 @@ def _jitter(d: int):
     return transforms.jitter(d)
 
 
-def _one_image(probe, image) -> np.ndarray:
+def one_image(probe, image) -> np.ndarray:
+    """One image (H, W[, C]) checked for ``probe``: (1, H, W, C) in [0, 1], at its own size when the
+    model takes any size and it has the model's channels, else fitted (``data.fit_to``)."""
     from cnnvis_widgets.data import fit_to
 
     require_probe(probe, "This function")

@@ -5,11 +5,13 @@ activations of the B images of one optimization element, (B, H, W, C) for spatia
 or (B, C) for dense ones; `unit` (an int32, traced under `jax.vmap`) is the filter, class
 or neuron this element optimizes. Objectives compose: `a + b`, `a - b`, `w * a`, `-a`.
 
-References: Olah et al. 2017, "Feature Visualization", Distill (Lucid `optvis.objectives`).
+References: Olah et al. 2017, "Feature Visualization", Distill (Lucid `optvis.objectives`);
+Gatys et al. 2015/2016 for the texture and style objectives (`gram`, `style`, `content`).
 """
 
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -198,3 +200,100 @@ def feature_match(layer: str, target) -> Objective:
         return -jnp.mean(jnp.sum(jnp.square(a - target), axis=tuple(range(1, a.ndim)))) / norm
 
     return Objective(fn, [layer], f"feature_match({layer!r})")
+
+
+def content(layer: str, target) -> Objective:
+    """Minus the content loss: ``feature_match`` to one image's ``layer`` features (unit ignored).
+
+    ``target``: the content image's activations, (H, W, C), (C,) or with a leading batch of 1.
+
+    References: Gatys, Ecker & Bethge 2016, "Image Style Transfer Using Convolutional Neural
+    Networks" (the content loss, here relative to the target's squared norm).
+    """
+    obj = feature_match(layer, _one_image_features(target, "content"))
+    return Objective(obj.fn, obj.layers, f"content({layer!r})")
+
+
+def gram_matrix(features):
+    """Gram matrices of feature maps: (..., H, W, C) -> (..., C, C), ``F^T F / (H W)`` with F the
+    (H W, C) matrix of the maps, so images of any size give comparable values. NumPy arrays are
+    computed in NumPy (no XLA program to compile), JAX arrays and tracers in JAX.
+
+    References: Gatys, Ecker & Bethge 2015, "Texture Synthesis Using Convolutional Neural Networks".
+    """
+    f = features if isinstance(features, (np.ndarray, jax.Array)) else np.asarray(features, np.float32)
+    if f.ndim < 3:
+        raise ValueError(f"gram_matrix takes feature maps (..., H, W, C), got shape {f.shape}.")
+    h, w, c = f.shape[-3:]
+    flat = f.reshape(*f.shape[:-3], h * w, c)
+    return flat.swapaxes(-1, -2) @ flat / (h * w)
+
+
+def gram_distance(grams, target):
+    """``||G - T||^2 / ||T||^2`` (squared Frobenius norms) of Gram matrices (..., C, C) to a target
+    (C, C): 0 when matched, 1 for all-zero ones. NumPy or JAX ``grams``; a concrete ``target``."""
+    norm = max(float(np.sum(np.square(target))), 1e-12)
+    return ((grams - target) ** 2).sum(axis=(-2, -1)) / norm
+
+
+def gram(layer: str, target_gram) -> Objective:
+    """Minus the squared Frobenius distance of each image's Gram matrix of ``layer`` to
+    ``target_gram`` (C, C), divided by the target's squared norm, mean over images (unit ignored).
+
+    The division makes a layer's value scale-free (0 when matched; 1 for an image whose Gram
+    matrix is all zeros), so layers of different widths and magnitudes weigh alike when summed.
+
+    References: Gatys, Ecker & Bethge 2015, "Texture Synthesis Using Convolutional Neural Networks"
+    (the per-layer loss E_l, here normalized by ||target||^2 instead of 4 N_l^2 M_l^2).
+    """
+    target = np.asarray(target_gram, np.float32)
+    if target.ndim != 2 or target.shape[0] != target.shape[1]:
+        raise ValueError(
+            f"gram({layer!r}) needs a square (C, C) target Gram matrix, got shape {target.shape}."
+        )
+
+    def fn(acts, unit):
+        a = _get(acts, layer, (4,))
+        if a.shape[-1] != target.shape[0]:
+            raise ValueError(
+                f"gram({layer!r}): the layer has {a.shape[-1]} channels, the target Gram matrix "
+                f"is {target.shape[0]}x{target.shape[0]}."
+            )
+        return -jnp.mean(gram_distance(gram_matrix(a), target))
+
+    return Objective(fn, [layer], f"gram({layer!r})")
+
+
+def style(features: Mapping[str, Any]) -> Objective:
+    """Minus the style loss: the mean of ``gram`` over layers, each to the Gram matrix of one
+    image's features (unit ignored). ``features``: ``{layer: (H, W, C) activations}`` (a leading
+    batch of 1 is dropped), as ``probe.activations(variables, image[None], layers)`` gives them.
+
+    References: Gatys, Ecker & Bethge 2015, "Texture Synthesis Using Convolutional Neural
+    Networks"; Gatys, Ecker & Bethge 2016, "Image Style Transfer Using Convolutional Neural
+    Networks" (equal layer weights w_l = 1 / L).
+    """
+    if not isinstance(features, Mapping) or not features:
+        raise TypeError(
+            f"style takes {{layer: activations}} for one or more layers, got {type(features).__name__}."
+        )
+    parts = [
+        gram(layer, gram_matrix(_one_image_features(f, f"style layer {layer!r}", spatial=True)))
+        for layer, f in features.items()
+    ]
+
+    def fn(acts, unit):
+        return sum(part(acts, unit) for part in parts) / len(parts)
+
+    return Objective(fn, list(features), f"style({list(features)!r})")
+
+
+def _one_image_features(features, what: str, spatial: bool = False):
+    """One image's activations: (H, W, C) (or (C,) unless ``spatial``), a leading batch of 1 dropped."""
+    f = np.asarray(features, np.float32)  # concrete: targets are constants of the objective
+    if f.ndim in (2, 4) and f.shape[0] == 1:
+        f = f[0]
+    if f.ndim != 3 and (spatial or f.ndim != 1):
+        want = "(H, W, C)" if spatial else "(H, W, C) or (C,)"
+        raise ValueError(f"{what}: give one image's activations {want}, got shape {f.shape}.")
+    return f

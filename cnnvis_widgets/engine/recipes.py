@@ -95,7 +95,12 @@ MACO = Recipe("maco", param="maco")
 PLAIN = Recipe("plain", transforms="none", upsample=False)
 # The first wave's defaults for every model (pale on ImageNet models; kept for comparison).
 CLASSIC = SMALL.replace(name="classic")
-RECIPES = {r.name: r for r in (IMAGENET, SMALL, LUCID, MACO, CLASSIC, PLAIN)}
+# Textures and style transfer (engine/texture.py): Gatys et al.'s free pixels, no transforms or
+# priors, seen at the native size, Adam at 0.02. Fourier images grew saturated blobs that Gram
+# matching does not remove, and Lucid's grey padding drew them to the edges (chosen by
+# benchmarks/bench_texture.py: results/bench_texture.txt).
+TEXTURE = Recipe("texture", param="pixel", transforms="none", learning_rate=0.02)
+RECIPES = {r.name: r for r in (IMAGENET, SMALL, LUCID, MACO, CLASSIC, PLAIN, TEXTURE)}
 
 
 def for_probe(probe) -> Recipe:
