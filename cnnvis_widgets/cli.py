@@ -136,7 +136,7 @@ def cmd_saliency(args) -> int:
     import jax
 
     from cnnvis_widgets import export, load
-    from cnnvis_widgets import images as px
+    from cnnvis_widgets import pixels as px
     from cnnvis_widgets.engine import saliency as sal
 
     probe = load(args.model)
@@ -192,7 +192,7 @@ def _method_name(text: str) -> str:
 def cmd_maps(args) -> int:
     """Feature maps of one image at one layer → a PNG grid (one colormapped tile per filter)."""
     from cnnvis_widgets import export, load
-    from cnnvis_widgets import images as px
+    from cnnvis_widgets import pixels as px
     from cnnvis_widgets.engine.activations import feature_maps
 
     probe = load(args.model)

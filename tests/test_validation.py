@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cnnvis_widgets import images as px
+from cnnvis_widgets import pixels as px
 from cnnvis_widgets import validation
 
 

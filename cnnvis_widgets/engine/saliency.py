@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cnnvis_widgets import images as px
+from cnnvis_widgets import pixels as px
 from cnnvis_widgets import validation
 from cnnvis_widgets.engine import sharding
 from cnnvis_widgets.jaxpr import speed, walk
@@ -240,7 +240,7 @@ def method_options(method: str) -> list[str]:
 
 
 def normalize_maps(maps) -> np.ndarray:
-    """Each (..., H, W) map scaled to [0, 1] (min-max, ``images.normalize``); a constant map
+    """Each (..., H, W) map scaled to [0, 1] (min-max, ``pixels.normalize``); a constant map
     becomes zeros."""
     return px.normalize(maps, axis=(-2, -1))
 

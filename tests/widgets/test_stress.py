@@ -20,7 +20,7 @@ import pytest
 
 import cnnvis_widgets as cw
 from cnnvis_widgets import data
-from cnnvis_widgets import images as px
+from cnnvis_widgets import pixels as px
 from cnnvis_widgets.engine import embedding as emb
 from cnnvis_widgets.engine import saliency as sal
 from cnnvis_widgets.widgets import (
