@@ -1,0 +1,299 @@
+"""Layer-wise relevance propagation as gradient rules: ``lrp(fn, composite)`` is ``fn`` whose
+gradient with respect to its image argument is LRP's relevance of its output, forward values unchanged.
+
+Relevance is carried as a modified gradient (as Zennit does): the relevance of any value is the value
+times its cotangent, so ReLUs, max-pools (winner takes all), mean-pools, reshapes and residual sums
+pass it on by their own gradient, and only linear layers get a rule. A linear layer is a
+``conv_general_dilated`` or ``dot_general`` whose data operand depends on the image and whose kernel
+does not, together with the ``add`` of an image-independent bias that may follow it; its custom VJP
+turns the cotangent ``g`` at its output ``z = x W + b`` (relevance ``z g``) into the rule's one for
+``x``. The bias is part of ``z``, so it absorbs its share of relevance (the ε and γ rules, as in
+Montavon et al. 2019; z⁺, flat and w² ignore it). The first linear layer reading the image gives the
+relevance itself, and the element-wise preprocessing before it (``(x - mean) / std``) passes it to
+the pixels unchanged. ``relu6`` passes relevance unchanged (``R_z = R_a``). Anything else (a norm not
+folded into its conv, other activations) passes it by its plain gradient, which conserves it only
+where the operation is linear: a batch norm then is a linear layer with its shift as bias and ε = 0.
+The zoo's models fold theirs (``fold_batchnorm``).
+
+References: Bach et al. 2015, "On Pixel-Wise Explanations for Non-Linear Classifier Decisions by
+Layer-Wise Relevance Propagation"; Montavon et al. 2019, "Layer-Wise Relevance Propagation: An
+Overview".
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from cnnvis_widgets.jaxpr import match, speed, walk
+from cnnvis_widgets.jaxpr.evaluate import evaluate
+
+LINEAR = ("conv_general_dilated", "dot_general")
+# element-wise operations of the preprocessing before the first layer: relevance passes them unchanged
+_ELEMENTWISE = frozenset({"add", "sub", "mul", "div", "neg", "max", "min", "clamp", "convert_element_type"})
+
+
+class Rule(NamedTuple):
+    """How a linear layer ``z = lin(x, w) + b`` passes relevance from ``z`` to ``x``.
+
+    ``gradient(lin, x, w, b, z, g)``: the cotangent for ``x`` (its relevance is ``x`` times it) given
+    ``g`` at ``z``; None for rules that only give relevance (flat, w²: the first layer's, since nothing
+    below reads it). ``relevance(...)``: the relevance of ``x``.
+    """
+
+    name: str
+    gradient: Optional[Callable]
+    relevance: Callable
+
+
+def _rule(name: str, gradient: Callable) -> Rule:
+    return Rule(name, gradient, lambda lin, x, w, b, z, g: x * gradient(lin, x, w, b, z, g))
+
+
+def _pull(lin, x, w, q):
+    """``W^T q``: the gradient of ``lin(., w)`` at ``x`` applied to ``q``."""
+    return jax.vjp(lambda x: lin(x, w), x)[1](q.astype(x.dtype))[0]
+
+
+def _share(g, z, den):
+    """``g z / den``, 0 where ``den`` is 0: the relevance ``z g`` of each output over its denominator."""
+    return jnp.where(den == 0, 0, g * z / jnp.where(den == 0, 1, den))
+
+
+def epsilon_rule(epsilon: float = 1e-6) -> Rule:
+    """LRP-ε: ``R_i = sum_j x_i w_ij / (z_j + ε sign z_j) R_j`` (ε = 0: LRP-0, gradient x input).
+
+    References: Bach et al. 2015; Montavon et al. 2019, eq. 4.
+    """
+
+    def gradient(lin, x, w, b, z, g):
+        return _pull(lin, x, w, _share(g, z, z + epsilon * jnp.where(z >= 0, 1, -1).astype(z.dtype)))
+
+    return _rule(f"epsilon({epsilon:g})", gradient)
+
+
+def gamma_rule(gamma: float = 0.25) -> Rule:
+    """LRP-γ: weights and bias ``w + γ w⁺``, ``b + γ b⁺`` in the shares (positive evidence favoured).
+
+    References: Montavon et al. 2019, eq. 3.
+    """
+
+    def gradient(lin, x, w, b, z, g):
+        wg = w + gamma * jnp.maximum(w, 0)
+        return _pull(lin, x, wg, _share(g, z, lin(x, wg) + b + gamma * jnp.maximum(b, 0)))
+
+    return _rule(f"gamma({gamma:g})", gradient)
+
+
+def zplus_rule() -> Rule:
+    """LRP-z⁺: ``R_i = sum_j x_i w⁺_ij / sum_i' x_i' w⁺_i'j R_j``, bias ignored (γ → ∞ without it);
+    for non-negative inputs (after a ReLU), where the relevance it passes on is never negative.
+
+    References: Montavon et al. 2019, section 10.2 (the z⁺ rule of deep Taylor decomposition).
+    """
+
+    def gradient(lin, x, w, b, z, g):
+        wp = jnp.maximum(w, 0)
+        return _pull(lin, x, wp, _share(g, z, lin(x, wp)))
+
+    return _rule("zplus", gradient)
+
+
+def _spread(weights: Callable, name: str) -> Rule:
+    def relevance(lin, x, w, b, z, g):
+        v = weights(w)
+        return _pull(lin, x, v, _share(g, z, lin(jnp.ones_like(x), v)))
+
+    return Rule(name, None, relevance)
+
+
+def flat_rule() -> Rule:
+    """Flat: each output's relevance spread evenly over the inputs it reads (padding excluded), whatever
+    their values; the first layer's only.
+
+    References: Lapuschkin et al. 2019, "Unmasking Clever Hans Predictors"; Montavon et al. 2019.
+    """
+    return _spread(jnp.ones_like, "flat")
+
+
+def wsquare_rule() -> Rule:
+    """w²: each output's relevance spread over its inputs in proportion to ``w²``; the first layer's only.
+
+    References: Montavon et al. 2017, "Explaining Nonlinear Classification Decisions with Deep Taylor
+    Decomposition".
+    """
+    return _spread(jnp.square, "wsquare")
+
+
+# (linear equation, whether it is the first layer reading the image) -> its rule
+Composite = Callable[[Any, bool], Rule]
+
+
+def by_kind(conv: Rule, dense: Rule, first: Rule | None = None) -> Composite:
+    """A composite: ``conv`` for convolutions, ``dense`` for ``dot_general``s, ``first`` (if given)
+    for the first layer reading the image."""
+
+    def pick(eqn, is_first: bool) -> Rule:
+        if is_first and first is not None:
+            return first
+        return conv if eqn.primitive.name == "conv_general_dilated" else dense
+
+    return pick
+
+
+COMPOSITES: dict[str, Callable[[float, float], Composite]] = {
+    "epsilon": lambda eps, gam: by_kind(epsilon_rule(eps), epsilon_rule(eps)),
+    "epsilon-plus-flat": lambda eps, gam: by_kind(zplus_rule(), epsilon_rule(eps), flat_rule()),
+    "epsilon-gamma-flat": lambda eps, gam: by_kind(gamma_rule(gam), epsilon_rule(eps), flat_rule()),
+}
+
+
+def composite(name: str, epsilon: float = 1e-6, gamma: float = 0.25) -> Composite:
+    """The composite called ``name`` (``COMPOSITES``): "epsilon" (ε everywhere), "epsilon-plus-flat" (z⁺
+    for convolutions, ε for dense layers, flat at the first layer) or "epsilon-gamma-flat" (γ for
+    convolutions); ``epsilon`` and ``gamma`` are the ε and γ rules' parameters.
+
+    References: Montavon et al. 2019, section 10.3; Kohlbrenner et al. 2020, "Towards Best Practice in
+    Explaining Neural Network Predictions with LRP".
+    """
+    if name not in COMPOSITES:
+        raise ValueError(f"Unknown LRP composite {name!r}; valid: {', '.join(COMPOSITES)}.")
+    return COMPOSITES[name](epsilon, gamma)
+
+
+class _Plan(NamedTuple):
+    """What depends on the image, read from the jaxpr before it is evaluated (vars as keys)."""
+
+    linear: dict  # a linear layer's output -> whether it is the first layer
+    bias: dict  # an add's output -> (the linear output it adds a bias to, its position in the add)
+    passing: dict  # an element-wise output before the first layer -> position of its image operand
+
+
+def _plan(jaxpr, image: set) -> _Plan:
+    plan = _Plan({}, {}, {})
+
+    def step(eqn, ins, inner):
+        reads = [s is not None for s in ins]
+        name, out = eqn.primitive.name, eqn.outvars[0]
+        if name in LINEAR and reads == [True, False]:
+            plan.linear[out] = not plan.linear
+        elif name == "add" and sum(reads) == 1 and eqn.invars[reads.index(True)] in plan.linear:
+            plan.bias[out] = (eqn.invars[reads.index(True)], reads.index(True))
+        elif not plan.linear and name in _ELEMENTWISE and sum(reads) == 1:
+            k = reads.index(True)
+            if eqn.invars[k].aval.shape == out.aval.shape:
+                plan.passing[out] = k
+        return inner if inner is not None else [True] * len(eqn.outvars)
+
+    walk.propagate(jaxpr, [True if i in image else None for i in range(len(jaxpr.invars))], step)
+    return plan
+
+
+def _linear_fn(eqn) -> Callable:
+    """``lin(x, w)``: the equation's linear map, in ``speed.FORWARD``'s fast form where one applies."""
+
+    def lin(x, w):
+        for rule in speed.FORWARD:
+            outs = rule(eqn, [x, w])
+            if outs is not None:
+                return outs[0]
+        return eqn.primitive.bind(x, w, **eqn.params)
+
+    return lin
+
+
+def _layer(lin: Callable, rule: Rule, first: bool) -> Callable:
+    """``layer(x, w, b) = lin(x, w) + b`` whose VJP for ``x`` is the rule's (zero for ``w`` and ``b``)."""
+    backward = rule.relevance if first else rule.gradient
+    if backward is None:
+        raise ValueError(f"The {rule.name} rule gives relevance, not a gradient: it is for the first layer only.")
+
+    @jax.custom_vjp
+    def layer(x, w, b):
+        return lin(x, w) + b
+
+    def fwd(x, w, b):
+        z = lin(x, w) + b
+        return z, (x, w, b, z)
+
+    def bwd(res, g):
+        x, w, b, z = res
+        return backward(lin, x, w, b, z, g).astype(x.dtype), jnp.zeros_like(w), jnp.zeros_like(b)
+
+    layer.defvjp(fwd, bwd)
+    return layer
+
+
+@jax.custom_vjp
+def _passing(x, y):
+    """``y`` (computed from ``x`` element-wise) whose cotangent goes to ``x`` unchanged."""
+    return y
+
+
+_passing.defvjp(lambda x, y: (y, jnp.zeros((), x.dtype)), lambda x0, g: (g.astype(x0.dtype), jnp.zeros_like(g)))
+
+
+@jax.custom_vjp
+def _relu6(z):
+    return jax.nn.relu6(z)
+
+
+def _relu6_fwd(z):
+    a = jax.nn.relu6(z)
+    return a, (z, a)
+
+
+_relu6.defvjp(_relu6_fwd, lambda res, g: (_share(g, res[1], res[0]),))  # R_z = z (g a / z) = R_a
+
+
+def _rules(plan: _Plan, pick: Composite) -> tuple:
+    pending = {}  # a linear output -> (x, w, lin, eqn): the bias add after it computes the layer
+
+    def rule(eqn, ins, producer=None):
+        out = eqn.outvars[0]
+        if out in plan.linear:
+            lin, first = _linear_fn(eqn), plan.linear[out]
+            pending[out] = (ins[0], ins[1], lin, eqn)
+            return [_layer(lin, pick(eqn, first), first)(*ins, jnp.zeros((), ins[0].dtype))]
+        if out in plan.bias:
+            var, k = plan.bias[out]
+            x, w, lin, linear = pending[var]
+            b = ins[1 - k]
+            return [_layer(lin, pick(linear, plan.linear[var]), plan.linear[var])(x, w, b).astype(out.aval.dtype)]
+        if out in plan.passing:
+            k = plan.passing[out]
+            return [_passing(ins[k], eqn.primitive.bind(*ins, **eqn.params))]
+        if match.activation(eqn) == "relu6":
+            return [_relu6(ins[0])]
+        return None
+
+    return (rule,)
+
+
+def lrp(fn: Callable, pick: Composite | str = "epsilon-plus-flat", image_arg: int = 0) -> Callable:
+    """``fn`` evaluated so that the gradient of its (scalar) output with respect to ``args[image_arg]``
+    is that output's LRP relevance under the composite ``pick`` (a name of ``COMPOSITES`` or a
+    function ``(equation, is_first) -> Rule``); forward values unchanged.
+
+    References: Bach et al. 2015; Montavon et al. 2019.
+    """
+    pick = composite(pick) if isinstance(pick, str) else pick
+
+    @functools.wraps(fn)
+    def wrapped(*args):
+        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+        start = len(jax.tree_util.tree_leaves(args[:image_arg]))
+        image = set(range(start, start + len(jax.tree_util.tree_leaves(args[image_arg]))))
+        plan = _plan(closed.jaxpr, image)
+        if not plan.linear:
+            raise ValueError(
+                "LRP found no linear layer reading the image (a conv_general_dilated or dot_general whose "
+                "kernel does not depend on the image), so it has no layer to apply its rules to."
+            )
+        outs = evaluate(closed.jaxpr, closed.consts, jax.tree_util.tree_leaves(args), _rules(plan, pick))
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), outs)
+
+    return wrapped
