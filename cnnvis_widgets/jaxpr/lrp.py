@@ -209,7 +209,9 @@ def _layer(lin: Callable, rule: Rule, first: bool) -> Callable:
     """``layer(x, w, b) = lin(x, w) + b`` whose VJP for ``x`` is the rule's (zero for ``w`` and ``b``)."""
     backward = rule.relevance if first else rule.gradient
     if backward is None:
-        raise ValueError(f"The {rule.name} rule gives relevance, not a gradient: it is for the first layer only.")
+        raise ValueError(
+            f"The {rule.name} rule gives relevance, not a gradient: it is for the first layer only."
+        )
 
     @jax.custom_vjp
     def layer(x, w, b):
@@ -233,7 +235,9 @@ def _passing(x, y):
     return y
 
 
-_passing.defvjp(lambda x, y: (y, jnp.zeros((), x.dtype)), lambda x0, g: (g.astype(x0.dtype), jnp.zeros_like(g)))
+_passing.defvjp(
+    lambda x, y: (y, jnp.zeros((), x.dtype)), lambda x0, g: (g.astype(x0.dtype), jnp.zeros_like(g))
+)
 
 
 @jax.custom_vjp
@@ -261,8 +265,8 @@ def _rules(plan: _Plan, pick: Composite) -> tuple:
         if out in plan.bias:
             var, k = plan.bias[out]
             x, w, lin, linear = pending[var]
-            b = ins[1 - k]
-            return [_layer(lin, pick(linear, plan.linear[var]), plan.linear[var])(x, w, b).astype(out.aval.dtype)]
+            first = plan.linear[var]
+            return [_layer(lin, pick(linear, first), first)(x, w, ins[1 - k]).astype(out.aval.dtype)]
         if out in plan.passing:
             k = plan.passing[out]
             return [_passing(ins[k], eqn.primitive.bind(*ins, **eqn.params))]
