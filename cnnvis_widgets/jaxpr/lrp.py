@@ -4,16 +4,16 @@ gradient with respect to its image argument is LRP's relevance of its output, fo
 Relevance is carried as a modified gradient (as Zennit does): the relevance of any value is the value
 times its cotangent, so ReLUs, max-pools (winner takes all), mean-pools, reshapes and residual sums
 pass it on by their own gradient, and only linear layers get a rule. A linear layer is a
-``conv_general_dilated`` or ``dot_general`` whose data operand depends on the image and whose kernel
-does not, together with the ``add`` of an image-independent bias that may follow it; its custom VJP
-turns the cotangent ``g`` at its output ``z = x W + b`` (relevance ``z g``) into the rule's one for
-``x``. The bias is part of ``z``, so it absorbs its share of relevance (the ε and γ rules, as in
-Montavon et al. 2019; z⁺, flat and w² ignore it). The first linear layer reading the image gives the
-relevance itself, and the element-wise preprocessing before it (``(x - mean) / std``) passes it to
-the pixels unchanged. ``relu6`` passes relevance unchanged (``R_z = R_a``). Anything else (a norm not
-folded into its conv, other activations) passes it by its plain gradient, which conserves it only
-where the operation is linear: a batch norm then is a linear layer with its shift as bias and ε = 0.
-The zoo's models fold theirs (``fold_batchnorm``).
+``conv_general_dilated`` or ``dot_general`` whose first operand depends on the image and whose
+second (the kernel) does not, with the ``add`` of an image-independent bias that may follow it; its
+custom VJP turns the cotangent ``g`` at its output ``z = x W + b`` (relevance ``z g``) into the
+rule's one for ``x``. The bias is part of ``z``, so it absorbs its share of relevance (the ε and γ
+rules, as in Montavon et al. 2019; z⁺, flat and w² ignore it). The first linear layer reading the
+image gives the relevance itself, and the element-wise preprocessing before it (``(x - mean) /
+std``) passes it to the pixels unchanged. ``relu6`` passes relevance unchanged (``R_z = R_a``).
+Anything else (a norm not folded into its conv, other activations) passes it by its plain gradient,
+which conserves it only where the operation is linear: a batch norm then is a linear layer with its
+shift as bias and ε = 0. The zoo's models fold theirs (``fold_batchnorm``).
 
 References: Bach et al. 2015, "On Pixel-Wise Explanations for Non-Linear Classifier Decisions by
 Layer-Wise Relevance Propagation"; Montavon et al. 2019, "Layer-Wise Relevance Propagation: An
@@ -167,19 +167,19 @@ def composite(name: str, epsilon: float = 1e-6, gamma: float = 0.25) -> Composit
 class _Plan(NamedTuple):
     """What depends on the image, read from the jaxpr before it is evaluated (vars as keys)."""
 
-    linear: dict  # a linear layer's output -> whether it is the first layer
+    linear: list  # the outputs of the linear layers, the first layer's first
     bias: dict  # an add's output -> (the linear output it adds a bias to, its position in the add)
     passing: dict  # an element-wise output before the first layer -> position of its image operand
 
 
 def _plan(jaxpr, image: set) -> _Plan:
-    plan = _Plan({}, {}, {})
+    plan = _Plan([], {}, {})
 
     def step(eqn, ins, inner):
         reads = [s is not None for s in ins]
         name, out = eqn.primitive.name, eqn.outvars[0]
         if name in LINEAR and reads == [True, False]:
-            plan.linear[out] = not plan.linear
+            plan.linear.append(out)
         elif name == "add" and sum(reads) == 1 and eqn.invars[reads.index(True)] in plan.linear:
             plan.bias[out] = (eqn.invars[reads.index(True)], reads.index(True))
         elif not plan.linear and name in _ELEMENTWISE and sum(reads) == 1:
@@ -254,19 +254,19 @@ _relu6.defvjp(_relu6_fwd, lambda res, g: (_share(g, res[1], res[0]),))  # R_z = 
 
 
 def _rules(plan: _Plan, pick: Composite) -> tuple:
-    pending = {}  # a linear output -> (x, w, lin, eqn): the bias add after it computes the layer
+    linear = set(plan.linear)
+    pending = {}  # a linear output -> (x, w, lin, eqn, is first): the bias add after it computes the layer
 
     def rule(eqn, ins, producer=None):
         out = eqn.outvars[0]
-        if out in plan.linear:
-            lin, first = _linear_fn(eqn), plan.linear[out]
-            pending[out] = (ins[0], ins[1], lin, eqn)
+        if out in linear:  # the first evaluated once only (a jitted block called twice has one jaxpr)
+            lin, first = _linear_fn(eqn), out is plan.linear[0] and not pending
+            pending[out] = (ins[0], ins[1], lin, eqn, first)
             return [_layer(lin, pick(eqn, first), first)(*ins, jnp.zeros((), ins[0].dtype))]
         if out in plan.bias:
             var, k = plan.bias[out]
-            x, w, lin, linear = pending[var]
-            first = plan.linear[var]
-            return [_layer(lin, pick(linear, first), first)(x, w, ins[1 - k]).astype(out.aval.dtype)]
+            x, w, lin, made, first = pending[var]
+            return [_layer(lin, pick(made, first), first)(x, w, ins[1 - k]).astype(out.aval.dtype)]
         if out in plan.passing:
             k = plan.passing[out]
             return [_passing(ins[k], eqn.primitive.bind(*ins, **eqn.params))]

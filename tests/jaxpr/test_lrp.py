@@ -187,3 +187,14 @@ def test_saliency_lrp_maps_and_errors(digits):
     with pytest.raises(ValueError, match="epsilon must be a finite number >= 0"):
         cw.saliency(probe, images, "lrp", epsilon=-1)
     assert "lrp" in cw.SALIENCY_METHODS and method_options("lrp") == ["composite", "epsilon", "gamma"]
+
+
+def test_a_jitted_block_called_twice_is_the_first_layer_once():
+    k = jnp.asarray(RNG.normal(size=(3, 3, 2, 2)).astype(np.float32))
+    block = jax.jit(lambda x: jax.nn.relu(_conv(x, k)))  # one jaxpr for both calls
+    f = lambda x: block(block(x)).sum()  # noqa: E731
+    bodies = [e.params["jaxpr"] for e in jax.make_jaxpr(f)(X).eqns if e.primitive.name in ("pjit", "jit")]
+    assert len(bodies) == 2 and bodies[0] is bodies[1]
+    zero = lrp.epsilon_rule(0.0)
+    r = jax.grad(lrp.lrp(f, lrp.by_kind(zero, zero, lrp.flat_rule())))(X)
+    assert float(r.sum()) == pytest.approx(float(f(X)), rel=1e-5)
