@@ -36,12 +36,24 @@ LINEAR = ("conv_general_dilated", "dot_general")
 _ELEMENTWISE = frozenset({"add", "sub", "mul", "div", "neg", "max", "min", "clamp", "convert_element_type"})
 
 
-class Rule(NamedTuple):
-    """How a linear layer ``z = lin(x, w) + b`` passes relevance from ``z`` to ``x``.
+class Layer(NamedTuple):
+    """A linear layer ``z = lin(x, w) + b`` as its rule sees it: ``positive`` when ``x`` is known to be
+    non-negative (it comes from a ReLU, through pools and reshapes)."""
 
-    ``gradient(lin, x, w, b, z, g)``: the cotangent for ``x`` (its relevance is ``x`` times it) given
-    ``g`` at ``z``; None for rules that only give relevance (flat, w²: the first layer's, since nothing
-    below reads it). ``relevance(...)``: the relevance of ``x``.
+    lin: Callable
+    x: Any
+    w: Any
+    b: Any
+    z: Any
+    positive: bool
+
+
+class Rule(NamedTuple):
+    """How a linear layer passes relevance from its output to its input.
+
+    ``gradient(layer, g)``: the cotangent for ``x`` (its relevance is ``x`` times it) given ``g`` at
+    ``z`` (relevance ``z g``); None for rules that only give relevance (flat, w²: the first layer's,
+    since nothing below reads it). ``relevance(layer, g)``: the relevance of ``x``.
     """
 
     name: str
@@ -50,12 +62,25 @@ class Rule(NamedTuple):
 
 
 def _rule(name: str, gradient: Callable) -> Rule:
-    return Rule(name, gradient, lambda lin, x, w, b, z, g: x * gradient(lin, x, w, b, z, g))
+    return Rule(name, gradient, lambda layer, g: layer.x * gradient(layer, g))
 
 
-def _pull(lin, x, w, q):
-    """``W^T q``: the gradient of ``lin(., w)`` at ``x`` applied to ``q``."""
-    return jax.vjp(lambda x: lin(x, w), x)[1](q.astype(x.dtype))[0]
+def _pull(layer: Layer, w, q):
+    """``w^T q``: the gradient of ``lin(., w)`` at ``x`` applied to ``q``."""
+    return jax.vjp(lambda x: layer.lin(x, w), layer.x)[1](q.astype(layer.x.dtype))[0]
+
+
+def _split(layer: Layer, w_pos, w_neg):
+    """``lin(x⁺, w_pos) + lin(x⁻, w_neg)`` (one term for non-negative ``x``)."""
+    if layer.positive:
+        return layer.lin(layer.x, w_pos)
+    return layer.lin(jnp.maximum(layer.x, 0), w_pos) + layer.lin(jnp.minimum(layer.x, 0), w_neg)
+
+
+def _split_pull(layer: Layer, w_pos, w_neg, q):
+    """The cotangent of ``_split``: ``w_pos^T q`` where ``x > 0``, ``w_neg^T q`` elsewhere."""
+    up = _pull(layer, w_pos, q)
+    return up if layer.positive else jnp.where(layer.x > 0, up, _pull(layer, w_neg, q))
 
 
 def _share(g, z, den):
@@ -69,43 +94,51 @@ def epsilon_rule(epsilon: float = 1e-6) -> Rule:
     References: Bach et al. 2015; Montavon et al. 2019, eq. 4.
     """
 
-    def gradient(lin, x, w, b, z, g):
-        return _pull(lin, x, w, _share(g, z, z + epsilon * jnp.where(z >= 0, 1, -1).astype(z.dtype)))
+    def gradient(layer, g):
+        z = layer.z
+        return _pull(layer, layer.w, _share(g, z, z + epsilon * jnp.where(z >= 0, 1, -1).astype(z.dtype)))
 
     return _rule(f"epsilon({epsilon:g})", gradient)
 
 
 def gamma_rule(gamma: float = 0.25) -> Rule:
-    """LRP-γ: weights and bias ``w + γ w⁺``, ``b + γ b⁺`` in the shares (positive evidence favoured).
+    """LRP-γ: contributions of the output's sign favoured by ``γ``: for ``z > 0``, ``x⁺ (w + γ w⁺) +
+    x⁻ (w + γ w⁻)`` and bias ``b + γ b⁺``; for ``z < 0`` the same with ⁺ and ⁻ swapped (as Zennit).
 
     References: Montavon et al. 2019, eq. 3.
     """
 
-    def gradient(lin, x, w, b, z, g):
-        wg = w + gamma * jnp.maximum(w, 0)
-        return _pull(lin, x, wg, _share(g, z, lin(x, wg) + b + gamma * jnp.maximum(b, 0)))
+    def gradient(layer, g):
+        w, b, z = layer.w, layer.b, layer.z
+        w_up, w_down = w + gamma * jnp.maximum(w, 0), w + gamma * jnp.minimum(w, 0)
+        up = _share(g, z, _split(layer, w_up, w_down) + b + gamma * jnp.maximum(b, 0))
+        down = _share(g, z, _split(layer, w_down, w_up) + b + gamma * jnp.minimum(b, 0))
+        rising = z > 0
+        return _split_pull(layer, w_up, w_down, jnp.where(rising, up, 0)) + _split_pull(
+            layer, w_down, w_up, jnp.where(rising, 0, down)
+        )
 
     return _rule(f"gamma({gamma:g})", gradient)
 
 
 def zplus_rule() -> Rule:
-    """LRP-z⁺: ``R_i = sum_j x_i w⁺_ij / sum_i' x_i' w⁺_i'j R_j``, bias ignored (γ → ∞ without it);
-    for non-negative inputs (after a ReLU), where the relevance it passes on is never negative.
+    """LRP-z⁺: ``R_i = sum_j z⁺_ij / sum_i' z⁺_i'j R_j`` with ``z⁺_ij = x⁺_i w⁺_ij + x⁻_i w⁻_ij`` (the
+    positive contributions), bias ignored: never negative where ``R`` is not.
 
     References: Montavon et al. 2019, section 10.2 (the z⁺ rule of deep Taylor decomposition).
     """
 
-    def gradient(lin, x, w, b, z, g):
-        wp = jnp.maximum(w, 0)
-        return _pull(lin, x, wp, _share(g, z, lin(x, wp)))
+    def gradient(layer, g):
+        w_pos, w_neg = jnp.maximum(layer.w, 0), jnp.minimum(layer.w, 0)
+        return _split_pull(layer, w_pos, w_neg, _share(g, layer.z, _split(layer, w_pos, w_neg)))
 
     return _rule("zplus", gradient)
 
 
 def _spread(weights: Callable, name: str) -> Rule:
-    def relevance(lin, x, w, b, z, g):
-        v = weights(w)
-        return _pull(lin, x, v, _share(g, z, lin(jnp.ones_like(x), v)))
+    def relevance(layer, g):
+        v = weights(layer.w)
+        return _pull(layer, v, _share(g, layer.z, layer.lin(jnp.ones_like(layer.x), v)))
 
     return Rule(name, None, relevance)
 
@@ -164,29 +197,53 @@ def composite(name: str, epsilon: float = 1e-6, gamma: float = 0.25) -> Composit
     return COMPOSITES[name](epsilon, gamma)
 
 
+# operations that keep a non-negative input non-negative (a mean-pool's division by a positive count too)
+_KEEP_SIGN = frozenset({
+    "reduce_window_max", "reduce_max", "reduce_sum", "reduce_window_sum", "reshape", "transpose",
+    "squeeze", "expand_dims", "broadcast_in_dim", "slice", "concatenate", "convert_element_type", "copy",
+})  # fmt: skip
+_POSITIVE = "non-negative"  # the plan's state of an image-dependent value known to be >= 0 (else True)
+
+
 class _Plan(NamedTuple):
     """What depends on the image, read from the jaxpr before it is evaluated (vars as keys)."""
 
     linear: list  # the outputs of the linear layers, the first layer's first
+    positive: dict  # a linear output -> whether its input is known to be non-negative
     bias: dict  # an add's output -> (the linear output it adds a bias to, its position in the add)
     passing: dict  # an element-wise output before the first layer -> position of its image operand
 
 
+def _sign(eqn, ins, inner) -> list:
+    """The states of ``eqn``'s outputs: ``_POSITIVE`` after a ReLU and what keeps its sign, else True."""
+    if match.activation(eqn):
+        return [_POSITIVE]
+    if inner is not None:
+        return inner
+    name, image = eqn.primitive.name, [s for s in ins if s is not None]
+    scaled = name in ("mul", "div") and all(
+        s is not None or (not walk.is_var(v) and v.val > 0) for v, s in zip(eqn.invars, ins)
+    )
+    kept = (name in _KEEP_SIGN or scaled) and all(s == _POSITIVE for s in image)
+    return [_POSITIVE if kept else True] * len(eqn.outvars)
+
+
 def _plan(jaxpr, image: set) -> _Plan:
-    plan = _Plan([], {}, {})
+    plan = _Plan([], {}, {}, {})
 
     def step(eqn, ins, inner):
         reads = [s is not None for s in ins]
         name, out = eqn.primitive.name, eqn.outvars[0]
         if name in LINEAR and reads == [True, False]:
             plan.linear.append(out)
+            plan.positive[out] = plan.positive.get(out, True) and ins[0] == _POSITIVE
         elif name == "add" and sum(reads) == 1 and eqn.invars[reads.index(True)] in plan.linear:
             plan.bias[out] = (eqn.invars[reads.index(True)], reads.index(True))
         elif not plan.linear and name in _ELEMENTWISE and sum(reads) == 1:
             k = reads.index(True)
             if eqn.invars[k].aval.shape == out.aval.shape:
                 plan.passing[out] = k
-        return inner if inner is not None else [True] * len(eqn.outvars)
+        return _sign(eqn, ins, inner)
 
     walk.propagate(jaxpr, [True if i in image else None for i in range(len(jaxpr.invars))], step)
     return plan
@@ -205,7 +262,7 @@ def _linear_fn(eqn) -> Callable:
     return lin
 
 
-def _layer(lin: Callable, rule: Rule, first: bool) -> Callable:
+def _layer(lin: Callable, rule: Rule, first: bool, positive: bool) -> Callable:
     """``layer(x, w, b) = lin(x, w) + b`` whose VJP for ``x`` is the rule's (zero for ``w`` and ``b``)."""
     backward = rule.relevance if first else rule.gradient
     if backward is None:
@@ -223,7 +280,8 @@ def _layer(lin: Callable, rule: Rule, first: bool) -> Callable:
 
     def bwd(res, g):
         x, w, b, z = res
-        return backward(lin, x, w, b, z, g).astype(x.dtype), jnp.zeros_like(w), jnp.zeros_like(b)
+        r = backward(Layer(lin, x, w, b, z, positive), g)
+        return r.astype(x.dtype), jnp.zeros_like(w), jnp.zeros_like(b)
 
     layer.defvjp(fwd, bwd)
     return layer
@@ -262,11 +320,13 @@ def _rules(plan: _Plan, pick: Composite) -> tuple:
         if out in linear:  # the first evaluated once only (a jitted block called twice has one jaxpr)
             lin, first = _linear_fn(eqn), out is plan.linear[0] and not pending
             pending[out] = (ins[0], ins[1], lin, eqn, first)
-            return [_layer(lin, pick(eqn, first), first)(*ins, jnp.zeros((), ins[0].dtype))]
+            layer = _layer(lin, pick(eqn, first), first, plan.positive[out])
+            return [layer(*ins, jnp.zeros((), ins[0].dtype))]
         if out in plan.bias:
             var, k = plan.bias[out]
             x, w, lin, made, first = pending[var]
-            return [_layer(lin, pick(made, first), first)(x, w, ins[1 - k]).astype(out.aval.dtype)]
+            layer = _layer(lin, pick(made, first), first, plan.positive[var])
+            return [layer(x, w, ins[1 - k]).astype(out.aval.dtype)]
         if out in plan.passing:
             k = plan.passing[out]
             return [_passing(ins[k], eqn.primitive.bind(*ins, **eqn.params))]

@@ -59,6 +59,21 @@ def test_zplus_relevance_is_never_negative_and_conserved():
     assert r.min() >= 0 and (r > 0).mean() > 0.5
     for total in (float(r.sum()), at1, at2):
         assert total == pytest.approx(score, rel=1e-5)
+    signed = jax.grad(lrp.lrp(_net, lrp.by_kind(plus, plus)))(X - 0.5)  # inputs of both signs
+    assert signed.min() >= 0 and float(signed.sum()) == pytest.approx(float(_net(X - 0.5)), rel=1e-5)
+
+
+def test_gamma_rule_equals_its_definition_for_inputs_and_outputs_of_both_signs():
+    x, w, b, g = (RNG.normal(size=shape).astype(np.float32) for shape in ((6,), (6, 5), (5,), (5,)))
+    gamma = 0.5
+    r = jax.grad(lrp.lrp(lambda x: ((x @ w + b) * g).sum(), lrp.by_kind(*[lrp.gamma_rule(gamma)] * 2)))(x)
+    z = x @ w + b
+    up, down = w + gamma * np.maximum(w, 0), w + gamma * np.minimum(w, 0)
+    xp, xn = np.maximum(x, 0)[:, None], np.minimum(x, 0)[:, None]
+    contrib = np.where(z > 0, xp * up + xn * down, xp * down + xn * up)  # (6, 5)
+    den = contrib.sum(0) + b + gamma * np.where(z > 0, np.maximum(b, 0), np.minimum(b, 0))
+    np.testing.assert_allclose(r, (contrib / den * z * g).sum(1), rtol=1e-4, atol=1e-6)
+    assert (z > 0).any() and (z < 0).any() and (x > 0).any() and (x < 0).any()
 
 
 def test_flat_rule_is_for_the_first_layer_only():
