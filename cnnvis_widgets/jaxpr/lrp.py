@@ -312,7 +312,7 @@ _relu6.defvjp(_relu6_fwd, lambda res, g: (_share(g, res[1], res[0]),))  # R_z = 
 
 
 def _rules(plan: _Plan, pick: Composite) -> tuple:
-    linear = set(plan.linear)
+    linear, biased = set(plan.linear), {var for var, _ in plan.bias.values()}
     pending = {}  # a linear output -> (x, w, lin, eqn, is first): the bias add after it computes the layer
 
     def rule(eqn, ins, producer=None):
@@ -320,6 +320,8 @@ def _rules(plan: _Plan, pick: Composite) -> tuple:
         if out in linear:  # the first evaluated once only (a jitted block called twice has one jaxpr)
             lin, first = _linear_fn(eqn), out is plan.linear[0] and not pending
             pending[out] = (ins[0], ins[1], lin, eqn, first)
+            if out in biased:  # the add computes the layer; a custom VJP here would still run, on zeros
+                return [lin(*ins)]
             layer = _layer(lin, pick(eqn, first), first, plan.positive[out])
             return [layer(*ins, jnp.zeros((), ins[0].dtype))]
         if out in plan.bias:

@@ -82,6 +82,8 @@ def test_flat_rule_is_for_the_first_layer_only():
         jax.grad(lrp.lrp(_net, lrp.by_kind(flat, flat)))(X)
     score, r, _, _ = _layer_relevances(lrp.by_kind(lrp.epsilon_rule(0.0), lrp.epsilon_rule(0.0), flat))
     assert float(r.sum()) == pytest.approx(score, rel=1e-5)  # flat ignores biases too
+    with pytest.raises(ValueError, match="LRP found no linear layer reading the image"):
+        lrp.lrp(lambda x: jax.nn.relu(x).sum())(X)
 
 
 def test_relu6_passes_relevance_unchanged():
