@@ -46,6 +46,7 @@ LABELS = {
     "integrated_gradients": "integrated gradients",
     "guided_backprop": "guided backprop",
     "deconvnet": "deconvnet",
+    "lrp": "LRP",
     "gradcam": "Grad-CAM",
     "gradcam_pp": "Grad-CAM++",
     "scorecam": "Score-CAM",
