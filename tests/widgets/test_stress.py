@@ -31,7 +31,8 @@ from cnnvis_widgets.widgets import (
     TrainingMonitor,
     WeightsView,
 )
-from cnnvis_widgets.widgets.controls import PANEL_REGULARIZERS, parse_filters
+from cnnvis_widgets.validation import parse_filters
+from cnnvis_widgets.widgets.controls import PANEL_REGULARIZERS
 from cnnvis_widgets.widgets.grid import ImageGrid
 
 EVENTS = 1000
