@@ -92,7 +92,7 @@ def bench_grid(frames: int) -> dict:
         grid.update(tiles[i % 8], force=True)
         times.append(time.perf_counter() - t)
     # where the time goes: montage + uint8 conversion alone
-    from cnnvis_widgets import images as px
+    from cnnvis_widgets import pixels as px
 
     t = time.perf_counter()
     for i in range(frames):

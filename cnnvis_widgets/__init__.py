@@ -5,7 +5,7 @@ from cnnvis_widgets.memory import limit_malloc_arenas, trim_after_compiles
 limit_malloc_arenas()  # before JAX starts its threads: see memory.py
 trim_after_compiles()
 
-from cnnvis_widgets import data, export
+from cnnvis_widgets import data, export, pixels
 from cnnvis_widgets.engine import (
     AscentResult,
     deep_dream,
@@ -76,6 +76,7 @@ __all__ = [
     "load",
     "objectives",
     "param",
+    "pixels",
     "quality",
     "recipes",
     "regularizers",

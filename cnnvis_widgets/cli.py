@@ -9,17 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnvis_widgets import validation
+
 FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
-
-
-def _parse_filters(text: str | None):
-    """'0:16' → range, '3,5,9' → list, None → all."""
-    if text is None:
-        return None
-    if ":" in text:
-        lo, hi = text.split(":", 1)
-        return list(range(int(lo or 0), int(hi)))
-    return [int(t) for t in text.split(",") if t]
 
 
 def _figure_path(text: str) -> Path:
@@ -36,18 +28,13 @@ def _figure_path(text: str) -> Path:
 
 
 def _colormap(name: str) -> str:
-    """--cmap: a matplotlib colormap's name."""
-    import matplotlib
+    """--cmap: a matplotlib colormap's name (``pixels.check_colormap``)."""
+    from cnnvis_widgets import pixels
 
-    if name not in matplotlib.colormaps:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(matplotlib.colormaps), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise argparse.ArgumentTypeError(
-            f"unknown colormap {name!r}{hint} (e.g. inferno, magma, viridis, gray)"
-        )
-    return name
+    try:
+        return pixels.check_colormap(name)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _opacity(text: str) -> float:
@@ -86,10 +73,10 @@ def cmd_filters(args) -> int:
     from cnnvis_widgets.engine.ascent import visualize_filters
 
     probe = load(args.model)
-    layer = probe.layer(args.layer or _default_layer(probe)).name
+    layer = probe.layer(args.layer or probe.default_layer).name
     start = time.time()
 
-    filters = probe.check_units(layer, _parse_filters(args.filters))
+    filters = probe.check_units(layer, validation.parse_filters(args.filters, probe.layer(layer).channels))
     bar = _RunBar(f"{probe.name} {layer}")
     result = visualize_filters(probe, layer, filters, **_ascent_options(args, bar))
     bar.close()
@@ -133,10 +120,8 @@ def cmd_demo(args) -> int:
 
 def cmd_saliency(args) -> int:
     """Saliency maps of one image (one or more methods) → a PNG: the image, then one overlay per method."""
-    import jax
-
     from cnnvis_widgets import export, load
-    from cnnvis_widgets import images as px
+    from cnnvis_widgets import pixels as px
     from cnnvis_widgets.engine import saliency as sal
 
     probe = load(args.model)
@@ -147,10 +132,9 @@ def cmd_saliency(args) -> int:
         )
     image, name = _input_image(args.image, probe)
     target = sal.parse_target(probe, args.target)
-    probs = np.asarray(jax.nn.softmax(probe.logits(probe.variables, image[None]), axis=-1))[0]
-    names = probe.class_names or [str(i) for i in range(len(probs))]
+    probs = np.asarray(probe.probabilities(probe.variables, image[None]))[0]
     top = int(probs.argmax())
-    tiles, labels = [px.to_rgb(image)], [f"{name}: {names[top]} {probs[top]:.2f}"]
+    tiles, labels = [px.to_rgb(image)], [f"{name}: {probe.class_name(top)} {probs[top]:.2f}"]
     bar = _bar(len(methods), f"{probe.name} saliency")
     for method in methods:
         result = sal.saliency(probe, image[None], method, target)
@@ -159,51 +143,43 @@ def cmd_saliency(args) -> int:
             "RdBu_r" if method in sal.SIGNED_METHODS else args.cmap,
         )
         tiles.append(px.overlay(image, heat[0], args.opacity))
-        unit = int(result.targets[0])
-        what = (
-            names[unit]
-            if result.target_layer is None
-            else f"{result.target_layer}:{'*' if unit < 0 else unit}"
-        )
-        labels.append(f"{method} → {what}")
+        labels.append(f"{method} → {sal.target_label(probe, result)}")
         bar.update(1)
     bar.close()
     figure = export.grid_figure(np.stack(tiles), labels, ncols=len(tiles), tile_inches=2.4)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=150)
-    print(f"wrote {out} ({', '.join(methods)} on {name}; predicted {names[top]} p={probs[top]:.3f})")
+    predicted = f"predicted {probe.class_name(top)} p={probs[top]:.3f}"
+    print(f"wrote {out} ({', '.join(methods)} on {name}; {predicted})")
     return 0
 
 
 def _method_name(text: str) -> str:
     """'grad-cam', 'Grad_CAM', 'gradcam' → 'gradcam' (the engine's names, spelled loosely)."""
-    from cnnvis_widgets.engine.saliency import METHODS
+    from cnnvis_widgets.engine.saliency import METHODS, check_method
 
     squash = lambda s: s.lower().replace("-", "").replace("_", "").replace(" ", "")
     by_squash = {squash(m): m for m in METHODS}
     by_squash.update({"integratedgradient": "integrated_gradients", "ig": "integrated_gradients"})
-    found = by_squash.get(squash(text))
-    if found is None:
-        raise ValueError(f"Unknown saliency method {text.strip()!r}; methods: {', '.join(METHODS)}.")
-    return found
+    return by_squash.get(squash(text)) or check_method(text.strip())  # the engine's error
 
 
 def cmd_maps(args) -> int:
     """Feature maps of one image at one layer → a PNG grid (one colormapped tile per filter)."""
     from cnnvis_widgets import export, load
-    from cnnvis_widgets import images as px
+    from cnnvis_widgets import pixels as px
     from cnnvis_widgets.engine.activations import feature_maps
 
     probe = load(args.model)
-    layer = probe.layer(args.layer or _default_layer(probe))
+    layer = probe.layer(args.layer or probe.default_layer)
     if not layer.spatial:
         spatial = ", ".join(name for name in probe.layer_names if probe.layer(name).spatial)
         raise ValueError(
             f"Layer {layer.name!r} has no feature maps ({layer.kind}); spatial layers: {spatial}."
         )
     image, name = _input_image(args.image, probe)
-    units = probe.check_units(layer.name, _parse_filters(args.filters))
+    units = probe.check_units(layer.name, validation.parse_filters(args.filters, layer.channels))
     maps = feature_maps(probe, image, layer.name)[..., units]  # (H', W', n)
     tiles = px.normalize(np.moveaxis(maps, -1, 0)[..., None], axis=(1, 2, 3))
     path = export.save_grid(
@@ -226,8 +202,7 @@ def cmd_classes(args) -> int:
     bar = _RunBar(f"{probe.name} classes")
     result = visualize_classes(probe, classes, **_ascent_options(args, bar))
     bar.close()
-    names = probe.class_names or [str(c) for c in range(max(classes) + 1)]
-    labels = [f"{names[c]} p={p:.2f}" for c, p in zip(result.units, result.scores)]
+    labels = [f"{probe.class_name(c)} p={p:.2f}" for c, p in zip(result.units, result.scores)]
     path = export.save_grid(result.images, args.out, labels=labels, title=f"{probe.name} · classes")
     print(f"wrote {path} ({len(classes)} classes, min p(class) = {result.scores.min():.3f})")
     return 0
@@ -313,12 +288,9 @@ def _class_indices(probe, text: str | None) -> list[int]:
         if part in names:
             out.append(names.index(part))
         elif ":" in part or part.isdigit():
-            out.extend(_parse_filters(part))
+            out.extend(validation.parse_filters(part, n).tolist())
         else:
-            import difflib
-
-            close = difflib.get_close_matches(part, names, n=3)
-            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            hint = validation.did_you_mean(part, names)
             raise ValueError(f"Unknown class {part!r}.{hint} Give class names or indices 0..{n - 1}.")
     bad = [c for c in out if not 0 <= c < n]
     if bad or not out:
@@ -383,11 +355,6 @@ class _RunBar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def _default_layer(probe) -> str:
-    spatial = [layer.name for layer in probe.layers if layer.spatial]
-    return spatial[len(spatial) // 2]
 
 
 def cmd_warmup(args) -> int:

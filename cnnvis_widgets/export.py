@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cnnvis_widgets import images as px
+from cnnvis_widgets import pixels as px
 
 
 def save_png(image: np.ndarray, path: str | os.PathLike, scale: int = 1) -> Path:

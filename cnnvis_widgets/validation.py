@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from typing import Iterable
 
 import numpy as np
@@ -55,3 +56,27 @@ def one_of(value, valid: Iterable, what: str) -> None:
         raise ValueError(
             f"Unknown {what} {value!r}.{did_you_mean(value, valid)} Valid: {', '.join(map(str, valid))}."
         )
+
+
+def parse_filters(text: str, channels: int) -> np.ndarray:
+    """Filters of a layer of ``channels`` from text (a widget's box, a command line): '0:16' →
+    0..15 (a range is cut to the layer), '3, 5, 9' or '3 5 9' → [3, 5, 9], '' or 'all' → every
+    channel; errors say what is valid (indices beyond the layer: ``Probe.check_units``)."""
+    text = (text or "").strip()
+    if text in ("", "all", ":"):
+        return np.arange(channels)
+    try:
+        if ":" in text:
+            lo, hi = (int(t) if t.strip() else None for t in text.split(":", 1))
+            units = np.arange(channels)[slice(lo, hi)]
+        else:
+            units = np.array([int(t) for t in re.split(r"[,\s]+", text) if t])  # '3,5,9' or '3 5 9'
+    except ValueError:
+        raise ValueError(
+            f"Filters {text!r}: give a range like 0:16, a list like 3,5,9, top16 (most active for the image), or 'all'."
+        ) from None
+    if units.size == 0:
+        raise ValueError(
+            f"Filters {text!r} select nothing; the layer has {channels} filters (0..{channels - 1})."
+        )
+    return units

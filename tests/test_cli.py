@@ -92,7 +92,7 @@ def test_every_user_error_exits_2_with_one_line_and_writes_nothing(tmp_path, cap
             return exit.code
 
     cases = {
-        ("maps", "--cmap", "nope"): "unknown colormap 'nope'",  # was KeyError
+        ("maps", "--cmap", "nope"): "Unknown colormap 'nope'",  # was KeyError
         ("maps", "--out", str(tmp_path)): "is a folder",  # was written to <folder>.png, exit 0
         ("maps", "--out", str(tmp_path / "maps.txt")): "ending in .png",
         ("saliency", "--method", ","): "names no method",  # an empty figure, exit 0

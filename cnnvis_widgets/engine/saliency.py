@@ -39,9 +39,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cnnvis_widgets import images as px
+from cnnvis_widgets import pixels as px
 from cnnvis_widgets import validation
 from cnnvis_widgets.engine import sharding
+from cnnvis_widgets.jaxpr import lrp as relevance
 from cnnvis_widgets.jaxpr import speed, walk
 from cnnvis_widgets.jaxpr.evaluate import evaluate, rewrite
 from cnnvis_widgets.jaxpr.gradients import relu_rules
@@ -106,7 +107,7 @@ def saliency(
       probe: a Probe (``cnnvis_widgets.load(name)`` or ``Probe(model, ...)``).
       images: (N, H, W, C) in [0, 1] (uint8 is scaled by 1/255).
       method: one of ``METHODS``: "vanilla", "grad_x_input", "smoothgrad",
-        "integrated_gradients", "guided_backprop", "deconvnet", "gradcam", "gradcam_pp",
+        "integrated_gradients", "guided_backprop", "deconvnet", "lrp", "gradcam", "gradcam_pp",
         "scorecam", "occlusion".
       target: None (predicted class), a class index or name, (N,) class indices, or a layer
         unit ``("conv3", 5)`` / ``("conv3", None)`` (whole layer).
@@ -240,7 +241,7 @@ def method_options(method: str) -> list[str]:
 
 
 def normalize_maps(maps) -> np.ndarray:
-    """Each (..., H, W) map scaled to [0, 1] (min-max, ``images.normalize``); a constant map
+    """Each (..., H, W) map scaled to [0, 1] (min-max, ``pixels.normalize``); a constant map
     becomes zeros."""
     return px.normalize(maps, axis=(-2, -1))
 
@@ -341,6 +342,36 @@ def deconvnet(probe, images, target=None, *, variables=None) -> SaliencyResult:
     return _result("deconvnet", _max_abs(g), t, s, spec, attributions=g)
 
 
+def lrp(
+    probe,
+    images,
+    target=None,
+    *,
+    composite: str = "epsilon-plus-flat",
+    epsilon: float = 1e-6,
+    gamma: float = 0.25,
+    variables=None,
+) -> SaliencyResult:
+    """Layer-wise relevance propagation; map = signed sum over channels of the pixels' relevance.
+
+    ``composite`` picks each linear layer's rule (``jaxpr.lrp.COMPOSITES``): "epsilon-plus-flat"
+    (z⁺ for convolutions, ε for dense layers, flat at the first layer), "epsilon-gamma-flat" (γ for
+    convolutions) or "epsilon" (ε everywhere); ``epsilon`` and ``gamma`` are the ε and γ rules'
+    parameters. The model is not edited: its computation is re-traced with the rules of
+    ``jaxpr.lrp`` (biases absorb their share; a batch norm not folded into its conv passes relevance
+    as a linear layer with ε = 0). Where no bias absorbs any, the map sums to the target's score.
+
+    References: Bach et al. 2015, "On Pixel-Wise Explanations for Non-Linear Classifier Decisions by
+    Layer-Wise Relevance Propagation"; Montavon et al. 2019, "Layer-Wise Relevance Propagation: An
+    Overview".
+    """
+    relevance.composite(composite)  # an unknown name lists the valid ones
+    epsilon, gamma = _non_negative(epsilon, "epsilon"), _non_negative(gamma, "gamma")
+    x, spec, units, variables = _prepare(probe, images, target, variables)
+    r, s, t = _jit_relevance(probe, spec, composite, epsilon, gamma)(variables, x, units)
+    return _result("lrp", r.sum(-1), t, s, spec, attributions=r)
+
+
 # ------------------------------------------------------------------ class activation maps
 def gradcam(probe, images, target=None, *, layer: str | None = None, variables=None) -> SaliencyResult:
     """ReLU(sum_k a_k A_k), a_k = spatial mean of d target / d A_k, A = ``layer``'s activations.
@@ -434,6 +465,7 @@ METHODS: dict[str, Callable[..., SaliencyResult]] = {
     "integrated_gradients": integrated_gradients,
     "guided_backprop": guided_backprop,
     "deconvnet": deconvnet,
+    "lrp": lrp,
     "gradcam": gradcam,
     "gradcam_pp": gradcam_pp,
     "scorecam": scorecam,
@@ -441,7 +473,7 @@ METHODS: dict[str, Callable[..., SaliencyResult]] = {
 }
 CAM_METHODS = ("gradcam", "gradcam_pp", "scorecam")
 # Methods whose maps are signed attributions (show them with 0 in the middle of a diverging colormap).
-SIGNED_METHODS = ("grad_x_input", "integrated_gradients", "occlusion")
+SIGNED_METHODS = ("grad_x_input", "integrated_gradients", "lrp", "occlusion")
 
 
 # ------------------------------------------------------------------ CAM formulas (pure, one image)
@@ -664,7 +696,11 @@ def _score_fn(spec: _Target) -> Callable:
 def _input_gradients(probe, spec: _Target, relu: str | None, fast_conv: bool) -> Callable:
     """g(variables, x (N, H, W, C), units (N,)) → (d target / d x, scores, units), vmapped over images."""
     rules = (speed.GRADIENTS if fast_conv else ()) + relu_rules(relu)
-    forward = rewrite(probe.forward, *rules) if rules else probe.forward
+    return _gradients_of(rewrite(probe.forward, *rules) if rules else probe.forward, spec)
+
+
+def _gradients_of(forward: Callable, spec: _Target) -> Callable:
+    """g(variables, x, units) → (d target / d x, scores, units) of ``forward(v, x) → (out, acts)``."""
     score = _score_fn(spec)
 
     def one(variables, x, unit):
@@ -676,6 +712,12 @@ def _input_gradients(probe, spec: _Target, relu: str | None, fast_conv: bool) ->
         return g, s, t
 
     return jax.vmap(one, in_axes=(None, 0, 0))
+
+
+@owned_by_probe
+def _jit_relevance(probe, spec: _Target, composite: str, epsilon: float, gamma: float):
+    pick = relevance.composite(composite, epsilon, gamma)
+    return jax.jit(_gradients_of(relevance.lrp(probe.reference_forward, pick, image_arg=1), spec))
 
 
 def _clean_scores(probe, spec: _Target, variables, x, units):
@@ -888,6 +930,7 @@ __all__ = [
     "gradient_x_input",
     "guided_backprop",
     "integrated_gradients",
+    "lrp",
     "method_options",
     "normalize_maps",
     "occlusion",

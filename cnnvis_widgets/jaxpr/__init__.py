@@ -7,6 +7,8 @@
 - ``match``: predicates (``activation``: a ``jax.nn.relu`` / ``relu6`` call; conv and pool shapes).
 - ``speed``: rules computing convolutions and pools in XLA:CPU's fast forms (``FORWARD``,
   ``GRADIENTS``). ``gradients``: ReLU gradient rules (``relu_rule``).
+- ``lrp``: layer-wise relevance propagation as gradient rules (``lrp(fn, composite)``: the gradient
+  is the relevance; ε, γ, z⁺, flat and w² rules per linear layer, composed by ``COMPOSITES``).
 
 Every JAX internal this package relies on is pinned by ``tests/jaxpr/test_jax_internals.py``.
 Walkers elsewhere that stay as they are, and why:

@@ -20,7 +20,7 @@ import ipywidgets as widgets
 import numpy as np
 
 from cnnvis_widgets import data
-from cnnvis_widgets import images as px
+from cnnvis_widgets import pixels as px
 from cnnvis_widgets import validation
 from cnnvis_widgets.compile_cache import enable_compilation_cache
 from cnnvis_widgets.engine import ascent

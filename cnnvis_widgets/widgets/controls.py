@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import itertools
-import re
 
 import ipywidgets as widgets
 import numpy as np
@@ -64,28 +63,6 @@ class LayerSlider(widgets.VBox):
     def _value_changed(self, change):
         if change["new"] in self.names and self.names[self.slider.value] != change["new"]:
             self.slider.value = self.names.index(change["new"])
-
-
-def parse_filters(text: str, channels: int) -> np.ndarray:
-    """'0:16' → 0..15, '3, 5, 9' → [3, 5, 9], '' or 'all' → every channel; clear errors."""
-    text = (text or "").strip()
-    if text in ("", "all", ":"):
-        return np.arange(channels)
-    try:
-        if ":" in text:
-            lo, hi = (int(t) if t.strip() else None for t in text.split(":", 1))
-            units = np.arange(channels)[slice(lo, hi)]
-        else:
-            units = np.array([int(t) for t in re.split(r"[,\s]+", text) if t])  # '3,5,9' or '3 5 9'
-    except ValueError:
-        raise ValueError(
-            f"Filters {text!r}: give a range like 0:16, a list like 3,5,9, top16 (most active for the image), or 'all'."
-        ) from None
-    if units.size == 0:
-        raise ValueError(
-            f"Filters {text!r} select nothing; the layer has {channels} filters (0..{channels - 1})."
-        )
-    return units
 
 
 class FilterPicker(widgets.HBox):

@@ -27,7 +27,6 @@ from cnnvis_widgets.widgets.controls import (
     FilterPicker,
     LayerSlider,
     RegularizerPanel,
-    parse_filters,
 )
 from cnnvis_widgets.widgets.grid import ImageGrid
 from cnnvis_widgets.widgets.view import View, as_probe
@@ -79,7 +78,7 @@ class FilterExplorer(View):
             raise TypeError(f"filters must be text like '0:16', '3,5,9', 'top16' or 'all', got {filters!r}.")
         if not re.fullmatch(r"top\s*\d+", filters.strip().lower()):
             info = probe.layer(self.layer_slider.value)
-            probe.check_units(info.name, parse_filters(filters, info.channels))
+            probe.check_units(info.name, validation.parse_filters(filters, info.channels))
         self.filter_picker = FilterPicker(filters)
         self.regularizer_panel = RegularizerPanel(self.recipe)
         self.steps = widgets.BoundedIntText(
@@ -245,7 +244,7 @@ class FilterExplorer(View):
         match = re.fullmatch(r"top\s*(\d+)", text)
         if match:
             return most_activated(self.probe, self.image, layer.name, n=int(match.group(1))).units
-        return parse_filters(self.filter_picker.value, layer.channels)
+        return validation.parse_filters(self.filter_picker.value, layer.channels)
 
     def stop(self) -> None:
         """Stop the current run after its current compiled call (``snapshot_every`` steps)."""

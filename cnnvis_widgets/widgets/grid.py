@@ -18,7 +18,7 @@ import traitlets
 from bqplot_image_gl import ImageGL
 from bqplot_image_gl.interacts import MouseInteraction
 
-from cnnvis_widgets import images as px
+from cnnvis_widgets import pixels as px
 
 
 # a grid with tile_px=0 is this wide: JupyterLab at 1024 px with its file browser open leaves ~590 px

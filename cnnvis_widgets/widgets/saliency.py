@@ -17,7 +17,7 @@ import time
 import ipywidgets as widgets
 import numpy as np
 
-from cnnvis_widgets import images as px
+from cnnvis_widgets import pixels as px
 from cnnvis_widgets.compile_cache import enable_compilation_cache
 from cnnvis_widgets.engine.saliency import (
     CAM_METHODS,
@@ -46,6 +46,7 @@ LABELS = {
     "integrated_gradients": "integrated gradients",
     "guided_backprop": "guided backprop",
     "deconvnet": "deconvnet",
+    "lrp": "LRP",
     "gradcam": "Grad-CAM",
     "gradcam_pp": "Grad-CAM++",
     "scorecam": "Score-CAM",

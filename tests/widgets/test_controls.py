@@ -14,7 +14,6 @@ from cnnvis_widgets.widgets.controls import (
     ImagePicker,
     LayerSlider,
     RegularizerPanel,
-    parse_filters,
 )
 
 DIGITS_SPATIAL = ["conv1", "conv2", "pool1", "conv3", "pool2", "conv4"]
@@ -31,60 +30,6 @@ def probe():
 def _stand_in(input_shape):
     """Just enough of a Probe for ImagePicker: its input shape."""
     return types.SimpleNamespace(input_shape=input_shape)
-
-
-# ------------------------------------------------------------------ parse_filters
-@pytest.mark.parametrize(
-    "text, channels, expected",
-    [
-        ("0:4", 16, [0, 1, 2, 3]),
-        (":3", 16, [0, 1, 2]),
-        ("13:", 16, [13, 14, 15]),
-        ("-2:", 16, [14, 15]),  # Python's slice: the last two
-        ("6:99", 8, [6, 7]),  # a range past the end stops at the last filter
-        ("3,5,9", 16, [3, 5, 9]),
-        (" 3, 5 ,9 ", 16, [3, 5, 9]),
-        ("3,5,9,", 16, [3, 5, 9]),
-        ("7", 16, [7]),
-        ("", 4, [0, 1, 2, 3]),
-        ("all", 4, [0, 1, 2, 3]),
-        (" all ", 4, [0, 1, 2, 3]),
-        (":", 4, [0, 1, 2, 3]),
-        (None, 3, [0, 1, 2]),
-    ],
-)
-def test_parse_filters_reads_ranges_lists_and_all(text, channels, expected):
-    """Ranges as Python slices of 0..channels-1, comma lists as given, '' / 'all' / ':' as every one."""
-    got = parse_filters(text, channels)
-    assert np.issubdtype(got.dtype, np.integer) and got.tolist() == expected
-
-
-@pytest.mark.parametrize("text", ["1.5", "0:16:2", "3;5", "top"])
-def test_parse_filters_names_the_text_and_the_forms_it_takes(text):
-    """Unreadable text: the message quotes it and lists the accepted forms."""
-    with pytest.raises(ValueError) as err:
-        parse_filters(text, 16)
-    assert str(err.value) == (
-        f"Filters {text!r}: give a range like 0:16, a list like 3,5,9, "
-        "top16 (most active for the image), or 'all'."
-    )
-
-
-@pytest.mark.parametrize("text", ["10:12", ",", "5:2"])
-def test_parse_filters_refuses_an_empty_selection_saying_what_exists(text):
-    """A selection of nothing (a range past the end, a bare comma, a backward range)."""
-    with pytest.raises(ValueError) as err:
-        parse_filters(text, 8)
-    assert str(err.value) == f"Filters {text!r} select nothing; the layer has 8 filters (0..7)."
-
-
-def test_parse_filters_does_not_glue_space_separated_numbers():
-    """'3 5 9' is either the filters 3, 5 and 9 or refused; never filter 359."""
-    try:
-        got = parse_filters("3 5 9", 400)
-    except ValueError:
-        return
-    assert got.tolist() == [3, 5, 9]
 
 
 # ------------------------------------------------------------------ LayerSlider

@@ -10,7 +10,7 @@ import traitlets
 from PIL import Image
 
 from cnnvis_widgets import data
-from cnnvis_widgets import images as px
+from cnnvis_widgets import pixels as px
 from cnnvis_widgets.engine.embedding import embed, features, mosaic, mosaic_layout
 from cnnvis_widgets.widgets.embedding import EmbeddingExplorer
 from cnnvis_widgets.widgets.grid import ImageGrid

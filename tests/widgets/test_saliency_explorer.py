@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnvis_widgets import images as px
+from cnnvis_widgets import pixels as px
 from cnnvis_widgets.compile_cache import programs_lowered
 from cnnvis_widgets.engine import saliency as sal
 from cnnvis_widgets.widgets.saliency import LABELS, SaliencyExplorer
@@ -254,7 +254,7 @@ def test_compare_mode_reports_each_method_and_shows_both_colour_bars(explorer):
     n = len(sal.METHODS)
     for k, method in enumerate(sal.METHODS):
         assert any(f"computing {LABELS[method]} ({k + 1}/{n})" in t for t in statuses), method
-    from cnnvis_widgets.images import colormap_css
+    from cnnvis_widgets.pixels import colormap_css
 
     assert colormap_css(explorer.cmap) in explorer.colorbar.value
     assert colormap_css(explorer.signed_cmap) in explorer.colorbar.value

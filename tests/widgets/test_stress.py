@@ -20,7 +20,7 @@ import pytest
 
 import cnnvis_widgets as cw
 from cnnvis_widgets import data
-from cnnvis_widgets import images as px
+from cnnvis_widgets import pixels as px
 from cnnvis_widgets.engine import embedding as emb
 from cnnvis_widgets.engine import saliency as sal
 from cnnvis_widgets.widgets import (
@@ -31,7 +31,8 @@ from cnnvis_widgets.widgets import (
     TrainingMonitor,
     WeightsView,
 )
-from cnnvis_widgets.widgets.controls import PANEL_REGULARIZERS, parse_filters
+from cnnvis_widgets.validation import parse_filters
+from cnnvis_widgets.widgets.controls import PANEL_REGULARIZERS
 from cnnvis_widgets.widgets.grid import ImageGrid
 
 EVENTS = 1000

@@ -1,11 +1,11 @@
-"""images.py, arrays to displayable pixels: each function on tiny hand-made arrays, against values
+"""pixels.py, arrays to displayable pixels: each function on tiny hand-made arrays, against values
 worked out by hand or through matplotlib's own colormap lookup."""
 
 import numpy as np
 import pytest
 from matplotlib import colormaps
 
-from cnnvis_widgets import images as px
+from cnnvis_widgets import pixels as px
 
 
 @pytest.mark.parametrize(
