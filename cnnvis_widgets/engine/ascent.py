@@ -31,6 +31,7 @@ import numpy as np
 import optax
 from jax.extend import core as jcore
 
+from cnnvis_widgets import validation
 from cnnvis_widgets.engine import objectives as objectives_lib
 from cnnvis_widgets.engine import param as param_lib
 from cnnvis_widgets.engine import recipes as recipes_lib
@@ -338,15 +339,17 @@ def visualize_filters(
     probe = require_probe(probe, "visualize_filters")
     info = probe.layer(layer)
     units = probe.check_units(info.name, filters)
-    steps = positive_int(steps, "steps", MAX_STEPS)
-    batch = positive_int(batch, "batch", 256)  # images per filter
-    seed = _integer(seed, "seed")
+    steps = validation.positive_int(steps, "steps", MAX_STEPS)
+    batch = validation.positive_int(batch, "batch", 256)  # images per filter
+    seed = validation.integer(seed, "seed")
     if not -(2**63) <= seed < 2**63:  # what jax.random.key takes
         raise ValueError(f"seed must fit in 64 bits (-2**63 <= seed < 2**63), got {seed}.")
     snapshot_every = (
-        steps if snapshot_every is None else min(positive_int(snapshot_every, "snapshot_every"), steps)
+        steps
+        if snapshot_every is None
+        else min(validation.positive_int(snapshot_every, "snapshot_every"), steps)
     )
-    chunk = None if chunk is None else positive_int(chunk, "chunk")
+    chunk = None if chunk is None else validation.positive_int(chunk, "chunk")
     if init_images is not None:
         init_images = probe.check_images(
             np.asarray(init_images)[None] if np.ndim(init_images) == 3 else init_images
@@ -614,21 +617,6 @@ def visualize_neuron(
 
 
 # ------------------------------------------------------------------ internals
-def positive_int(value, name: str, most: int | None = None) -> int:
-    """``value`` as an int if it is a positive integer (at most ``most``), else a ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    if most is not None and value > most:
-        raise ValueError(f"{name} must be at most {most}, got {value!r}.")
-    return int(value)
-
-
-def _integer(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}.")
-    return int(value)
-
-
 def _weights(weights, regs) -> np.ndarray:
     try:
         w = np.asarray(weights, np.float32)

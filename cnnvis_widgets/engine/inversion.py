@@ -11,6 +11,7 @@ import functools
 
 import numpy as np
 
+from cnnvis_widgets import validation
 from cnnvis_widgets.engine import objectives, param, recipes, regularizers, transforms
 from cnnvis_widgets.engine.ascent import AscentResult, visualize_filters
 from cnnvis_widgets.models.probe import require_probe
@@ -62,12 +63,8 @@ def deep_dream(
     References: Mordvintsev et al. 2015, "Inceptionism: Going Deeper into Neural Networks".
     """
     x = one_image(probe, image)
-    if "optimizer" not in kwargs and not (
-        isinstance(learning_rate, (int, float, np.number))
-        and np.isfinite(learning_rate)
-        and learning_rate > 0
-    ):
-        raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate!r}.")
+    if "optimizer" not in kwargs:
+        validation.positive_number(learning_rate, "learning_rate")
     # parts by value and the learning rate traced: another photo or rate compiles nothing new
     kwargs.setdefault("regularizers", ())
     kwargs.setdefault("param", recipes.build_param("pixel", probe.input_shape[-1]))

@@ -24,12 +24,12 @@ from typing import Sequence
 
 import numpy as np
 
+from cnnvis_widgets import validation
 from cnnvis_widgets.engine import objectives, recipes
 from cnnvis_widgets.engine.ascent import (
     MAX_STEPS,
     AscentResult,
     check_size,
-    positive_int,
     seen_size,
     visualize_filters,
 )
@@ -91,7 +91,7 @@ def synthesize_texture(
     kwargs["recipe"] = _recipe(kwargs.get("recipe"))
     layers = _spatial_layers(probe, default_style_layers(probe) if layers is None else layers, "layers")
     units = _seed_units(probe, layers, seeds)
-    steps = positive_int(steps, "steps", MAX_STEPS)
+    steps = validation.positive_int(steps, "steps", MAX_STEPS)
     size, seen = _sizes(probe, size, kwargs["recipe"])
     features = probe.activations(probe.variables, _fitted(probe, image, seen), layers)
     return _render(probe, objectives.style(features), units, steps, size, seed, kwargs)
@@ -136,7 +136,7 @@ def style_transfer(
     ):
         raise ValueError(f"style_weight must be a finite number >= 0, got {style_weight!r}.")
     units = _seed_units(probe, (content_layer, *layers), seeds)
-    steps = positive_int(steps, "steps", MAX_STEPS)
+    steps = validation.positive_int(steps, "steps", MAX_STEPS)
     size, seen = _sizes(probe, size, kwargs["recipe"])
     target = probe.activations(probe.variables, _fitted(probe, content, seen), content_layer)
     features = probe.activations(probe.variables, _fitted(probe, style, seen), layers)
@@ -212,7 +212,7 @@ def _seed_units(probe, layers, seeds) -> tuple[str, np.ndarray]:
     """(a layer, units 0..seeds-1 of it): the dummy units that make ``seeds`` images in one call.
     Units must be channels of a layer the objective reads; the widest one allows the most."""
     widest = max(layers, key=lambda name: probe.layer(name).channels)
-    return widest, np.arange(positive_int(seeds, "seeds", probe.layer(widest).channels))
+    return widest, np.arange(validation.positive_int(seeds, "seeds", probe.layer(widest).channels))
 
 
 def _render(probe, objective, units, steps, size, seed, kwargs) -> AscentResult:
