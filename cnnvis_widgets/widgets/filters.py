@@ -20,7 +20,7 @@ import numpy as np
 from cnnvis_widgets import data
 from cnnvis_widgets import validation
 from cnnvis_widgets.compile_cache import enable_compilation_cache
-from cnnvis_widgets.engine import ascent, param, recipes, transforms
+from cnnvis_widgets.engine import ascent, recipes, transforms
 from cnnvis_widgets.engine.activations import most_activated
 from cnnvis_widgets.widgets.controls import (
     PANEL_REGULARIZERS,

@@ -163,15 +163,15 @@ class ImageGrid(widgets.VBox):
             self._montage = None  # so that clearing the selection redraws nothing old
             self.selected = -1  # other tiles: the selection is gone
         # laid out again for other tiles, a new tile size (``_relayout``), or labels come or go
-        new_shape = self._shape != shape or self._relayout_due or (labels is not None) != (self._gap > 0)
-        if new_shape:
+        lay_out = self._shape != shape or self._relayout_due or (labels is not None) != (self._gap > 0)
+        if lay_out:
             self._shape, self._relayout_due = shape, False
             # a band under each row for the labels: ~14 screen px, in tile pixels
             self._gap = int(np.ceil(14 * rgb.shape[1] / self.shown_tile_px)) if labels is not None else 0
         montage = px.to_uint8(px.montage(rgb, self.ncols, pad=1, pad_value=1.0, row_gap=self._gap))
         h, w = montage.shape[:2]
         with self.mark.hold_sync():  # not self.hold_sync(): `selected` is set by clicks, on the kernel thread
-            if new_shape:
+            if lay_out:
                 self._resize_figure(len(tiles), h, w)
                 self._lay_out_now()  # before the scales and the tiles reach the browser
                 self.mark.x, self.mark.y = (0, w), (0, h)

@@ -28,7 +28,6 @@ from cnnvis_widgets.engine.saliency import (
     check_options_by_method,
     target_label,
     target_to_text,
-    method_options,
     parse_target,
     saliency,
 )

@@ -11,7 +11,7 @@ import pytest
 
 import cnnvis_widgets as cw
 from cnnvis_widgets.compile_cache import programs_lowered
-from cnnvis_widgets.engine import ascent, regularizers
+from cnnvis_widgets.engine import regularizers
 from cnnvis_widgets.engine import renderer as renderer_lib
 from cnnvis_widgets.engine.ascent import visualize_classes, visualize_filters
 
