@@ -30,6 +30,7 @@ from cnnvis_widgets.engine.activations import (
     receptive_patches,
     top_images,
 )
+from cnnvis_widgets.engine.concepts import concept_examples, concepts, decompose
 from cnnvis_widgets.engine.embedding import embed, features, mosaic, neighbours
 from cnnvis_widgets.engine.saliency import METHODS as SALIENCY_METHODS
 from cnnvis_widgets.engine.saliency import saliency
@@ -51,6 +52,9 @@ def explore(model="digits-cnn", images=None, dataset=None, views=None, start=Non
 __all__ = [
     "MODELS",
     "SALIENCY_METHODS",
+    "concept_examples",
+    "concepts",
+    "decompose",
     "embed",
     "explore",
     "feature_maps",

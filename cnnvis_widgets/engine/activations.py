@@ -191,11 +191,18 @@ def receptive_patches(
     info = require_probe(probe, "receptive_patches").layer(layer)
     if not info.spatial:
         receptive_box(probe, info.name, (0, 0))  # raises the error for non-spatial layers
-    top = top_images(probe, images, info.name, unit, k, batch_size, variables)
+    return patches_at(probe, images, top_images(probe, images, info.name, unit, k, batch_size, variables), pad_value)
+
+
+def patches_at(probe, images: Any, top: TopK, pad_value: float = 0.0) -> np.ndarray:
+    """The crops (k, P, P, C) of ``images[top.indices]`` that ``top.layer`` sees at ``top.positions``
+    (the whole images where positions is None: a dense layer's units see all of it)."""
     x = np.asarray(probe.check_images(np.asarray(images)[top.indices]))
+    if top.positions is None:
+        return x
     crops = []
     for img, pos in zip(x, top.positions):
-        y0, x0, size = receptive_box(probe, info.name, pos)
+        y0, x0, size = receptive_box(probe, top.layer, pos)
         crops.append(_crop(img, y0, x0, size, pad_value))
     return np.stack(crops)
 

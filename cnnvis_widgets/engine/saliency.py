@@ -881,10 +881,11 @@ def _jit_occlusion(probe, spec: _Target, size, patch, stride, chunk: int):
 
 
 # ------------------------------------------------------------------ gradients at a layer
-def tap_layer(forward: Callable, layer: str) -> Callable:
+def tap_layer(forward: Callable, layer: str, rules: Callable | None = None) -> Callable:
     """``forward(v, x) → (out, acts)`` as ``tapped(v, x, delta)`` with ``delta`` added to ``acts[layer]``
     where it is computed, so the rest of the model sees it: ``jax.grad`` w.r.t. ``delta`` at zero is the
-    gradient w.r.t. the layer's output. The model is not edited: its jaxpr is re-evaluated.
+    gradient w.r.t. the layer's output. The model is not edited: its jaxpr is re-evaluated, under
+    ``rules(jaxpr, image positions)``'s evaluator rules if given (LRP's: ``jaxpr.lrp.rules``).
     """
 
     def tapped(variables, x, delta):
@@ -900,7 +901,10 @@ def tap_layer(forward: Callable, layer: str) -> Callable:
                 f"of the model's computation (is it a copy of the value passed on?)."
             )
         leaves = jax.tree_util.tree_leaves((variables, x))
-        outs = evaluate(closed.jaxpr, closed.consts, leaves, taps={tap: delta})
+        start = len(jax.tree_util.tree_leaves(variables))
+        image = set(range(start, len(leaves)))
+        given = rules(closed.jaxpr, image) if rules else ()
+        outs = evaluate(closed.jaxpr, closed.consts, leaves, given, {tap: delta})
         return jax.tree_util.tree_unflatten(tree, outs)
 
     return tapped

@@ -353,13 +353,22 @@ def lrp(fn: Callable, pick: Composite | str = "epsilon-plus-flat", image_arg: in
         closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
         start = len(jax.tree_util.tree_leaves(args[:image_arg]))
         image = set(range(start, start + len(jax.tree_util.tree_leaves(args[image_arg]))))
-        plan = _plan(closed.jaxpr, image)
-        if not plan.linear:
-            raise ValueError(
-                "LRP found no linear layer reading the image (a conv_general_dilated or dot_general whose "
-                "kernel does not depend on the image), so it has no layer to apply its rules to."
-            )
-        outs = evaluate(closed.jaxpr, closed.consts, jax.tree_util.tree_leaves(args), _rules(plan, pick))
+        leaves = jax.tree_util.tree_leaves(args)
+        outs = evaluate(closed.jaxpr, closed.consts, leaves, rules(closed.jaxpr, image, pick))
         return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), outs)
 
     return wrapped
+
+
+def rules(jaxpr, image: set, pick: Composite | str = "epsilon-plus-flat") -> tuple:
+    """The evaluator rules (``jaxpr.evaluate``) that give ``jaxpr`` LRP's gradient under ``pick``, where
+    ``image`` holds the positions of the image's leaves among its inputs: for callers that evaluate the
+    jaxpr themselves (with taps: concept relevance, ``engine.concepts``)."""
+    pick = composite(pick) if isinstance(pick, str) else pick
+    plan = _plan(jaxpr, image)
+    if not plan.linear:
+        raise ValueError(
+            "LRP found no linear layer reading the image (a conv_general_dilated or dot_general whose "
+            "kernel does not depend on the image), so it has no layer to apply its rules to."
+        )
+    return _rules(plan, pick)
