@@ -8,6 +8,7 @@ fast path inside loops, jax-ml/jax#12868). So the targets are
 
     smoothgrad / (S x vanilla) <= 1.1      integrated_gradients / (T x vanilla) <= 1.1
     lrp / vanilla <= 1.5
+    top-8 concept heatmaps in one call / 8 one-channel calls <= 0.3   (--concepts)
 
 where ``vanilla`` is one ``saliency(..., "vanilla")`` call on the same batch (one gradient,
 outside any loop, stock convs). All variants are timed end to end through the public API, as a
@@ -32,6 +33,7 @@ next calls of the others several times slower.
     .venv/bin/python benchmarks/bench_saliency.py              # digits-cnn, 64 images, S = T = 32
     .venv/bin/python benchmarks/bench_saliency.py --quick      # CI smoke run (seconds)
     .venv/bin/python benchmarks/bench_saliency.py --imagenet   # + EfficientNet-Lite0, 8 x 224^2
+    .venv/bin/python benchmarks/bench_saliency.py --concepts --imagenet   # cw.concepts, both models
 """
 
 from __future__ import annotations
@@ -185,6 +187,37 @@ def workload(name, probe, images, targets, samples, steps, rounds, naive: bool):
     }
 
 
+def concept_workload(name, probe, image, layers, k, rounds):
+    """The top-``k`` concept heatmaps of one image as one call (one forward pass, ``k`` vmapped
+    backward passes) against ``k`` calls of one channel each (``channels=[c]``), interleaved."""
+    print(f"\n== {name} concepts: top-{k} heatmaps in one call vs {k} calls, {rounds} rounds", flush=True)
+    rows = []
+    for layer in layers:
+        top = cw.concepts(probe, image, layer=layer, top_k=k)  # compiles the top-k program
+        channels = [int(c) for c in top.channels]
+        cw.concepts(probe, image, layer=layer, channels=channels[:1])  # and the one-channel one
+        one = lambda: cw.concepts(probe, image, layer=layer, top_k=k)
+        separate = lambda: [cw.concepts(probe, image, layer=layer, channels=[c]) for c in channels]
+        got = [np.asarray(r.heatmaps[0]) for r in separate()]
+        check = float(np.abs(np.stack(got) - top.heatmaps).max() / max(np.abs(top.heatmaps).max(), 1e-12))
+        together, apart = [], []
+        for r in range(rounds):
+            for fn, runs in ((one, together), (separate, apart))[:: 1 if r % 2 else -1]:
+                runs.append(timed(fn)[0])
+        ratio = float(np.median(together) / np.median(apart))
+        print(
+            f"  {layer:<18} one call {np.median(together):.3f} s, {k} calls {np.median(apart):.3f} s, "
+            f"ratio {ratio:.2f} ({'met' if ratio <= 0.3 else 'NOT met'}: <= 0.3); same maps: max rel diff "
+            f"{check:.1e}",
+            flush=True,
+        )
+        rows.append(
+            {"layer": layer, "k": k, "one_call_s": together, "separate_calls_s": apart, "ratio": ratio,
+             "max_rel_diff": check}
+        )  # fmt: skip
+    return {"workload": f"{name} concepts", "rounds": rounds, "layers": rows}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=64, help="digit images in the batch")
@@ -198,10 +231,16 @@ def main():
     ap.add_argument(
         "--imagenet-naive", action="store_true", help="also the nested vmap on EfficientNet (slow)"
     )
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_saliency.json"))
+    ap.add_argument(
+        "--concepts", action="store_true",
+        help="instead: the top-8 concept heatmaps (cw.concepts) in one call vs 8 calls (target <= 0.3)",
+    )  # fmt: skip
+    ap.add_argument("--out", default=None, help="JSON (default results/bench_saliency[_concepts].json)")
     args = ap.parse_args()
     if args.quick:
         args.images, args.samples, args.steps, args.rounds = 8, 4, 4, 3
+    results_dir = Path(__file__).parent / "results"
+    args.out = args.out or str(results_dir / f"bench_saliency{'_concepts' if args.concepts else ''}.json")
 
     info = machine_info()
     print(
@@ -209,6 +248,15 @@ def main():
         flush=True,
     )
     data = cw.data.digits()
+    if args.concepts:
+        rounds = max(args.rounds, 5)
+        results = [concept_workload("digits-cnn", cw.load("digits-cnn"), data.images[0], ["conv3", "conv4"], 8, rounds)]
+        if args.imagenet:
+            probe = cw.load("efficientnet-lite0")
+            image = cw.data.fit_image(cw.data.photo("chelsea"), probe.input_shape)
+            layers = ["block6.expand", probe.default_layer, "block13", "block15.expand"]
+            results.append(concept_workload("efficientnet-lite0", probe, image, layers, 8, rounds))
+        return _write(args, info, results)
     results = [
         workload(
             "digits-cnn",
@@ -239,6 +287,10 @@ def main():
             )
         )
 
+    _write(args, info, results)
+
+
+def _write(args, info, results):
     info["load_avg_1_5_15_end"] = os.getloadavg()
     out = {"machine": info, "config": vars(args), "noise": NOISE, "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -204,13 +204,15 @@ def concept_examples(
     else:
         how = _check_how(method, composite, epsilon, gamma)
         variables = probe.check_variables(variables)
-        best, where = [], []
+        spec, units = saliency._resolve_target(probe, target, len(images))
+        program = _jit_relevance_peaks(probe, spec, how, info.name)
+        best, where, start = [], [], 0
         for x, valid in activations.batches(probe, images, batch_size):
-            spec, units = saliency._resolve_target(probe, target, len(x))
-            program = _jit_relevance_peaks(probe, spec, how, info.name)
-            value, pos = program(variables, x, jnp.asarray(units), jnp.int32(channel))
+            batch = np.resize(units[start : start + int(valid.sum())], len(x))  # the padding repeats
+            value, pos = program(variables, x, jnp.asarray(batch), jnp.int32(channel))
             best.append(np.asarray(value)[valid])
             where.append(np.asarray(pos)[valid])
+            start += int(valid.sum())
         best, where = np.concatenate(best), np.concatenate(where)
         k = validation.positive_int(k, "k")
         if k > len(best):

@@ -132,8 +132,10 @@ def _by_rule(rule, a, w, b, r, eps):
     return _shares(contrib, contrib.sum(-2), r)
 
 
-def _hand_lrp(params, image, target, conv_rule, first_rule, eps):
-    """LRP of digits-cnn (models/digits.py) in float64 numpy, layer by layer."""
+def _hand_lrp(params, image, target, conv_rule, first_rule, eps, at=None):
+    """LRP of digits-cnn (models/digits.py) in float64 numpy, layer by layer; ``at`` (a dict), if
+    given, gets the relevance (H, W, C) at each conv layer's output."""
+    at = {} if at is None else at
     p = {k: (np.float64(v["kernel"]), np.float64(v["bias"])) for k, v in params.items()}
     x = (np.float64(image) - cw.models.digits.MEAN) / cw.models.digits.STD
     acts, a = [], x
@@ -162,6 +164,7 @@ def _hand_lrp(params, image, target, conv_rule, first_rule, eps):
             windows = windows.reshape(hh // 2, ww // 2, c, 4)
             win = np.eye(4)[windows.argmax(-1)] * r[..., None]
             r = win.reshape(hh // 2, ww // 2, c, 2, 2).transpose(0, 3, 1, 4, 2).reshape(hh, ww, c)
+        at[name[:-3]] = r  # the relevance at the conv layer's output
         a = acts.pop()
         rule = first_rule if name == "conv1_op" else conv_rule
         patches = _patches(np.ones_like(a) if rule == "flat" else a)
