@@ -31,6 +31,7 @@ from cnnvis_widgets.engine.activations import (
     top_images,
 )
 from cnnvis_widgets.engine.embedding import embed, features, mosaic, neighbours
+from cnnvis_widgets.engine.faithfulness import FaithfulnessResult, curves_of_maps, faithfulness
 from cnnvis_widgets.engine.saliency import METHODS as SALIENCY_METHODS
 from cnnvis_widgets.engine.saliency import saliency
 from cnnvis_widgets.engine.sanity import randomization_cascade, regularizer_ablation
@@ -51,8 +52,10 @@ def explore(model="digits-cnn", images=None, dataset=None, views=None, start=Non
 __all__ = [
     "MODELS",
     "SALIENCY_METHODS",
+    "curves_of_maps",
     "embed",
     "explore",
+    "faithfulness",
     "feature_maps",
     "features",
     "filter_stats",
@@ -67,6 +70,7 @@ __all__ = [
     "top_images",
     "use_all_cores",
     "AscentResult",
+    "FaithfulnessResult",
     "Layer",
     "Probe",
     "data",

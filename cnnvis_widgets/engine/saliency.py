@@ -413,7 +413,7 @@ def scorecam(
     """
     x, spec, units, variables = _prepare(probe, images, target, variables)
     layer = _cam_layer(probe, layer, spec, "Score-CAM", need_after=False)
-    chunk = _chunk(chunk, probe, x.shape)
+    chunk = loop_chunk(chunk, probe, x.shape)
     maps, s, t = _jit_scorecam(probe, spec, layer, chunk)(variables, x, units)
     return _result("scorecam", maps, t, s, spec, layer=layer)
 
@@ -451,7 +451,7 @@ def occlusion(
     fill = _non_negative(fill, "fill")
     if fill > 1:
         raise ValueError(f"fill must be a value in [0, 1] (0.5: grey), got {fill}.")
-    chunk = _chunk(chunk, probe, x.shape)
+    chunk = loop_chunk(chunk, probe, x.shape)
     maps, s, t = _jit_occlusion(probe, spec, (h, w), patch, stride, chunk)(
         variables, x, units, jnp.float32(fill)
     )
@@ -621,8 +621,9 @@ def _pair(value, name: str) -> tuple[int, int]:
     return validation.positive_int(pair[0], name), validation.positive_int(pair[1], name)
 
 
-def _chunk(chunk, probe, shape) -> int:
-    """Loop items per forward pass: given, or as many as the activation budget allows."""
+def loop_chunk(chunk, probe, shape) -> int:
+    """Loop items (each a batch of ``shape``'s images) per forward pass: ``chunk`` if given, else as
+    many as ``CACHE_FRIENDLY_VALUES`` of the largest layer's activations allow (at least one)."""
     if chunk is not None:
         return validation.positive_int(chunk, "chunk")
     n, h, w, _ = shape
@@ -930,6 +931,7 @@ __all__ = [
     "gradient_x_input",
     "guided_backprop",
     "integrated_gradients",
+    "loop_chunk",
     "lrp",
     "method_options",
     "normalize_maps",
