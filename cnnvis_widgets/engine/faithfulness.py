@@ -17,7 +17,7 @@ Black-box Models" (BMVC), section 4.1.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -202,6 +202,7 @@ def faithfulness(
     options: dict | None = None,
     chunk: int | None = None,
     variables=None,
+    callback: Callable[[int, int, str], bool | None] | None = None,
 ) -> FaithfulnessResult:
     """Deletion and insertion curves and their areas for each saliency method's maps of ``images``,
     and the methods ranked by insertion AUC - deletion AUC.
@@ -219,6 +220,8 @@ def faithfulness(
       options: per-method saliency options, e.g. ``{"smoothgrad": {"n_samples": 16}}``.
       chunk: steps per forward pass (default: ``saliency.loop_chunk``'s budget).
       variables: model variables (default ``probe.variables``).
+      callback: ``callback(done, total, method)`` after each method; returning True stops, and the
+        result holds the methods done.
 
     References: Petsiuk et al. 2018, "RISE: Randomized Input Sampling for Explanation of Black-box
     Models" (BMVC), deletion and insertion metrics.
@@ -248,6 +251,9 @@ def faithfulness(
             probe, x, method, classes, variables=variables, **options.get(method, {})
         )
         curves.append(curves_of_maps(probe, x, result.maps, classes, **settings))
+        if callback is not None and callback(len(curves), len(methods), method):
+            methods = methods[: len(curves)]
+            break
     stack = lambda field: np.stack([getattr(c, field) for c in curves])
     deletion_auc, insertion_auc = stack("deletion_auc"), stack("insertion_auc")
     return FaithfulnessResult(

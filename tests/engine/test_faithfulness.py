@@ -138,6 +138,18 @@ def test_the_ideal_order_beats_a_random_order_and_its_reverse(linear, images):
     np.testing.assert_array_equal(result.targets, [0, 0, 0])
 
 
+def test_a_callback_sees_each_method_and_can_stop(linear, images):
+    probe, _ = linear
+    seen = []
+    result = cw.faithfulness(
+        probe, images, ["vanilla", "grad_x_input", "smoothgrad"], 0, steps=4,
+        callback=lambda done, total, method: seen.append((done, total, method)) or done == 2,
+    )  # fmt: skip
+    assert seen == [(1, 3, "vanilla"), (2, 3, "grad_x_input")]
+    assert result.methods == ("vanilla", "grad_x_input") and result.deletion_auc.shape == (2, 3)
+    assert sorted(result.ranking) == ["grad_x_input", "vanilla"]
+
+
 def test_methods_default_to_those_the_model_allows(linear):
     probe, _ = linear
     assert not set(fa.applicable_methods(probe)) & {"gradcam", "gradcam_pp", "scorecam"}
