@@ -29,6 +29,7 @@ from cnnvis_widgets.engine import regularizers
 from cnnvis_widgets.engine.saliency import (
     CAM_METHODS,
     METHODS,
+    check_batch_memory,
     check_method,
     check_options_by_method,
     loop_chunk,
@@ -70,7 +71,6 @@ def pixel_order(maps) -> jax.Array:
     """(N, H, W) maps → (N, H*W) flat pixel indices, most relevant (largest value) first; equal values
     keep raster order (row by row), so the order is deterministic."""
     flat = jnp.asarray(maps).reshape(np.shape(maps)[0], -1)
-    flat = jnp.where(flat == 0, 0.0, flat)  # -0.0 sorts before 0.0 in XLA's total order
     return jnp.argsort(-flat, axis=-1, stable=True)
 
 
@@ -168,6 +168,8 @@ def curves_of_maps(
     insertion_fill = _check_baseline(insertion_baseline, "insertion_baseline")
     uses_blur = "blur" in (deletion_fill, insertion_fill)
     sigma = validation.positive_number(blur_sigma, "blur_sigma") if uses_blur else None
+    if len(np.shape(images)) == 4:
+        check_batch_memory(probe, np.shape(images))  # before the images are converted
     x = probe.check_images(images)
     n, h, w, _ = x.shape
     steps = min(DEFAULT_STEPS, h * w) if steps is None else steps

@@ -499,7 +499,7 @@ def _prepare(probe, images, target, variables):
     probe = require_probe(probe, "saliency")
     if len(np.shape(images)) == 4 and np.shape(images)[-1] == probe.input_shape[-1]:
         probe.check_size(np.shape(images)[1:3], "images of size")  # one image too large: not a batch
-        _check_batch_memory(probe, np.shape(images))  # before the images are converted, even
+        check_batch_memory(probe, np.shape(images))  # before the images are converted, even
     x = probe.check_images(images)
     spec, units = _resolve_target(probe, target, len(x))
     return x, spec, jnp.asarray(units, jnp.int32), probe.check_variables(variables)
@@ -632,7 +632,7 @@ def loop_chunk(chunk, probe, shape) -> int:
     return max(1, int(CACHE_FRIENDLY_VALUES // (n * largest)))
 
 
-def _check_batch_memory(probe, shape) -> None:
+def check_batch_memory(probe, shape) -> None:
     """A ValueError before anything is allocated when ``shape``'s images would need more than
     ``BATCH_BUDGET`` bytes of activations and their gradients (every layer's output, scaled by
     the images' area) in one call; it says how many to pass at a time."""
@@ -920,6 +920,7 @@ __all__ = [
     "CAM_METHODS",
     "METHODS",
     "SaliencyResult",
+    "check_batch_memory",
     "check_method",
     "check_options",
     "check_options_by_method",

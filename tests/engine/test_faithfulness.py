@@ -59,7 +59,7 @@ def hand_curve(w, image, m, substrate, steps, inserting):
 
 # ------------------------------------------------------------ definitions
 def test_pixel_order_is_most_relevant_first_with_ties_in_raster_order():
-    m = np.array([[[0.0, 2.0], [-0.0, 2.0]]], np.float32)  # ties: 2.0 twice, 0.0 and -0.0
+    m = np.array([[[-0.0, 2.0], [0.0, 2.0]]], np.float32)  # ties: 2.0 twice, -0.0 and 0.0
     np.testing.assert_array_equal(fa.pixel_order(m), [[1, 3, 0, 2]])
     np.testing.assert_array_equal(fa.pixel_ranks(m), [[[2, 0], [3, 1]]])
     np.testing.assert_array_equal(fa.step_counts(16, 4), [0, 4, 8, 12, 16])
@@ -227,3 +227,11 @@ def test_bad_maps_or_classes_say_what_is_valid(linear, images):
         cw.curves_of_maps(probe, images, np.zeros((3, 4, 4)), 5)
     with pytest.raises(TypeError, match="class indices"):
         cw.curves_of_maps(probe, images, np.zeros((3, 4, 4)), 0.5)
+
+
+def test_a_batch_too_large_for_memory_is_refused_before_any_curve():
+    probe = cw.load("digits-cnn")
+    per_image = 2 * 4 * sum(int(np.prod(layer.shape)) for layer in probe.layers) * (512 * 512) // (32 * 32)
+    n = cw.engine.saliency.BATCH_BUDGET // per_image + 1  # one more than saliency takes at once
+    with pytest.raises(ValueError, match=rf"{n} images of 512x512 .* pass at most {n - 1} at a time"):
+        cw.curves_of_maps(probe, np.zeros((n, 512, 512, 1), np.uint8), np.zeros((n, 512, 512), np.float32))
