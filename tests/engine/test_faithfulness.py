@@ -1,7 +1,6 @@
 """Faithfulness (deletion / insertion, Petsiuk et al. 2018): the definitions by hand on a linear model whose
 ideal pixel order is known, the ideal order beating others, digits-cnn end to end, clear errors."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
