@@ -32,6 +32,7 @@ from cnnvis_widgets.engine.activations import (
 )
 from cnnvis_widgets.engine.concepts import concept_examples, concepts, decompose
 from cnnvis_widgets.engine.embedding import embed, features, mosaic, neighbours
+from cnnvis_widgets.engine.faithfulness import FaithfulnessResult, curves_of_maps, faithfulness
 from cnnvis_widgets.engine.saliency import METHODS as SALIENCY_METHODS
 from cnnvis_widgets.engine.saliency import saliency
 from cnnvis_widgets.engine.sanity import randomization_cascade, regularizer_ablation
@@ -54,9 +55,11 @@ __all__ = [
     "SALIENCY_METHODS",
     "concept_examples",
     "concepts",
+    "curves_of_maps",
     "decompose",
     "embed",
     "explore",
+    "faithfulness",
     "feature_maps",
     "features",
     "filter_stats",
@@ -71,6 +74,7 @@ __all__ = [
     "top_images",
     "use_all_cores",
     "AscentResult",
+    "FaithfulnessResult",
     "Layer",
     "Probe",
     "data",

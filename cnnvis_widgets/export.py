@@ -152,14 +152,16 @@ def filter_detail_figure(
     return fig
 
 
-def saliency_figure(tiles, labels, top5, title: str, cascade=None):
-    """Saliency maps (over their images) with the top-5 classes beside them and, when ``cascade``
-    is given as (tiles, labels), the sanity check's randomization row under them."""
+def saliency_figure(tiles, labels, top5, title: str, cascade=None, faithfulness=None):
+    """Saliency maps (over their images) with the top-5 classes beside them; when ``cascade`` is given
+    as (tiles, labels), the sanity check's randomization row under them; when ``faithfulness`` is given
+    as rows (method, deletion AUC, insertion AUC), best first, the faithfulness ranking under those."""
     rows, cols = px.grid_shape(len(tiles), 2 if len(tiles) == 2 else None)
     width = max(cols * 1.6 + 2.2, len(cascade[0]) * 1.3 if cascade else 0)
-    height = rows * 1.7 + (1.8 if cascade else 0) + 0.4
-    fig = figure(figsize=(width, height), layout="constrained")
-    parts = fig.subfigures(2, 1, height_ratios=[rows * 1.7, 1.8]) if cascade else [fig]
+    heights = [rows * 1.7] + ([1.8] if cascade else [])
+    heights += [0.5 + 0.15 * len(faithfulness)] if faithfulness else []
+    fig = figure(figsize=(width, sum(heights) + 0.4), layout="constrained")
+    parts = list(fig.subfigures(len(heights), 1, height_ratios=heights)) if len(heights) > 1 else [fig]
     main, side = parts[0].subfigures(1, 2, width_ratios=[cols * 1.6, 2.2])
     draw_tiles(main, tiles, labels, cols)
     ax = side.add_subplot()
@@ -169,6 +171,17 @@ def saliency_figure(tiles, labels, top5, title: str, cascade=None):
     if cascade:
         draw_tiles(parts[1], cascade[0], cascade[1], len(cascade[0]))
         parts[1].suptitle("sanity check: randomized from the top (ρ: Spearman vs trained)", fontsize=8)
+    if faithfulness:
+        ax = parts[-1].add_subplot()
+        ax.set_axis_off()
+        table = [f"{'#':>2}  {'method':<22}{'deletion':>9}{'insertion':>10}{'ins-del':>9}"]
+        for k, (method, d, i) in enumerate(faithfulness, 1):
+            table.append(f"{k:>2}  {method:<22}{d:9.3f}{i:10.3f}{i - d:+9.3f}")
+        ax.text(0, 1, "\n".join(table), va="top", family="monospace", fontsize=8, transform=ax.transAxes)
+        parts[-1].suptitle(
+            "faithfulness (Petsiuk et al. 2018): areas under deletion (lower is better), insertion (higher)",
+            fontsize=8,
+        )
     fig.suptitle(title, fontsize=10)
     return fig
 

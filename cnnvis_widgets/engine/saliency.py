@@ -413,7 +413,7 @@ def scorecam(
     """
     x, spec, units, variables = _prepare(probe, images, target, variables)
     layer = _cam_layer(probe, layer, spec, "Score-CAM", need_after=False)
-    chunk = _chunk(chunk, probe, x.shape)
+    chunk = loop_chunk(chunk, probe, x.shape)
     maps, s, t = _jit_scorecam(probe, spec, layer, chunk)(variables, x, units)
     return _result("scorecam", maps, t, s, spec, layer=layer)
 
@@ -451,7 +451,7 @@ def occlusion(
     fill = _non_negative(fill, "fill")
     if fill > 1:
         raise ValueError(f"fill must be a value in [0, 1] (0.5: grey), got {fill}.")
-    chunk = _chunk(chunk, probe, x.shape)
+    chunk = loop_chunk(chunk, probe, x.shape)
     maps, s, t = _jit_occlusion(probe, spec, (h, w), patch, stride, chunk)(
         variables, x, units, jnp.float32(fill)
     )
@@ -499,7 +499,7 @@ def _prepare(probe, images, target, variables):
     probe = require_probe(probe, "saliency")
     if len(np.shape(images)) == 4 and np.shape(images)[-1] == probe.input_shape[-1]:
         probe.check_size(np.shape(images)[1:3], "images of size")  # one image too large: not a batch
-        _check_batch_memory(probe, np.shape(images))  # before the images are converted, even
+        check_batch_memory(probe, np.shape(images))  # before the images are converted, even
     x = probe.check_images(images)
     spec, units = _resolve_target(probe, target, len(x))
     return x, spec, jnp.asarray(units, jnp.int32), probe.check_variables(variables)
@@ -621,8 +621,9 @@ def _pair(value, name: str) -> tuple[int, int]:
     return validation.positive_int(pair[0], name), validation.positive_int(pair[1], name)
 
 
-def _chunk(chunk, probe, shape) -> int:
-    """Loop items per forward pass: given, or as many as the activation budget allows."""
+def loop_chunk(chunk, probe, shape) -> int:
+    """Loop items (each a batch of ``shape``'s images) per forward pass: ``chunk`` if given, else as
+    many as ``CACHE_FRIENDLY_VALUES`` of the largest layer's activations allow (at least one)."""
     if chunk is not None:
         return validation.positive_int(chunk, "chunk")
     n, h, w, _ = shape
@@ -631,7 +632,7 @@ def _chunk(chunk, probe, shape) -> int:
     return max(1, int(CACHE_FRIENDLY_VALUES // (n * largest)))
 
 
-def _check_batch_memory(probe, shape) -> None:
+def check_batch_memory(probe, shape) -> None:
     """A ValueError before anything is allocated when ``shape``'s images would need more than
     ``BATCH_BUDGET`` bytes of activations and their gradients (every layer's output, scaled by
     the images' area) in one call; it says how many to pass at a time."""
@@ -923,6 +924,7 @@ __all__ = [
     "CAM_METHODS",
     "METHODS",
     "SaliencyResult",
+    "check_batch_memory",
     "check_method",
     "check_options",
     "check_options_by_method",
@@ -934,6 +936,7 @@ __all__ = [
     "gradient_x_input",
     "guided_backprop",
     "integrated_gradients",
+    "loop_chunk",
     "lrp",
     "method_options",
     "normalize_maps",

@@ -1,10 +1,11 @@
 """SaliencyExplorer: which pixels make the network's score what it is, live.
 
-Controls (image picker, method, target, mode, batch size, sanity check) change traits; any
-change submits one job to the view's worker, which calls the engine (``saliency``, whose
-compiled functions are cached per method, so switching back and forth compiles nothing new)
-and, with the sanity check on, ``randomization_cascade``. The overlay opacity only re-blends
-the kept maps on the kernel: no job. Three modes: "single" (the image and its overlay),
+Controls (image picker, method, target, mode, batch size, sanity check, faithfulness) change
+traits; any change submits one job to the view's worker, which calls the engine (``saliency``,
+whose compiled functions are cached per method, so switching back and forth compiles nothing new)
+and, with the sanity check on, ``randomization_cascade``; with faithfulness on, ``faithfulness``
+ranks every method by deletion and insertion on the picker's image. The overlay opacity only
+re-blends the kept maps on the kernel: no job. Three modes: "single" (the image and its overlay),
 "batch" (one method over many images) and "compare" (every method on one image).
 """
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from cnnvis_widgets import pixels as px
 from cnnvis_widgets.compile_cache import enable_compilation_cache
+from cnnvis_widgets.engine.faithfulness import applicable_methods, faithfulness
 from cnnvis_widgets.engine.saliency import (
     CAM_METHODS,
     METHODS,
@@ -67,6 +69,8 @@ class SaliencyExplorer(View):
       batch_size: images in batch mode (the picker's first N; 0: all).
       opacity: weight of the heat map over the image, in [0, 1].
       sanity: show the cascading-randomization row (Adebayo et al. 2018) under the maps.
+      faithfulness: show the faithfulness row: every method ranked by its deletion and insertion areas
+        on the picker's image (Petsiuk et al. 2018).
       cascade_steps: parameter modules the sanity row randomizes, top down (None: all; the default 12
         covers digits-cnn's 6, while efficientnet-lite0 has 99, each re-running the method).
       options: per-method engine options, e.g. ``{"smoothgrad": {"n_samples": 16}}``.
@@ -86,6 +90,7 @@ class SaliencyExplorer(View):
         batch_size: int = 0,
         opacity: float = 0.5,
         sanity: bool = False,
+        faithfulness: bool = False,
         cascade_steps: int | None = 12,
         options: dict | None = None,
         cmap: str = "inferno",
@@ -123,6 +128,7 @@ class SaliencyExplorer(View):
         self.results: dict = {}  # method → SaliencyResult
         self.maps: np.ndarray | None = None  # (N, H, W) in [0, 1]: the maps blended over the images
         self.cascade = None  # CascadeResult of the sanity row, or None
+        self.faithfulness_result = None  # FaithfulnessResult of the faithfulness row, or None
         self.top5: list[tuple[str, float]] = []  # (class name, probability) of the picker's image
         self.request: dict | None = None  # the request of the last finished job
         self._display = None  # (base (N,H,W,3), heat (N,H,W,3), has_map (N,), labels) of the main grid
@@ -161,6 +167,11 @@ class SaliencyExplorer(View):
             opacity, min=0.0, max=1.0, step=0.05, description="opacity", continuous_update=True
         )
         self.sanity = widgets.Checkbox(sanity, description="sanity check (randomize layers)", indent=False)
+        self.faithfulness = widgets.Checkbox(
+            faithfulness, description="faithfulness (deletion / insertion)", indent=False,
+            tooltip="rank every method by how fast deleting (inserting) its most relevant pixels lowers "
+            "(raises) the class's probability, on the picker's image",
+        )  # fmt: skip
         self.grid = ImageGrid(tile_px=0)  # fits the width: two large tiles in single mode, 4 columns in the others
         self.colorbar = widgets.HTML(layout=widgets.Layout(margin="0 0 0 4px"))  # what the colours mean
         # the model's top-5 for the picker's image: each a button that makes its class the target
@@ -180,17 +191,21 @@ class SaliencyExplorer(View):
         self.cascade_grid = ImageGrid(tile_px=88)
         # shown only with the sanity check on: a bqplot figure laid out hidden (0×0) errs in the browser
         self.cascade_box = widgets.VBox([self.cascade_title, self.cascade_grid] if sanity else [])
+        self.faithfulness_table = widgets.HTML()  # the methods ranked, best first
+        self.faithfulness_box = widgets.VBox([self.faithfulness_table] if faithfulness else [])
 
         self.children = [
             widgets.HBox([self.image_picker, self.method, self.target], layout=widgets.Layout(flex_flow="row wrap")),
             widgets.HBox(
-                [self.mode, self.batch_size, self.opacity, self.sanity], layout=widgets.Layout(flex_flow="row wrap")
+                [self.mode, self.batch_size, self.opacity, self.sanity, self.faithfulness],
+                layout=widgets.Layout(flex_flow="row wrap"),
             ),
             self.status,
             widgets.HBox(  # the top-5 goes under the maps where the notebook is narrow
                 [widgets.VBox([self.grid, self.colorbar]), self.top5_box], layout=widgets.Layout(flex_flow="row wrap")
             ),
             self.cascade_box,
+            self.faithfulness_box,
         ]
         self._sync_batch_control()
 
@@ -199,6 +214,7 @@ class SaliencyExplorer(View):
         self.mode.observe(self._mode_changed, "value")
         self.batch_size.observe(lambda _change: self.mode.value == "batch" and self.run(), "value")
         self.sanity.observe(self._sanity_changed, "value")
+        self.faithfulness.observe(self._faithfulness_changed, "value")
         self.opacity.observe(lambda _change: self.redraw(), "value")
         self.grid.observe(self._tile_clicked, "selected")
         if autorun:
@@ -254,6 +270,7 @@ class SaliencyExplorer(View):
             "image": picker.image,
             "image_name": picker.value,
             "sanity": bool(self.sanity.value),
+            "faithfulness": bool(self.faithfulness.value),
         }
         what = "every method" if mode == "compare" else LABELS.get(request["method"], request["method"])
         self.show_status(f"computing {what} on {len(names)} image(s)…")
@@ -302,6 +319,7 @@ class SaliencyExplorer(View):
                 max_steps=self.cascade_steps,
                 **self.options_for(method, target),
             )
+        faith = self._faithfulness(request, cancelled) if request["faithfulness"] else None
         if cancelled():
             return
 
@@ -323,15 +341,17 @@ class SaliencyExplorer(View):
                 labels,
                 maps,
             )
-        self.results, self.result, self.request, self.top5, self.cascade = (
+        self.results, self.result, self.request, self.top5, self.cascade, self.faithfulness_result = (
             results,
             result,
             request,
             top5,
             cascade,
+            faith,
         )
         self._show_main(*tiles, force=True)
         self._show_cascade(request, cascade)
+        self.faithfulness_table.value = self._faithfulness_html(request, faith)
         self._show_top5(top5, result, request)
         self.colorbar.value = self._colorbar_html(request)
         what = "every method" if request["mode"] == "compare" else LABELS.get(result.method, result.method)
@@ -340,6 +360,25 @@ class SaliencyExplorer(View):
             + (f" ({request['image_name']}; {len(images)} images)" if len(images) > 1 else "")
             + f" · {time.monotonic() - start:.2f} s"
         )
+
+    def _faithfulness(self, request, cancelled):
+        """``faithfulness`` of every method the probe allows on the picker's image (None for a layer
+        unit target: it has no probability), reporting each method done in the status line."""
+        target = request["target"]
+        if isinstance(target, tuple):
+            return None
+        methods = applicable_methods(self.probe)
+
+        def progress(done, total, method):
+            self.show_status(f"faithfulness: {LABELS.get(method, method)} done ({done}/{total})…")
+            return cancelled()
+
+        self.show_status(f"faithfulness: ranking {len(methods)} methods by deletion and insertion…")
+        options = {m: self.options_for(m, target) for m in methods}
+        return faithfulness(
+            self.probe, request["image"][None], methods, target,
+            options={m: o for m, o in options.items() if o}, callback=progress,
+        )  # fmt: skip
 
     # --------------------------------------------------------------- display
     def redraw(self) -> None:
@@ -380,6 +419,33 @@ class SaliencyExplorer(View):
                 "top layer down; ρ = Spearman rank correlation with the trained model's map "
                 "(a method that explains the model should drop well below 1)."
             )
+
+    def faithfulness_rows(self) -> list[tuple[str, float, float]]:
+        """The faithfulness row's methods, best first: (label, deletion AUC, insertion AUC) on the
+        picker's image ([] when the row is off or the target is a layer unit)."""
+        return _ranked_rows(self.faithfulness_result)
+
+    def _faithfulness_html(self, request, faith) -> str:
+        if not request["faithfulness"]:
+            return ""
+        title = (
+            f"<b>Faithfulness</b> on {html.escape(request['image_name'])} (Petsiuk et al. 2018): the class's "
+            "probability as the map's most relevant pixels are deleted (set to 0; area: lower is better) or "
+            "inserted into a blurred copy (area: higher is better); best first by insertion − deletion."
+        )
+        if faith is None:
+            return title + "<br><i>Needs a class target: a layer unit has no probability.</i>"
+        shown = LABELS.get(request["method"], request["method"])
+        cells = "".join(
+            f"<tr style='{'font-weight:bold' if label == shown else ''}'><td>{k + 1}</td>"
+            f"<td style='text-align:left'>{html.escape(label)}</td>"
+            f"<td>{d:.3f}</td><td>{i:.3f}</td><td>{i - d:+.3f}</td></tr>"
+            for k, (label, d, i) in enumerate(_ranked_rows(faith))
+        )
+        columns = ("#", "method", "deletion ↓", "insertion ↑", "ins − del")
+        head = "<tr>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>"
+        style = "border-collapse:collapse;font-size:12px;text-align:right"
+        return f"{title}<table style='{style}' cellpadding='3'>{head}{cells}</table>"
 
     def _compare_tiles(self, image_rgb, results: dict, methods: list[str]):
         """One tile per method; methods not computed yet show the bare image."""
@@ -469,6 +535,11 @@ class SaliencyExplorer(View):
         if change["new"]:
             self.run()
 
+    def _faithfulness_changed(self, change) -> None:
+        self.faithfulness_box.children = [self.faithfulness_table] if change["new"] else []
+        if change["new"]:
+            self.run()
+
     def _tile_clicked(self, change) -> None:
         i = change["new"]
         if i < 0 or self.request is None:
@@ -482,7 +553,8 @@ class SaliencyExplorer(View):
 
     # --------------------------------------------------------------- export
     def to_figure(self):
-        """A matplotlib figure of what the view shows: the tiles, the top-5 and the sanity row."""
+        """A matplotlib figure of what the view shows: the tiles, the top-5, the sanity and faithfulness
+        rows."""
         from cnnvis_widgets import export
 
         if self._display is None:
@@ -495,11 +567,22 @@ class SaliencyExplorer(View):
             self.top5,
             title=f"{self.probe.name} · {method} · {self.request['mode']}",
             cascade=None if cascade is None else (self._blend(cascade), cascade[3]),
+            faithfulness=(self.faithfulness_rows() or None) if self.faithfulness.value else None,
         )
 
 
 # ------------------------------------------------------------------ targets
 # ------------------------------------------------------------------ helpers
+def _ranked_rows(faith) -> list[tuple[str, float, float]]:
+    """(label, deletion AUC, insertion AUC) of each method of a one-image ``FaithfulnessResult``, best
+    first ([] for None)."""
+    if faith is None:
+        return []
+    index = {m: i for i, m in enumerate(faith.methods)}
+    areas = lambda m: (float(faith.deletion_auc[index[m], 0]), float(faith.insertion_auc[index[m], 0]))
+    return [(LABELS.get(m, m), *areas(m)) for m in faith.ranking]
+
+
 def _short(name: str, index: int, most: int = 12) -> str:
     """A tile label for image ``index`` called ``name``: the name if it fits under a tile, else #index."""
     return name if len(name) <= most else f"#{index}"

@@ -1,6 +1,7 @@
 """SaliencyExplorer, headless on digits-cnn: controls recompute maps that change the grid; bad
-targets, opacity, modes, the sanity row, top-5, a responsive kernel and export."""
+targets, opacity, modes, the sanity and faithfulness rows, top-5, a responsive kernel and export."""
 
+import html
 import re
 import time
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import cnnvis_widgets as cw
 from cnnvis_widgets import pixels as px
 from cnnvis_widgets.compile_cache import programs_lowered
 from cnnvis_widgets.engine import saliency as sal
@@ -147,6 +149,33 @@ def test_sanity_row_reports_similarities_to_the_trained_maps(explorer, tmp_path)
     assert Image.open(explorer.save(tmp_path / "sanity.png")).size[1] > 300
     explorer.sanity.value = False
     assert not explorer.cascade_box.children
+
+
+def test_faithfulness_row_ranks_the_methods_as_the_engine_does(explorer):
+    assert not explorer.faithfulness_box.children and explorer.faithfulness_result is None
+    statuses = []
+    explorer.status.observe(lambda c: statuses.append(c["new"]), "value")
+    explorer.image_picker.value = explorer.image_picker.names[1]
+    explorer.faithfulness.value = True
+    assert explorer.wait(300)
+    assert explorer.faithfulness_box.children == (explorer.faithfulness_table,)
+    assert any("faithfulness: " in t and f"({len(sal.METHODS)}/{len(sal.METHODS)})" in t for t in statuses)
+    engine = cw.faithfulness(explorer.probe, explorer.image[None])  # every method, the predicted class
+    cell = r"<td[^>]*>([^<]*)</td>"
+    rows = re.findall(f"<tr[^>]*>{cell * 5}</tr>", explorer.faithfulness_table.value)
+    assert [html.unescape(r[1]) for r in rows] == [LABELS[m] for m in engine.ranking]
+    for (rank, _label, deletion, insertion, _score), method in zip(rows, engine.ranking):
+        k = engine.methods.index(method)
+        assert float(deletion) == pytest.approx(engine.deletion_auc[k, 0], abs=5e-4)
+        assert float(insertion) == pytest.approx(engine.insertion_auc[k, 0], abs=5e-4)
+    texts = [t.get_text() for t in explorer.to_figure().findobj(lambda a: hasattr(a, "get_text"))]
+    assert any(LABELS[engine.ranking[0]] in t and "insertion" in t for t in texts)
+    explorer.target.value = "conv3:5"  # a unit has no probability: the row says so
+    assert explorer.wait(120)
+    assert "Needs a class target" in explorer.faithfulness_table.value
+    assert explorer.faithfulness_result is None
+    explorer.faithfulness.value = False
+    assert not explorer.faithfulness_box.children
 
 
 def test_top5_match_an_independent_softmax(explorer):
