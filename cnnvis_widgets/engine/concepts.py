@@ -32,6 +32,9 @@ from cnnvis_widgets.models.probe import owned_by_probe, require_probe
 
 METHODS = ("lrp", "grad_x_act")
 DEFAULT_TOP_K = 8
+# γ for convolutions, not saliency's z⁺: on EfficientNet-Lite0, z⁺'s conditional heatmaps are one
+# stride checkerboard for every channel, γ's tell the channels apart (benchmarks/results/why.md)
+DEFAULT_COMPOSITE = "epsilon-gamma-flat"
 
 
 @dataclasses.dataclass
@@ -105,7 +108,7 @@ def concepts(
     top_k: int = DEFAULT_TOP_K,
     channels=None,
     method: str = "lrp",
-    composite: str = "epsilon-plus-flat",
+    composite: str = DEFAULT_COMPOSITE,
     epsilon: float = 1e-6,
     gamma: float = 0.25,
     within: tuple[str, int] | None = None,
@@ -119,7 +122,8 @@ def concepts(
       layer: the layer whose channels are the concepts (default ``probe.default_layer``).
       top_k: how many of the most relevant channels get heatmaps (ignored when ``channels`` is given).
       channels: the channels to give heatmaps for, instead of the top ones.
-      method: "lrp" (``composite``, ``epsilon``, ``gamma`` as ``saliency(..., "lrp")``) or
+      method: "lrp" (``composite``, ``epsilon``, ``gamma`` as ``saliency(..., "lrp")``; by default γ for
+        convolutions, ε for dense layers, flat at the first: Kohlbrenner et al. 2020) or
         "grad_x_act" (the plain gradient times the activation, at the layer and at the input).
       within: ``(higher_layer, channel)``: relevance conditioned on that one channel (``decompose``).
     """
@@ -184,7 +188,7 @@ def concept_examples(
     k: int = 9,
     by: str = "relevance",
     method: str = "lrp",
-    composite: str = "epsilon-plus-flat",
+    composite: str = DEFAULT_COMPOSITE,
     epsilon: float = 1e-6,
     gamma: float = 0.25,
     pad_value: float = 0.0,

@@ -40,13 +40,17 @@ def test_channel_relevances_equal_a_hand_written_lrp_at_the_layer(digits, compos
         )
 
 
-@pytest.mark.parametrize("method, saliency_method", [("lrp", "lrp"), ("grad_x_act", "grad_x_input")])
-def test_conditional_heatmaps_of_all_channels_sum_to_the_unconditioned_map(digits, method, saliency_method):
+@pytest.mark.parametrize(
+    "method, saliency_method, options",
+    [("lrp", "lrp", {"composite": "epsilon-gamma-flat"}), ("lrp", "lrp", {"composite": "epsilon-plus-flat"}),
+     ("grad_x_act", "grad_x_input", {})],
+)  # fmt: skip
+def test_conditional_heatmaps_of_all_channels_sum_to_the_unconditioned_map(digits, method, saliency_method, options):
     # digits-cnn is a chain: all of the target's relevance passes through conv3
     probe, images, labels = digits
-    result = cw.concepts(probe, images[1], labels[1], "conv3", top_k=48, method=method)
+    result = cw.concepts(probe, images[1], labels[1], "conv3", top_k=48, method=method, **options)
     assert sorted(result.channels.tolist()) == list(range(48)) and result.heatmaps.shape == (48, 32, 32)
-    whole = cw.saliency(probe, images[1:2], saliency_method, labels[1]).maps[0]
+    whole = cw.saliency(probe, images[1:2], saliency_method, labels[1], **options).maps[0]
     np.testing.assert_allclose(result.heatmaps.sum(0), whole, atol=1e-5 * np.abs(whole).max())
     assert np.abs(result.heatmaps).max(axis=(1, 2)).min() >= 0  # maps of channels, not all zero
     assert np.count_nonzero(np.abs(result.heatmaps).max(axis=(1, 2))) > 10
@@ -74,16 +78,17 @@ def test_a_grad_x_act_heatmap_is_the_gradient_of_the_channels_share_by_plain_aut
 
 def test_decompose_splits_a_channels_relevance_into_the_layer_below(digits):
     probe, images, labels = digits
-    top = cw.concepts(probe, images[3], labels[3], "conv3", top_k=1)
+    zplus = {"composite": "epsilon-plus-flat"}
+    top = cw.concepts(probe, images[3], labels[3], "conv3", top_k=1, **zplus)
     channel = int(top.channels[0])
-    parts = cw.decompose(probe, images[3], "conv3", channel, target=labels[3], top_k=4)
+    parts = cw.decompose(probe, images[3], "conv3", channel, target=labels[3], top_k=4, **zplus)
     assert parts.layer == "conv2" and parts.within == ("conv3", channel)  # pool1 between: skipped
     # z⁺ ignores biases and max-pool passes relevance whole: the parts sum to the channel's relevance
     assert parts.total == pytest.approx(float(top.relevance[channel]), rel=1e-4)
     assert parts.score == pytest.approx(top.score) and np.all(parts.relevance >= -1e-7)
     # and its heatmaps are the channel's own conditional heatmap, split
-    own = cw.concepts(probe, images[3], labels[3], "conv3", channels=[channel]).heatmaps[0]
-    every = cw.decompose(probe, images[3], "conv3", channel, target=labels[3], top_k=32)
+    own = cw.concepts(probe, images[3], labels[3], "conv3", channels=[channel], **zplus).heatmaps[0]
+    every = cw.decompose(probe, images[3], "conv3", channel, target=labels[3], top_k=32, **zplus)
     np.testing.assert_allclose(every.heatmaps.sum(0), own, atol=1e-5 * np.abs(own).max())
     assert cw.engine.concepts.lower_layer(probe, "conv4") == "conv3"
 
