@@ -263,12 +263,16 @@ def main():
         rounds = max(args.rounds, 5)
         composites = ["epsilon-gamma-flat", "epsilon-plus-flat"]
         digits = cw.load("digits-cnn")
-        results = [concept_workload("digits-cnn", digits, data.images[0], ["conv3", "conv4"], 8, rounds, composites)]
+        results = [
+            concept_workload("digits-cnn", digits, data.images[0], ["conv3", "conv4"], 8, rounds, composites)
+        ]
         if args.imagenet:
             probe = cw.load("efficientnet-lite0")
             image = cw.data.fit_image(cw.data.photo("chelsea"), probe.input_shape)
             layers = ["block6.expand", probe.default_layer, "block13", "block15.expand"]
-            results.append(concept_workload("efficientnet-lite0", probe, image, layers, 8, rounds, composites))
+            results.append(
+                concept_workload("efficientnet-lite0", probe, image, layers, 8, rounds, composites)
+            )
         return _write(args, info, results)
     results = [
         workload(

@@ -142,7 +142,9 @@ def concepts(
     r, chosen, heat, at_layer, s, t = program(variables, x, units, jnp.int32(channel), jnp.asarray(picked))
     score = np.asarray(s, np.float32)
     if not np.isfinite(score).all():
-        raise ValueError(f"concepts: the model's score is {float(score[0])} on this image (check its weights).")
+        raise ValueError(
+            f"concepts: the model's score is {float(score[0])} on this image (check its weights)."
+        )
     return ConceptResult(
         layer=layer,
         relevance=np.asarray(r, np.float32),
@@ -174,7 +176,9 @@ def lower_layer(probe, layer: str) -> str:
     names = probe.layer_names
     below = [lyr for lyr in probe.layers[: names.index(probe.layer(layer).name)] if lyr.kind != "pool"]
     if not below:
-        raise ValueError(f"Layer {layer!r} is {probe.name}'s first layer: there is no layer below to decompose into.")
+        raise ValueError(
+            f"Layer {layer!r} is {probe.name}'s first layer: there is no layer below to decompose into."
+        )
     return below[-1].name
 
 
@@ -182,7 +186,7 @@ def concept_examples(
     probe,
     images,
     layer: str,
-    channel: int,
+    channel,
     target=None,
     *,
     k: int = 9,
@@ -194,38 +198,54 @@ def concept_examples(
     pad_value: float = 0.0,
     batch_size: int = 32,
     variables: Any = None,
-) -> ConceptExamples:
+):
     """The ``k`` images where ``channel`` of ``layer`` is most relevant to ``target`` (``by="relevance"``,
     relevance maximization: Achtibat et al. 2023, section 2.3; each image's own predicted class for
     ``target=None``) or most active (``by="activation"``, Zeiler & Fergus 2014), with the patches
-    its receptive field sees at the peak."""
+    its receptive field sees at the peak: a ``ConceptExamples``, or a list of them for a sequence of
+    channels (one pass over the images for all of them)."""
     probe = require_probe(probe, "concept_examples")
     validation.one_of(by, ("relevance", "activation"), "by")
     info = probe.layer(layer)
-    channel = int(probe.check_units(info.name, [channel])[0])
+    channels = probe.check_units(info.name, np.atleast_1d(channel))
     if by == "activation":
-        top = activations.top_images(probe, images, info.name, channel, k, batch_size, variables)
+        tops = [
+            activations.top_images(probe, images, info.name, c, k, batch_size, variables) for c in channels
+        ]
     else:
         how = _check_how(method, composite, epsilon, gamma)
         variables = probe.check_variables(variables)
-        spec, units = saliency._resolve_target(probe, target, len(images))
-        program = _jit_relevance_peaks(probe, spec, how, info.name)
-        best, where, start = [], [], 0
-        for x, valid in activations.batches(probe, images, batch_size):
-            batch = np.resize(units[start : start + int(valid.sum())], len(x))  # the padding repeats
-            value, pos = program(variables, x, jnp.asarray(batch), jnp.int32(channel))
-            best.append(np.asarray(value)[valid])
-            where.append(np.asarray(pos)[valid])
-            start += int(valid.sum())
-        best, where = np.concatenate(best), np.concatenate(where)
-        k = validation.positive_int(k, "k")
-        if k > len(best):
-            raise ValueError(f"k={k} is out of range: there are {len(best)} images given (valid: 1..{len(best)}).")
-        order = np.argsort(-best, kind="stable")[:k]
-        top = activations.TopK(info.name, channel, order.astype(np.int32), best[order], where[order])
-    positions = top.positions if info.spatial else None
-    patches = activations.patches_at(probe, images, top._replace(positions=positions), pad_value)
-    return ConceptExamples(info.name, channel, by, top.indices, top.values, positions, patches)
+        tops = _most_relevant(probe, images, info.name, channels, target, k, how, batch_size, variables)
+    found = []
+    for top in tops:
+        top = top if info.spatial else top._replace(positions=None)
+        patches = activations.patches_at(probe, images, top, pad_value)
+        found.append(ConceptExamples(info.name, top.unit, by, top.indices, top.values, top.positions, patches))
+    return found if np.ndim(channel) else found[0]
+
+
+def _most_relevant(probe, images, layer, channels, target, k, how, batch_size, variables) -> list:
+    """``activations.TopK`` of each channel, by its peak relevance in each image."""
+    spec, units = saliency._resolve_target(probe, target, len(images))
+    program = _jit_relevance_peaks(probe, spec, how, layer)
+    best, where, start = [], [], 0
+    for x, valid in activations.batches(probe, images, batch_size):
+        batch = np.resize(units[start : start + int(valid.sum())], len(x))  # the padding repeats
+        value, pos = program(variables, x, jnp.asarray(batch))  # (B, C), (B, C, 2)
+        best.append(np.asarray(value)[valid])
+        where.append(np.asarray(pos)[valid])
+        start += int(valid.sum())
+    best, where = np.concatenate(best), np.concatenate(where)
+    k = validation.positive_int(k, "k")
+    if k > len(best):
+        raise ValueError(
+            f"k={k} is out of range: there are {len(best)} images given (valid: 1..{len(best)})."
+        )
+    tops = []
+    for c in channels:
+        order = np.argsort(-best[:, c], kind="stable")[:k]
+        tops.append(activations.TopK(layer, int(c), order.astype(np.int32), best[order, c], where[order, c]))
+    return tops
 
 
 # ------------------------------------------------------------------ checks
@@ -233,7 +253,9 @@ def _check_how(method, composite, epsilon, gamma) -> _How:
     validation.one_of(method, METHODS, "concept relevance method")
     if method == "lrp":
         relevance.composite(composite)  # an unknown name lists the valid ones
-    return _How(method, composite, saliency._non_negative(epsilon, "epsilon"), saliency._non_negative(gamma, "gamma"))
+    return _How(
+        method, composite, saliency._non_negative(epsilon, "epsilon"), saliency._non_negative(gamma, "gamma")
+    )
 
 
 def _check_within(probe, layer: str, within) -> tuple[str | None, int]:
@@ -306,9 +328,9 @@ def _layer_relevance(probe, spec, how: _How, layer: str, within: str | None) -> 
             return a, g, s, t
         a_up, g_up, (s, t) = _cotangent_at(forward, rules, within, _target_seed(spec, units))(variables, x)
         seed_up = jax.lax.stop_gradient(g_up * (jnp.arange(a_up.shape[-1]) == channel))
-        a, g, _ = _cotangent_at(forward, rules, layer, lambda out, acts: ((acts[within] * seed_up).sum(), None))(
-            variables, x
-        )
+        a, g, _ = _cotangent_at(
+            forward, rules, layer, lambda out, acts: ((acts[within] * seed_up).sum(), None)
+        )(variables, x)
         return a, g, s, t
 
     return f
@@ -347,18 +369,21 @@ def _jit_concepts(probe, spec, how: _How, layer: str, within: str | None):
 
 @owned_by_probe
 def _jit_relevance_peaks(probe, spec, how: _How, layer: str):
+    """f(variables, x (B, ...), units (B,)) → each channel's peak relevance (B, C) and where ((B, C, 2):
+    (y, x) in the layer's grid, zeros for a dense layer)."""
     at_layer = _layer_relevance(probe, spec, how, layer, None)
 
-    def one(variables, x, unit, channel):
+    def one(variables, x, unit):
         a, g, _, _ = at_layer(variables, x[None], unit[None], -1)
-        r = jnp.take((a * g)[0], channel, axis=-1)  # (h, w) or ()
-        flat = r.reshape(-1)
-        best = flat.argmax()
-        if r.ndim != 2:
-            return flat[best], jnp.zeros(2, jnp.int32)
-        return flat[best], jnp.stack(jnp.unravel_index(best, r.shape)).astype(jnp.int32)
+        r = (a * g)[0]  # (h, w, C) or (C,)
+        flat = r.reshape(-1, r.shape[-1])
+        best = flat.argmax(0)
+        peak = jnp.take_along_axis(flat, best[None], 0)[0]
+        if r.ndim != 3:
+            return peak, jnp.zeros((r.shape[-1], 2), jnp.int32)
+        return peak, jnp.stack(jnp.unravel_index(best, r.shape[:2]), -1).astype(jnp.int32)
 
-    return jax.jit(jax.vmap(one, in_axes=(None, 0, 0, None)))
+    return jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))
 
 
 __all__ = [

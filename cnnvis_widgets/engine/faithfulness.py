@@ -278,7 +278,7 @@ def _jit_curves(probe, steps: int, chunk: int, deletion_blur: bool, insertion_bl
     steps per forward pass."""
 
     def run(variables, x, maps, classes, deletion_fill, insertion_fill):
-        n, h, w, _ = x.shape
+        _, h, w, _ = x.shape
         ranks = pixel_ranks(maps)
         blurred = regularizers.blur(x, sigma) if sigma is not None else None
         removed = blurred if deletion_blur else jnp.full_like(x, deletion_fill)

@@ -22,7 +22,9 @@ def digits():
     "composite, conv_rule, first_rule, eps",
     [("epsilon", "epsilon", "epsilon", 0.01), ("epsilon-plus-flat", "zplus", "flat", 1e-6)],
 )
-def test_channel_relevances_equal_a_hand_written_lrp_at_the_layer(digits, composite, conv_rule, first_rule, eps):
+def test_channel_relevances_equal_a_hand_written_lrp_at_the_layer(
+    digits, composite, conv_rule, first_rule, eps
+):
     probe, images, labels = digits
     params = jax.tree_util.tree_map(np.asarray, probe.variables["params"])
     at = {}
@@ -36,7 +38,9 @@ def test_channel_relevances_equal_a_hand_written_lrp_at_the_layer(digits, compos
         # the top channels are the most relevant ones, most relevant first
         np.testing.assert_array_equal(result.channels, np.argsort(-expected, kind="stable")[:3])
         np.testing.assert_allclose(
-            result.layer_maps, np.moveaxis(at[layer][..., result.channels], -1, 0), atol=1e-5 * np.abs(at[layer]).max()
+            result.layer_maps,
+            np.moveaxis(at[layer][..., result.channels], -1, 0),
+            atol=1e-5 * np.abs(at[layer]).max(),
         )
 
 
@@ -45,7 +49,9 @@ def test_channel_relevances_equal_a_hand_written_lrp_at_the_layer(digits, compos
     [("lrp", "lrp", {"composite": "epsilon-gamma-flat"}), ("lrp", "lrp", {"composite": "epsilon-plus-flat"}),
      ("grad_x_act", "grad_x_input", {})],
 )  # fmt: skip
-def test_conditional_heatmaps_of_all_channels_sum_to_the_unconditioned_map(digits, method, saliency_method, options):
+def test_conditional_heatmaps_of_all_channels_sum_to_the_unconditioned_map(
+    digits, method, saliency_method, options
+):
     # digits-cnn is a chain: all of the target's relevance passes through conv3
     probe, images, labels = digits
     result = cw.concepts(probe, images[1], labels[1], "conv3", top_k=48, method=method, **options)
@@ -98,7 +104,10 @@ def test_concept_examples_rank_images_by_the_channels_peak(digits, by):
     probe, images, labels = digits
     ex = cw.concept_examples(probe, images, "conv3", 7, labels, k=4, by=by, batch_size=10)
     if by == "relevance":
-        peaks = [cw.concepts(probe, img, int(t), "conv3", channels=[7]).layer_maps[0] for img, t in zip(images, labels)]
+        peaks = [
+            cw.concepts(probe, img, int(t), "conv3", channels=[7]).layer_maps[0]
+            for img, t in zip(images, labels)
+        ]
     else:
         peaks = [cw.feature_maps(probe, img, "conv3")[..., 7] for img in images]
     best = np.array([p.max() for p in peaks])
@@ -108,14 +117,24 @@ def test_concept_examples_rank_images_by_the_channels_peak(digits, by):
         assert peaks[i][tuple(pos)] == pytest.approx(best[i], rel=1e-4, abs=1e-7)
     size = probe.layer("conv3").receptive_field
     assert ex.patches.shape == (4, size, size, 1)
+    both = cw.concept_examples(probe, images, "conv3", [7, 3], labels, k=4, by=by, batch_size=10)
+    assert [e.channel for e in both] == [7, 3]  # one pass for several channels: the same for each
+    np.testing.assert_array_equal(both[0].indices, ex.indices)
+    np.testing.assert_array_equal(
+        both[1].indices, cw.concept_examples(probe, images, "conv3", 3, labels, k=4, by=by).indices
+    )
     y0, x0, _ = cw.engine.activations.receptive_box(probe, "conv3", ex.positions[0])
     img = images[ex.indices[0]]
-    inside = ex.patches[0][max(-y0, 0) : size - max(y0 + size - 32, 0), max(-x0, 0) : size - max(x0 + size - 32, 0)]
-    np.testing.assert_allclose(inside, img[max(y0, 0) : y0 + size, max(x0, 0) : x0 + size] / (255 if img.max() > 1 else 1))
+    inside = ex.patches[0][
+        max(-y0, 0) : size - max(y0 + size - 32, 0), max(-x0, 0) : size - max(x0 + size - 32, 0)
+    ]
+    np.testing.assert_allclose(
+        inside, img[max(y0, 0) : y0 + size, max(x0, 0) : x0 + size] / (255 if img.max() > 1 else 1)
+    )
 
 
 def test_bad_input_gets_clear_errors(digits):
-    probe, images, labels = digits
+    probe, images, _ = digits
     with pytest.raises(ValueError, match="Unknown concept relevance method 'lpr'.*Did you mean 'lrp'"):
         cw.concepts(probe, images[0], method="lpr")
     with pytest.raises(ValueError, match="one image.*shape \\(2, 32, 32, 1\\)"):
