@@ -326,12 +326,26 @@ def _layer_relevance(probe, spec, how: _How, layer: str, within: str | None) -> 
         if within is None:
             a, g, (s, t) = _cotangent_at(forward, rules, layer, _target_seed(spec, units))(variables, x)
             return a, g, s, t
-        a_up, g_up, (s, t) = _cotangent_at(forward, rules, within, _target_seed(spec, units))(variables, x)
-        seed_up = jax.lax.stop_gradient(g_up * (jnp.arange(a_up.shape[-1]) == channel))
-        a, g, _ = _cotangent_at(
-            forward, rules, layer, lambda out, acts: ((acts[within] * seed_up).sum(), None)
-        )(variables, x)
-        return a, g, s, t
+        return _conditioned(variables, x, units, channel)
+
+    tapped = saliency.tap_layer(forward, (within, layer), rules) if within else None
+    score = saliency._score_fn(spec)
+
+    def _conditioned(variables, x, units, channel):
+        """One forward pass tapped at both layers, pulled back twice: from the target to ``within``,
+        then from ``channel`` of ``within`` alone to ``layer``."""
+        shapes = jax.eval_shape(forward, variables, x)[1]
+        zeros = tuple(jnp.zeros(shapes[n].shape, shapes[n].dtype) for n in (within, layer))
+
+        def tapped_at(up, low):
+            out, acts = tapped(variables, x, (up, low))
+            s, t = score(out, acts, units)
+            return (s.sum(), acts[within]), (acts[layer], s, t)
+
+        (total, a_up), pull, (a, s, t) = jax.vjp(tapped_at, *zeros, has_aux=True)
+        g_up = pull((jnp.ones_like(total), jnp.zeros_like(a_up)))[0]
+        only = g_up * (jnp.arange(a_up.shape[-1]) == channel).astype(g_up.dtype)
+        return a, pull((jnp.zeros_like(total), only))[1], s, t
 
     return f
 

@@ -882,30 +882,35 @@ def _jit_occlusion(probe, spec: _Target, size, patch, stride, chunk: int):
 
 
 # ------------------------------------------------------------------ gradients at a layer
-def tap_layer(forward: Callable, layer: str, rules: Callable | None = None) -> Callable:
+def tap_layer(forward: Callable, layer: str | tuple[str, ...], rules: Callable | None = None) -> Callable:
     """``forward(v, x) → (out, acts)`` as ``tapped(v, x, delta)`` with ``delta`` added to ``acts[layer]``
     where it is computed, so the rest of the model sees it: ``jax.grad`` w.r.t. ``delta`` at zero is the
-    gradient w.r.t. the layer's output. The model is not edited: its jaxpr is re-evaluated, under
-    ``rules(jaxpr, image positions)``'s evaluator rules if given (LRP's: ``jaxpr.lrp.rules``).
+    gradient w.r.t. the layer's output. A tuple of layers takes a tuple of deltas, one per layer. The
+    model is not edited: its jaxpr is re-evaluated, under ``rules(jaxpr, image positions)``'s evaluator
+    rules if given (LRP's: ``jaxpr.lrp.rules``).
     """
+    layers = layer if isinstance(layer, tuple) else (layer,)
 
     def tapped(variables, x, delta):
         closed, shape = jax.make_jaxpr(forward, return_shape=True)(variables, x)
         leaves, tree = jax.tree_util.tree_flatten(shape)
-        index = jax.tree_util.tree_unflatten(tree, list(range(len(leaves))))[1][layer]
-        tap = _uncast(closed.jaxpr, closed.jaxpr.outvars[index])
-        # the layer can be the model's output itself (a headless model's last activation)
-        used = tap in closed.jaxpr.outvars[: len(jax.tree_util.tree_leaves(shape[0]))]
-        if not (used or walk.read_later(closed.jaxpr, tap)):
-            raise ValueError(
-                f"Cannot take gradients at layer {layer!r}: the recorded activation is not used by the rest "
-                f"of the model's computation (is it a copy of the value passed on?)."
-            )
+        indices = jax.tree_util.tree_unflatten(tree, list(range(len(leaves))))[1]
+        taps = {}
+        for name, d in zip(layers, delta if isinstance(layer, tuple) else (delta,)):
+            tap = _uncast(closed.jaxpr, closed.jaxpr.outvars[indices[name]])
+            # the layer can be the model's output itself (a headless model's last activation)
+            used = tap in closed.jaxpr.outvars[: len(jax.tree_util.tree_leaves(shape[0]))]
+            if not (used or walk.read_later(closed.jaxpr, tap)):
+                raise ValueError(
+                    f"Cannot take gradients at layer {name!r}: the recorded activation is not used by the "
+                    f"rest of the model's computation (is it a copy of the value passed on?)."
+                )
+            taps[tap] = d
         leaves = jax.tree_util.tree_leaves((variables, x))
         start = len(jax.tree_util.tree_leaves(variables))
         image = set(range(start, len(leaves)))
         given = rules(closed.jaxpr, image) if rules else ()
-        outs = evaluate(closed.jaxpr, closed.consts, leaves, given, {tap: delta})
+        outs = evaluate(closed.jaxpr, closed.consts, leaves, given, taps)
         return jax.tree_util.tree_unflatten(tree, outs)
 
     return tapped
