@@ -310,6 +310,14 @@ def concept_cards(image, result, examples, features=None, patches=3, opacity=0.5
     return tiles, labels + [""] * (len(tiles) - len(labels))
 
 
+def concept_caption(path: str, image_name: str, patches_over: str) -> str:
+    """The text beside the main tiles: the path of decompositions, the image, the patches' dataset."""
+    return (
+        f"path: {path}\nimage: {image_name}\ntop patches over {patches_over}\n\n"
+        "heatmaps: red raises the score,\nblue lowers it"
+    )
+
+
 def concept_rows(features: bool, patches: int) -> list[str]:
     """The names of ``concept_cards``' rows, one per row (the patch rows after the first unnamed)."""
     return (["feature visualization"] if features else []) + ["heatmap on the image"] + (
@@ -336,10 +344,10 @@ def concepts_figure(main, main_labels, cards, card_labels, rows: Sequence[str], 
     first row), ``caption`` (the path, the image, the patches' dataset) beside the main tiles."""
     n_rows = len(rows)
     k = len(cards) // n_rows
-    width = max(k * 1.25 + 0.9, 6.0)
-    fig = figure(figsize=(width, 2.9 + n_rows * 1.3), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[2.9, n_rows * 1.3])
-    left, right = top.subfigures(1, 2, width_ratios=[5.6, max(width - 5.6, 1.0)])
+    width = max(k * 1.25 + 0.9, 6.6)  # the cards, or the main tiles (4.4 in) and the caption (2.2 in)
+    fig = figure(figsize=(width, 2.5 + n_rows * 1.3), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[2.5, n_rows * 1.3])
+    left, right = top.subfigures(1, 2, width_ratios=[4.4, width - 4.4])
     draw_tiles(left, main, main_labels, 2)
     ax = right.add_subplot()
     ax.set_axis_off()

@@ -472,8 +472,7 @@ class ConceptExplorer(View):
             cards, labels = self._card_tiles()
             rows = export.concept_rows(bool(self.steps), self.patches)
             path = " → ".join([_unit(*step) for step in self.path] + [self.result.layer])
-            image = self.request.image_name
-            caption = f"path: {path}\nimage: {image}\ntop patches over {self.dataset_description}"
+            caption = export.concept_caption(path, self.request.image_name, self.dataset_description)
             title = self._headline(self.result)
             return export.concepts_figure(main, main_labels, cards, labels, rows, title, caption)
 
