@@ -136,10 +136,10 @@ class ConceptExplorer(View):
             value=method,
             tooltips=["layer-wise relevance propagation (Bach 2015)", "the gradient × the activation"],
         )
-        self.method.style.button_width = "150px"
+        self.method.style.button_width = "175px"  # "gradient × activation" whole
         self.composite = widgets.Dropdown(
             options=list(COMPOSITES), value=composite, description="composite",
-            tooltip="the LRP rules per kind of layer (jaxpr/lrp.py)", layout=widgets.Layout(width="250px"),
+            tooltip="the LRP rules per kind of layer (jaxpr/lrp.py)", layout=widgets.Layout(width="230px"),
         )  # fmt: skip
         self.opacity = widgets.FloatSlider(opacity, min=0.0, max=1.0, step=0.05, description="opacity")
         self.breadcrumb = widgets.HTML()
@@ -150,9 +150,9 @@ class ConceptExplorer(View):
             description="back up ↑", tooltip="to the concept this one was decomposed from",
             layout=widgets.Layout(width="110px"),
         )  # fmt: skip
-        self.main = ImageGrid(tile_px=180)  # the image and the selected concept's heatmap over it
+        self.main = ImageGrid(tile_px=160)  # the image and the selected concept's heatmap over it
         self.colorbar = widgets.HTML(colorbar_html(self.cmap, "relevance", SIGNED_ENDS))
-        self.about = widgets.HTML(layout=widgets.Layout(max_width="230px", margin="0 0 0 10px"))
+        self.about = widgets.HTML(layout=widgets.Layout(width="220px", margin="0 0 0 8px"))
         self.cards = ImageGrid(ncols=self.top_k, tile_px=0)  # a column per concept, its caption above
         self.cards.caption.layout.max_width = "560px"
         row = lambda *children: widgets.HBox(list(children), layout=widgets.Layout(flex_flow="row wrap"))
@@ -161,7 +161,8 @@ class ConceptExplorer(View):
             row(self.layer_slider, self.method, self.composite),
             row(self.breadcrumb, self.decompose_button, self.back_button, self.opacity),
             self.status,
-            row(widgets.VBox([self.main, self.colorbar]), self.about),
+            row(self.main, self.about),  # 2 x 160 px + 220 px: side by side in a 1024-px Lab
+            self.colorbar,
             self.cards,
         ]
         self._sync_controls()
@@ -446,7 +447,7 @@ class ConceptExplorer(View):
         )
         rows = ", ".join(name for name in export.concept_rows(bool(self.steps), self.patches) if name)
         over = html.escape(self.dataset_description or "the reference images")
-        return (
+        return _paragraph(
             f"{what}, ranked by relevance to <b>{html.escape(self._target_label(r))}</b> "
             f"(label: channel · its share of the relevance). A column a concept: {rows} "
             f"(where it is most relevant over {over}). Click a concept to see its heatmap large."
@@ -454,12 +455,13 @@ class ConceptExplorer(View):
 
     def _about_html(self) -> str:
         r, i = self.result, self.selected
-        unit = _unit(r.layer, int(r.channels[i]))
-        return (
-            f"<b>{html.escape(unit)}</b>: {r.shares[i]:+.1%} of the relevance of {html.escape(r.layer)}'s "
-            f"channels for {html.escape(self._target_label(r))} (score {r.score:.3g}).<br><small>The heatmap "
-            "is this channel's conditional relevance at the input: where in the image it drew its relevance "
-            "from (Concept Relevance Propagation).</small>"
+        unit = html.escape(_unit(r.layer, int(r.channels[i])))
+        whole = f"{_unit(*r.within)}'s relevance" if r.within else f"the relevance of {r.layer}'s channels"
+        return _paragraph(
+            f"<b>{unit}</b>: {r.shares[i]:+.1%} of {html.escape(whole)} for "
+            f"{html.escape(self._target_label(r))} (score {r.score:.3g}).<br><small>The heatmap is this "
+            "channel's conditional relevance at the input: where in the image it drew its relevance from "
+            "(Concept Relevance Propagation).</small>"
         )
 
     # --------------------------------------------------------------- export
@@ -487,6 +489,11 @@ def _check_arguments(probe, method: str, composite: str, opacity, target) -> str
     text = target_to_text(probe, target)
     parse_target(probe, text)  # a bad target fails here, not in the status line
     return text
+
+
+def _paragraph(text: str) -> str:
+    """HTML text set as prose: an HTML widget's lines are otherwise a control's height apart."""
+    return f"<div style='line-height:1.35;margin:2px 0'>{text}</div>"
 
 
 def _unit(layer: str, channel) -> str:

@@ -134,6 +134,7 @@ def test_decompose_shows_the_engines_split_and_back_up_returns(explorer):
     assert ce.result.within == ("conv4", channel)
     assert f"conv4:{channel} → <b>conv3</b>" in ce.breadcrumb.value and not ce.back_button.disabled
     assert f"inside conv4:{channel}" in ce.status.value
+    assert f"of conv4:{channel}&#x27;s relevance" in ce.about.value  # the share is of that channel's
 
     ce.back_button.click()
     assert ce.wait(300), ce.status.value
