@@ -298,12 +298,14 @@ def concept_cards(image, result, examples, features=None, patches=3, opacity=0.5
     """(tiles (rows * k, S, S, 3), labels): the k concepts of ``result`` as cards, one montage's tiles
     row-major, a column a card: its feature visualization (a row only when ``features`` is given),
     its heatmap over ``image``, then its top ``patches`` patches (``ConceptExamples``); what is not
-    there yet (None) is grey. S is the image's height, at most 112 px; the labels (channel, signed
-    share of the relevance) go under the first row."""
+    there yet (None) is grey, and so is a patch whose relevance is not at least ``EXAMPLE_SHARE`` of
+    its card's best (in a few reference images the next best may not show the concept at all). S is
+    the image's height, at most 112 px; the labels (channel, signed share of the relevance) go under
+    the first row."""
     rows = [] if features is None else [list(features)]
     rows.append(list(concept_overlays(image, result.heatmaps, opacity, cmap)))
     for j in range(patches):
-        rows.append([None if ex is None or j >= len(ex.patches) else ex.patches[j] for ex in examples])
+        rows.append([_example_patch(ex, j) for ex in examples])
     size = min(np.shape(image)[0], 112)
     tiles = np.concatenate([_square_tiles(row, size) for row in rows])
     labels = [f"{int(c)} · {s:+.1%}" for c, s in zip(result.channels, result.shares)]
@@ -313,9 +315,20 @@ def concept_cards(image, result, examples, features=None, patches=3, opacity=0.5
 def concept_caption(path: str, image_name: str, patches_over: str) -> str:
     """The text beside the main tiles: the path of decompositions, the image, the patches' dataset."""
     return (
-        f"path: {path}\nimage: {image_name}\ntop patches over {patches_over}\n\n"
-        "heatmaps: red raises the score,\nblue lowers it"
+        f"path: {path}\nimage: {image_name}\ntop patches over {patches_over}\n"
+        "(grey: no other image where it is relevant)\n\nheatmaps: red raises the score,\nblue lowers it"
     )
+
+
+EXAMPLE_SHARE = 0.25  # a concept's example patch is shown if its relevance is this share of the best's
+
+
+def _example_patch(examples, j: int):
+    """Patch ``j`` of a ``ConceptExamples``, or None where there is none or it is hardly relevant."""
+    if examples is None or j >= len(examples.patches):
+        return None
+    best = float(examples.values[0])
+    return examples.patches[j] if best > 0 and examples.values[j] >= EXAMPLE_SHARE * best else None
 
 
 def concept_rows(features: bool, patches: int) -> list[str]:

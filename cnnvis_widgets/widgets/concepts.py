@@ -450,7 +450,8 @@ class ConceptExplorer(View):
         return _paragraph(
             f"{what}, ranked by relevance to <b>{html.escape(self._target_label(r))}</b> "
             f"(label: channel · its share of the relevance). A column a concept: {rows} "
-            f"(where it is most relevant over {over}). Click a concept to see its heatmap large."
+            f"(where it is most relevant over {over}; grey: no other image where it is relevant). "
+            "Click a concept to see its heatmap large."
         )
 
     def _about_html(self) -> str:
