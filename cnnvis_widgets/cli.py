@@ -48,6 +48,17 @@ def _opacity(text: str) -> float:
     return value
 
 
+def _positive(text: str) -> int:
+    """--top-k, --patches: a positive integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"give a positive integer, got {text!r}")
+    return value
+
+
 def _seed(text: str) -> int:
     """--seed: an integer that fits in 64 bits."""
     try:
@@ -152,6 +163,53 @@ def cmd_saliency(args) -> int:
     figure.savefig(out, dpi=150)
     predicted = f"predicted {probe.class_name(top)} p={probs[top]:.3f}"
     print(f"wrote {out} ({', '.join(methods)} on {name}; {predicted})")
+    return 0
+
+
+def cmd_concepts(args) -> int:
+    """Concept relevance (CRP) of one image at one layer → a PNG, as the ConceptExplorer shows it: the
+    image and the first concept's heatmap over it, then a card per concept (its feature visualization,
+    its heatmap, its top patches over the reference images), ranked by relevance."""
+    from cnnvis_widgets import data, export, load
+    from cnnvis_widgets.engine import ascent
+    from cnnvis_widgets.engine import concepts as crp
+    from cnnvis_widgets.engine.saliency import parse_target
+
+    probe = load(args.model)
+    layer = probe.layer(args.layer or probe.default_layer).name
+    image, name = _input_image(args.image, probe)
+    options = dict(target=parse_target(probe, args.target), top_k=args.top_k, method=args.method)
+    if args.decompose is None:
+        result, path = crp.concepts(probe, image, layer=layer, **options), layer
+    else:
+        result = crp.decompose(probe, image, layer, args.decompose, **options)
+        path = f"{layer}:{args.decompose} → {result.layer}"
+    dataset, described = data.reference_dataset(probe)
+    examples = [
+        crp.concept_examples(probe, dataset, result.layer, int(c), result.resolved_target,
+                             k=min(args.patches, len(dataset)), method=args.method)
+        for c in result.channels
+    ]  # fmt: skip
+    features = None
+    if args.steps:
+        size = ascent.default_size(probe)
+        sizes, steps = ascent.progressive_stages(probe, size if probe.fixed_size else size[0], args.steps)
+        bar = _RunBar(f"{probe.name} {result.layer} feature visualizations")
+        features = ascent.progressive_filters(
+            probe, result.layer, result.channels, sizes=sizes, steps=steps, share_layers=True, callback=bar
+        ).images
+        bar.close()
+    main, main_labels = export.concept_main(probe, image, result, 0, args.opacity)
+    cards, labels = export.concept_cards(image, result, examples, features, args.patches, args.opacity)
+    rows = export.concept_rows(features is not None, args.patches)
+    caption = export.concept_caption(path, name, described)
+    title = export.concept_title(probe, result)
+    figure = export.concepts_figure(main, main_labels, cards, labels, rows, title, caption)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=150)
+    shares = ", ".join(f"{int(c)} {s:+.1%}" for c, s in zip(result.channels, result.shares))
+    print(f"wrote {out} ({title} on {name}: {shares})")
     return 0
 
 
@@ -444,6 +502,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="a matplotlib colormap for unsigned maps (sequential)",
     )
     p.add_argument("--out", type=_figure_path, default="out/saliency.png")
+    p = _command(
+        sub,
+        "concepts",
+        cmd_concepts,
+        "the channels of a layer behind a prediction (concept relevance) → PNG: image, heatmap, cards",
+        "image",
+        "layer",
+    )
+    p.add_argument(
+        "--target", help="a class name or index, or a layer unit like conv4:5 (default: the predicted class)"
+    )
+    p.add_argument("--top-k", type=_positive, default=6, help="concepts shown (the most relevant channels)")
+    p.add_argument("--method", choices=("lrp", "grad_x_act"), default="lrp", help="how relevance flows back")
+    p.add_argument(
+        "--decompose", type=int, metavar="CHANNEL",
+        help="split this channel of --layer into the channels of the layer below it",
+    )  # fmt: skip
+    p.add_argument("--patches", type=_positive, default=3, help="top patches per concept")
+    p.add_argument("--steps", type=int, default=96, help="feature-visualization steps per concept (0: none)")
+    p.add_argument("--opacity", type=_opacity, default=0.5, help="of the heatmaps over the image, 0 to 1")
+    p.add_argument("--out", type=_figure_path, default="out/concepts.png")
     p = _command(
         sub, "maps", cmd_maps, "feature maps of one image at a layer → PNG grid", "image", "layer", "filters"
     )

@@ -265,6 +265,30 @@ def center_crop(image: np.ndarray, aspect: float = 1.0) -> np.ndarray:
     return image[y0 : y0 + ch]
 
 
+def reference_dataset(probe, dataset=None) -> tuple[np.ndarray, str]:
+    """The images views search for a filter's or a concept's top patches, fitted to the model (N, H, W, C),
+    and a description of them: ``dataset`` (an array, a list or a ``Dataset``) or by default the 450
+    digits test images (grayscale models) or the bundled photos (RGB ones)."""
+    if dataset is None:
+        if probe.input_shape[-1] == 1:
+            images = digits_split()[1].images
+            description = f"the {len(images)} digits test images"
+        else:
+            images = [photo(name) for name in PHOTOS]
+            description = f"the {len(images)} bundled photos"
+    else:
+        images = dataset.images if isinstance(dataset, Dataset) else dataset
+        description = f"the {len(images)} given images"
+    arr = images if isinstance(images, np.ndarray) else None
+    if arr is not None and arr.ndim == 4 and tuple(arr.shape[1:]) == tuple(probe.input_shape):
+        fitted = np.asarray(probe.check_images(arr))
+    else:
+        fitted = fit_to(list(images) if not isinstance(images, list) else images, probe)
+    if len(fitted) == 0:
+        raise ValueError("The dataset is empty: give at least one image.")
+    return fitted, description
+
+
 def fit_image(image, target, name: str = "image") -> np.ndarray:
     """One image (H, W[, C]) as ``fit_to`` makes it, (H, W, C); a bad one's error names it."""
     return fit_to([to_float_image(image, source=f"image {name!r}")], target)[0]

@@ -267,3 +267,125 @@ def embedding_figure(coords, points, colors, title: str, axis_labels, query=None
             ha="right", va="center", fontsize=8,
         )  # fmt: skip
     return fig
+
+
+# ------------------------------------------------- concepts: the ConceptExplorer and `cnnvis concepts`
+CONCEPT_METHODS = {"lrp": "LRP", "grad_x_act": "gradient × activation"}  # engine.concepts.METHODS, in words
+
+
+def concept_target(probe, result) -> str:
+    """The target a ``ConceptResult`` explains, in words: "class tabby" or "conv3:5"."""
+    from cnnvis_widgets.engine.saliency import unit_label
+
+    label = unit_label(probe, result.target, result.target_layer)
+    return label if result.target_layer else f"class {label}"
+
+
+def concept_title(probe, result) -> str:
+    """"conv3 inside conv4:40: 6 concepts for class 1 (LRP)"."""
+    inside = f" inside {result.within[0]}:{result.within[1]}" if result.within else ""
+    return (
+        f"{result.layer}{inside}: {len(result.channels)} concepts for {concept_target(probe, result)} "
+        f"({CONCEPT_METHODS.get(result.method, result.method)})"
+    )
+
+
+def concept_main(probe, image, result, selected: int, opacity: float = 0.5, cmap: str = "RdBu_r"):
+    """(tiles (2, H, W, 3), labels): ``image`` (H, W, C), and concept ``selected``'s conditional heatmap
+    over it (``concept_overlays``)."""
+    i = selected
+    overlay = concept_overlays(image, result.heatmaps[i : i + 1], opacity, cmap)
+    concept = f"{result.layer}:{int(result.channels[i])} · {result.shares[i]:+.1%}"
+    labels = [f"target {concept_target(probe, result)}", concept]
+    return np.concatenate([px.to_rgb(image)[None], overlay]), labels
+
+
+def concept_overlays(image, heatmaps, opacity: float = 0.5, cmap: str = "RdBu_r") -> np.ndarray:
+    """(k, H, W, 3): each signed conditional heatmap (k, H, W) over ``image`` (H, W, C), 0 at the
+    colormap's centre, each map scaled to its own 99.5th percentile (``pixels.display_maps``)."""
+    heat = px.colorize(px.display_maps(heatmaps, signed=True), cmap)
+    return px.overlay(np.asarray(image)[None], heat, opacity)
+
+
+def concept_cards(image, result, examples, features=None, patches=3, opacity=0.5, cmap="RdBu_r"):
+    """(tiles (rows * k, S, S, 3), labels): the k concepts of ``result`` as cards, one montage's tiles
+    row-major, a column a card: its feature visualization (a row only when ``features`` is given),
+    its heatmap over ``image``, then its top ``patches`` patches (``ConceptExamples``); what is not
+    there yet (None) is grey, and so is a patch whose relevance is not at least ``EXAMPLE_SHARE`` of
+    its card's best (in a few reference images the next best may not show the concept at all). S is
+    the image's height, at most 112 px; the labels (channel, signed share of the relevance) go under
+    the first row."""
+    rows = [] if features is None else [list(features)]
+    rows.append(list(concept_overlays(image, result.heatmaps, opacity, cmap)))
+    for j in range(patches):
+        rows.append([_example_patch(ex, j) for ex in examples])
+    size = min(np.shape(image)[0], 112)
+    tiles = np.concatenate([_square_tiles(row, size) for row in rows])
+    labels = [f"{int(c)} · {s:+.1%}" for c, s in zip(result.channels, result.shares)]
+    return tiles, labels + [""] * (len(tiles) - len(labels))
+
+
+def concept_caption(path: str, image_name: str, patches_over: str) -> str:
+    """The text beside the main tiles: the path of decompositions, the image, the patches' dataset."""
+    return (
+        f"path: {path}\nimage: {image_name}\ntop patches over {patches_over}\n"
+        "(grey: no other image where it is relevant)\n\nheatmaps: red raises the score,\nblue lowers it"
+    )
+
+
+EXAMPLE_SHARE = 0.25  # a concept's example patch is shown if its relevance is this share of the best's
+
+
+def _example_patch(examples, j: int):
+    """Patch ``j`` of a ``ConceptExamples``, or None where there is none or it is hardly relevant."""
+    if examples is None or j >= len(examples.patches):
+        return None
+    best = float(examples.values[0])
+    return examples.patches[j] if best > 0 and examples.values[j] >= EXAMPLE_SHARE * best else None
+
+
+def concept_rows(features: bool, patches: int) -> list[str]:
+    """The names of ``concept_cards``' rows, one per row (the patch rows after the first unnamed)."""
+    return (["feature visualization"] if features else []) + ["heatmap on the image"] + (
+        ["top patches"] + [""] * (patches - 1) if patches else []
+    )
+
+
+def _square_tiles(images, size: int) -> np.ndarray:
+    """Images of any sizes (or None: grey) as (n, size, size, 3) RGB tiles in [0, 1]."""
+    from cnnvis_widgets import data
+
+    out = np.full((len(images), size, size, 3), 0.5, np.float32)
+    for i, image in enumerate(images):
+        if image is not None:
+            rgb = px.to_rgb(image)
+            fitted = rgb if rgb.shape[:2] == (size, size) else data.resize(rgb, (size, size))
+            out[i] = np.clip(fitted, 0.0, 1.0)
+    return out
+
+
+def concepts_figure(main, main_labels, cards, card_labels, rows: Sequence[str], title: str, caption=""):
+    """The ConceptExplorer's picture: ``main`` (``concept_main``) above the concept cards
+    (``concept_cards``: a column per concept, a row per name in ``rows``, ``card_labels`` over the
+    first row), ``caption`` (the path, the image, the patches' dataset) beside the main tiles."""
+    n_rows = len(rows)
+    k = len(cards) // n_rows
+    width = max(k * 1.25 + 0.9, 6.6)  # the cards, or the main tiles (4.4 in) and the caption (2.2 in)
+    fig = figure(figsize=(width, 2.5 + n_rows * 1.3), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[2.5, n_rows * 1.3])
+    left, right = top.subfigures(1, 2, width_ratios=[4.4, width - 4.4])
+    draw_tiles(left, main, main_labels, 2)
+    ax = right.add_subplot()
+    ax.set_axis_off()
+    ax.text(0, 1, caption, va="top", fontsize=7.5, wrap=True, transform=ax.transAxes)
+    axes = bottom.subplots(n_rows, k + 1, squeeze=False, width_ratios=[0.9] + [1.25] * k)
+    for r, row in enumerate(axes):
+        row[0].set_axis_off()
+        row[0].text(1, 0.5, rows[r], ha="right", va="center", fontsize=7, transform=row[0].transAxes)
+        for c, ax in enumerate(row[1:]):
+            ax.set_axis_off()
+            ax.imshow(cards[r * k + c], interpolation="nearest")
+            if r == 0:
+                ax.set_title(card_labels[c], fontsize=7, pad=2)
+    fig.suptitle(title, fontsize=10)
+    return fig

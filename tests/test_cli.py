@@ -1,10 +1,11 @@
-"""The `cnnvis` command: demo, layers, filters, and user errors without tracebacks."""
+"""The `cnnvis` command: demo, layers, filters, saliency, concepts, …, and user errors without tracebacks."""
 
 import os
 import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -29,8 +30,6 @@ def test_filters_writes_a_grid(tmp_path, capsys):
 def test_filters_marks_dead_filters_and_its_progress_bar_knows_its_total_from_the_start(
     tmp_path, capsys, monkeypatch
 ):
-    import numpy as np
-
     from cnnvis_widgets import data, export, load
 
     class Bar:  # what the CLI asks of its tqdm bar, recorded
@@ -100,6 +99,11 @@ def test_every_user_error_exits_2_with_one_line_and_writes_nothing(tmp_path, cap
         ("saliency", "--opacity", "5"): "from 0 to 1",
         ("saliency", "--image", "digit:-1"): "digit:N with N in 0..",  # the last digit, exit 0
         ("filters", "--seed", str(2**70)): "fit in 64 bits",  # OverflowError from JAX
+        ("concepts", "--layer", "conv9"): "Unknown layer 'conv9'",
+        ("concepts", "--top-k", "0"): "positive integer",
+        ("concepts", "--layer", "conv4", "--decompose", "99"): "valid: 0..63",
+        ("concepts", "--layer", "conv1", "--decompose", "0"): "no layer below",
+        ("concepts", "--target", "seven"): "Unknown target 'seven'",
     }
     for argv, says in cases.items():
         assert code([*argv, *(() if "--out" in argv else ("--out", str(tmp_path / "x.png")))]) == 2, argv
@@ -232,7 +236,7 @@ def test_own_models_from_a_file_or_a_module_work_in_every_command(tmp_path, caps
 def test_every_subcommand_has_help(capsys):
     import pytest
 
-    for command in ["demo", "layers", "filters", "saliency", "maps", "classes", "texture", "app"]:
+    for command in ["demo", "layers", "filters", "saliency", "concepts", "maps", "classes", "texture", "app"]:
         with pytest.raises(SystemExit) as exit_:
             cli.main([command, "--help"])
         assert exit_.value.code == 0
@@ -257,6 +261,50 @@ def test_saliency_errors_name_what_is_valid(capsys):
     assert cli.main(["saliency", "--target", "conv9:1"]) == 2
     err = capsys.readouterr().err
     assert "conv9" in err and "conv4" in err and "Traceback" not in err
+
+
+def _concepts_of_digit_2(layer: str, **options):
+    import cnnvis_widgets as cw
+    from cnnvis_widgets import data
+
+    probe = cw.load("digits-cnn")
+    image = data.fit_image(data.digits_split()[1].images[2], probe)
+    return cw.concepts(probe, image, layer=layer, **options)
+
+
+def _red_share(path) -> float:
+    """The share of a figure's pixels in the red half of RdBu_r (where a heatmap raises the score)."""
+    rgb = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    return float(((rgb[..., 0] > 150) & (rgb[..., 0] - rgb[..., 2] > 60)).mean())
+
+
+def test_concepts_writes_the_image_and_a_card_per_concept_as_the_engine_ranks_them(tmp_path, capsys):
+    out = tmp_path / "concepts.png"
+    args = ["concepts", "--image", "digit:2", "--layer", "conv4", "--top-k", "4", "--steps", "0"]
+    assert cli.main([*args, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    expected = _concepts_of_digit_2("conv4", top_k=4)
+    shares = ", ".join(f"{c} {s:+.1%}" for c, s in zip(expected.channels, expected.shares))
+    assert f"conv4: 4 concepts for class 8 (LRP) on digit:2: {shares}" in text  # test digit 2 is an 8
+    width, height = Image.open(out).size
+    assert width >= 900 and height >= 900  # the image and its overlay above 4 cards of 4 rows
+    assert _red_share(out) > 0.01  # the signed heatmaps are drawn
+    grad = tmp_path / "grad.png"
+    assert cli.main([*args, "--method", "grad_x_act", "--opacity", "0", "--out", str(grad)]) == 0
+    assert "(gradient × activation)" in capsys.readouterr().out
+    assert _red_share(grad) < _red_share(out) / 4  # opacity 0: the images without their heatmaps
+
+
+def test_concepts_decompose_splits_a_channel_into_the_layer_below(tmp_path, capsys):
+    out = tmp_path / "decomposed.png"
+    channel = int(_concepts_of_digit_2("conv4", top_k=1).channels[0])
+    args = ["concepts", "--image", "digit:2", "--layer", "conv4", "--decompose", str(channel), "--top-k", "3"]
+    assert cli.main([*args, "--steps", "8", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    expected = _concepts_of_digit_2("conv3", top_k=3, within=("conv4", channel))
+    shares = ", ".join(f"{c} {s:+.1%}" for c, s in zip(expected.channels, expected.shares))
+    assert f"conv3 inside conv4:{channel}: 3 concepts for class 8 (LRP) on digit:2: {shares}" in text
+    assert Image.open(out).size[1] > 1000  # five rows of cards: the feature visualizations too
 
 
 @pytest.mark.slow

@@ -167,3 +167,47 @@ def test_filter_detail_figure_fades_where_the_filter_did_not_look_and_marks_stag
     assert list(stage.get_xdata()) == [4.5, 4.5] and stage.get_linestyle() == "--"
     assert "full size" in _texts(fig)
     assert len(export.filter_detail_figure(image, objective, "t").axes) == 2  # no attribution: no middle
+
+
+def _concept_result(k: int = 2, size: int = 8):
+    heatmaps = RNG.normal(size=(k, size, size)).astype(np.float32)
+    return SimpleNamespace(
+        layer="conv4", channels=np.array([7, 3][:k]), shares=np.array([0.25, -0.05][:k]), heatmaps=heatmaps,
+        target=1, target_layer=None, within=("fc1", 2), method="lrp",
+    )  # fmt: skip
+
+
+def test_concept_cards_a_column_a_concept_and_grey_where_an_example_is_hardly_relevant():
+    image = RNG.uniform(size=(8, 8, 1)).astype(np.float32)
+    result = _concept_result()
+    patch = lambda value: np.full((4, 4, 1), value, np.float32)  # noqa: E731
+    examples = [
+        SimpleNamespace(patches=np.stack([patch(1.0), patch(0.0)]), values=np.array([2.0, 0.6])),
+        SimpleNamespace(patches=np.stack([patch(1.0), patch(0.0)]), values=np.array([2.0, 0.4])),  # < 1/4
+    ]
+    features = [np.zeros((16, 16, 1), np.float32), None]
+    tiles, labels = export.concept_cards(image, result, examples, features, patches=2, opacity=1.0)
+    assert tiles.shape == (2 * 4, 8, 8, 3) and labels == ["7 · +25.0%", "3 · -5.0%"] + [""] * 6
+    np.testing.assert_array_equal(tiles[0], 0.0)  # feature visualization (resized to the tile)
+    np.testing.assert_array_equal(tiles[1], 0.5)  # none yet: grey
+    heat = export.concept_overlays(image, result.heatmaps, opacity=1.0)
+    np.testing.assert_allclose(tiles[2:4], heat)  # the heatmaps over the image
+    np.testing.assert_allclose(tiles[4:6], 1.0)  # the best patches
+    np.testing.assert_allclose(tiles[6], 0.0)  # a relevant second patch
+    np.testing.assert_allclose(tiles[7], 0.5)  # a second patch hardly relevant: grey
+
+
+def test_concepts_figure_draws_the_main_tiles_above_the_cards_with_their_rows_named():
+    image = RNG.uniform(size=(8, 8, 3)).astype(np.float32)
+    result = _concept_result()
+    probe = SimpleNamespace(class_name=lambda i: f"digit {i}")
+    main, main_labels = export.concept_main(probe, image, result, 1)
+    cards, labels = export.concept_cards(image, result, [None, None], None, patches=1)
+    rows = export.concept_rows(False, 1)
+    title = export.concept_title(probe, result)
+    texts = _texts(export.concepts_figure(main, main_labels, cards, labels, rows, title, "path"))
+    assert main_labels == ["target class digit 1", "conv4:3 · -5.0%"]
+    assert rows == ["heatmap on the image", "top patches"]
+    assert "conv4 inside fc1:2: 2 concepts for class digit 1 (LRP)" in texts
+    assert {"heatmap on the image", "top patches", "7 · +25.0%", "3 · -5.0%", "path"} <= set(texts)
+    assert len(_images(export.concepts_figure(main, main_labels, cards, labels, rows, title))) == 2 + 2 * 2

@@ -66,6 +66,13 @@ class ConceptResult:
         return float(self.relevance.sum())
 
     @property
+    def resolved_target(self):
+        """The target explained, as ``concepts`` takes it: a class index, or ``(layer, unit or None)``."""
+        if self.target_layer is None:
+            return self.target
+        return self.target_layer, None if self.target < 0 else self.target
+
+    @property
     def shares(self) -> np.ndarray:
         """(k,) each shown channel's relevance as a signed fraction of the channels' absolute total."""
         scale = float(np.abs(self.relevance).sum())

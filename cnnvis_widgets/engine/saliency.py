@@ -188,12 +188,16 @@ def target_to_text(probe, target) -> str:
 
 
 def target_label(probe, result: SaliencyResult, i: int = 0) -> str:
-    """The resolved target of image ``i`` of ``result``, readable: its class's name (or index), or
-    ``layer:unit`` (``layer:*`` for the whole layer)."""
-    unit = int(result.targets[i])
-    if result.target_layer is None:
+    """The resolved target of image ``i`` of ``result``, readable (``unit_label``)."""
+    return unit_label(probe, int(result.targets[i]), result.target_layer)
+
+
+def unit_label(probe, unit: int, layer: str | None = None) -> str:
+    """A resolved target, readable: class ``unit``'s name (or index) when ``layer`` is None, else
+    ``layer:unit`` (``layer:*`` for the whole layer, ``unit`` < 0)."""
+    if layer is None:
         return probe.class_name(unit)
-    return f"{result.target_layer}:{'*' if unit < 0 else unit}"
+    return f"{layer}:{'*' if unit < 0 else unit}"
 
 
 def check_method(method) -> str:
@@ -951,6 +955,7 @@ __all__ = [
     "smoothgrad",
     "tap_layer",
     "target_label",
+    "unit_label",
     "target_to_text",
     "vanilla_gradient",
 ]

@@ -1,6 +1,7 @@
 """ipywidgets + bqplot views and controls over the engine (no numerics beyond pixels)."""
 
 from cnnvis_widgets.widgets.activations import ActivationExplorer
+from cnnvis_widgets.widgets.concepts import ConceptExplorer
 from cnnvis_widgets.widgets.controls import FilterPicker, ImagePicker, LayerSlider, RegularizerPanel
 from cnnvis_widgets.widgets.dashboard import Dashboard, explore
 from cnnvis_widgets.widgets.embedding import EmbeddingExplorer
@@ -14,6 +15,7 @@ from cnnvis_widgets.widgets.weights import WeightsView
 
 __all__ = [
     "ActivationExplorer",
+    "ConceptExplorer",
     "Dashboard",
     "EmbeddingExplorer",
     "FilterExplorer",

@@ -356,7 +356,7 @@ class ActivationExplorer(View):
         """The reference dataset, fitted to the model (once, on the worker)."""
         if self._dataset is not None:
             return
-        images, description = _reference_dataset(self.probe, self._dataset_arg)
+        images, description = data.reference_dataset(self.probe, self._dataset_arg)
         self._dataset, self.dataset_description = images, description
 
     # ----------------------------------------------------------------- export
@@ -384,28 +384,6 @@ def _spatial_layer(probe, name):
             f"Spatial layers of {probe.name}: {spatial}."
         )
     return info
-
-
-def _reference_dataset(probe, dataset) -> tuple[np.ndarray, str]:
-    """(images (N, H, W, C) fitted to the model, a description for the status line)."""
-    if dataset is None:
-        if probe.input_shape[-1] == 1:
-            images = data.digits_split()[1].images
-            description = f"the {len(images)} digits test images"
-        else:
-            images = [data.photo(name) for name in data.PHOTOS]
-            description = f"the {len(images)} bundled photos"
-    else:
-        images = dataset.images if isinstance(dataset, data.Dataset) else dataset
-        description = f"the {len(images)} given images"
-    arr = images if isinstance(images, np.ndarray) else None
-    if arr is not None and arr.ndim == 4 and tuple(arr.shape[1:]) == tuple(probe.input_shape):
-        fitted = np.asarray(probe.check_images(arr))
-    else:
-        fitted = data.fit_to(list(images) if not isinstance(images, list) else images, probe)
-    if len(fitted) == 0:
-        raise ValueError("The dataset is empty: give at least one image.")
-    return fitted, description
 
 
 def _ascent_size(probe):

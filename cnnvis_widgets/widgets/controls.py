@@ -184,6 +184,37 @@ class RegularizerPanel(widgets.VBox):
             self.weights = weights
 
 
+def target_box(probe, value: str) -> widgets.Combobox:
+    """The target as text (``saliency.parse_target`` reads it): the predicted class, a class name
+    or index, or a layer's unit ("conv3:5"); offered as choices, any other text allowed."""
+    from cnnvis_widgets.engine.saliency import PREDICTED
+
+    names = [str(n) for n in (probe.class_names or [])]
+    layers = [f"{layer.name}:0" for layer in probe.layers]
+    return widgets.Combobox(
+        value=value,
+        options=[PREDICTED, *names, *layers],
+        ensure_option=False,
+        continuous_update=False,
+        description="target",
+        placeholder="predicted class, a class name or index, conv3:5",
+        layout=widgets.Layout(width="320px"),
+    )
+
+
+def colorbar_html(cmap: str, name: str, ends: tuple[str, str]) -> str:
+    """One colour bar as HTML: ``name``, what the low end means, the colormap, what the high end means."""
+    from cnnvis_widgets import pixels as px
+
+    low, high = (html.escape(end) for end in ends)
+    return (
+        "<div style='display:flex;align-items:center;gap:6px;font-size:11px;margin:2px 0'>"
+        f"<span style='min-width:60px'>{html.escape(name)}</span><span>{low}</span>"
+        f"<span style='display:inline-block;width:160px;height:10px;background:{px.colormap_css(cmap)};"
+        f"border:1px solid #999'></span><span>{high}</span></div>"
+    )
+
+
 class ImagePicker(widgets.VBox):
     """Which input image: bundled ones, the caller's own, or an uploaded file.
 

@@ -27,6 +27,12 @@ def _saliency(probe, images, dataset):
     return SaliencyExplorer(probe, images)
 
 
+def _concepts(probe, images, dataset):
+    from cnnvis_widgets.widgets.concepts import ConceptExplorer
+
+    return ConceptExplorer(probe, images, dataset=dataset)
+
+
 def _activations(probe, images, dataset):
     from cnnvis_widgets.widgets.activations import ActivationExplorer
 
@@ -55,6 +61,7 @@ def _training(probe, images, dataset):
 VIEWS = (
     ("filters", "Filters", _filters),
     ("saliency", "Saliency", _saliency),
+    ("concepts", "Concepts", _concepts),
     ("activations", "Feature maps", _activations),
     ("weights", "Weights", _weights),
     ("embedding", "Embedding", _embedding),

@@ -24,7 +24,6 @@ from cnnvis_widgets.engine.faithfulness import applicable_methods, faithfulness
 from cnnvis_widgets.engine.saliency import (
     CAM_METHODS,
     METHODS,
-    PREDICTED,
     SIGNED_METHODS,
     check_method,
     check_options_by_method,
@@ -34,11 +33,12 @@ from cnnvis_widgets.engine.saliency import (
     saliency,
 )
 from cnnvis_widgets.engine.sanity import randomization_cascade
-from cnnvis_widgets.widgets.controls import ImagePicker
+from cnnvis_widgets.widgets.controls import ImagePicker, colorbar_html, target_box
 from cnnvis_widgets.widgets.grid import ImageGrid
 from cnnvis_widgets.widgets.view import View, as_probe
 
 MODES = ("single", "batch", "compare")
+SIGNED_ENDS = ("− lowers the score", "+ raises it")  # what a signed colour bar's ends mean
 CASCADE_COLUMNS = 6  # the sanity row's tiles per row: 6 x 88 px, and labels like "block15 ρ=0.52" fit
 LABELS = {
     "vanilla": "vanilla gradient",
@@ -140,17 +140,7 @@ class SaliencyExplorer(View):
         self.method = widgets.Dropdown(
             options=[(LABELS.get(m, m), m) for m in METHODS], value=method, description="method"
         )
-        names = [str(n) for n in (probe.class_names or [])]
-        layers = [f"{layer.name}:0" for layer in probe.layers]
-        self.target = widgets.Combobox(
-            value=target_text,
-            options=[PREDICTED, *names, *layers],
-            ensure_option=False,
-            continuous_update=False,
-            description="target",
-            placeholder="predicted class, a class name or index, conv3:5",
-            layout=widgets.Layout(width="320px"),
-        )
+        self.target = target_box(probe, target_text)
         self.mode = widgets.ToggleButtons(  # no description: a label on its own row above the buttons
             options=list(MODES),
             value=mode,
@@ -502,18 +492,12 @@ class SaliencyExplorer(View):
             if request["mode"] == "batch"
             else "each map scaled to its own 99.5th percentile"
         )
-        bars = []
-        for signed in sorted(kinds):
-            cmap = self.signed_cmap if signed else self.cmap
-            ends = ("− lowers the score", "+ raises it") if signed else ("0", "high")
-            bars.append(
-                "<div style='display:flex;align-items:center;gap:6px;font-size:11px;margin:2px 0'>"
-                f"<span style='min-width:60px'>{'signed' if signed else 'magnitude'}</span>"
-                f"<span>{ends[0]}</span>"
-                f"<span style='display:inline-block;width:160px;height:10px;background:{px.colormap_css(cmap)};"
-                "border:1px solid #999'></span>"
-                f"<span>{ends[1]}</span></div>"
-            )
+        bars = [
+            colorbar_html(self.signed_cmap, "signed", SIGNED_ENDS)
+            if signed
+            else colorbar_html(self.cmap, "magnitude", ("0", "high"))
+            for signed in sorted(kinds)
+        ]
         return "".join(bars) + f"<small style='color:#666'>{scale}</small>"
 
     # --------------------------------------------------------------- naming

@@ -83,6 +83,7 @@ def test_every_view_opens_and_closing_the_dashboard_stops_every_worker():
     assert [type(v).__name__ for v in board.views.values()] == [
         "FilterExplorer",
         "SaliencyExplorer",
+        "ConceptExplorer",
         "ActivationExplorer",
         "WeightsView",
         "EmbeddingExplorer",
