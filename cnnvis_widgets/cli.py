@@ -185,11 +185,10 @@ def cmd_concepts(args) -> int:
         result = crp.decompose(probe, image, layer, args.decompose, **options)
         path = f"{layer}:{args.decompose} → {result.layer}"
     dataset, described = data.reference_dataset(probe)
-    examples = [
-        crp.concept_examples(probe, dataset, result.layer, int(c), result.resolved_target,
-                             k=min(args.patches, len(dataset)), method=args.method)
-        for c in result.channels
-    ]  # fmt: skip
+    examples = crp.concept_examples(
+        probe, dataset, result.layer, [int(c) for c in result.channels], result.resolved_target,
+        k=min(args.patches, len(dataset)), method=args.method,
+    )  # fmt: skip
     features = None
     if args.steps:
         size = ascent.default_size(probe)

@@ -31,7 +31,14 @@ from cnnvis_widgets import pixels as px
 from cnnvis_widgets import validation
 from cnnvis_widgets.compile_cache import enable_compilation_cache
 from cnnvis_widgets.engine import ascent
-from cnnvis_widgets.engine.concepts import METHODS, concept_examples, concepts, decompose, lower_layer
+from cnnvis_widgets.engine.concepts import (
+    DEFAULT_COMPOSITE,
+    METHODS,
+    concept_examples,
+    concepts,
+    decompose,
+    lower_layer,
+)
 from cnnvis_widgets.engine.saliency import parse_target, target_to_text
 from cnnvis_widgets.jaxpr.lrp import COMPOSITES
 from cnnvis_widgets.widgets.controls import ImagePicker, LayerSlider, colorbar_html, target_box
@@ -87,7 +94,7 @@ class ConceptExplorer(View):
         target=None,
         top_k: int = 6,
         method: str = "lrp",
-        composite: str = "epsilon-plus-flat",
+        composite: str = DEFAULT_COMPOSITE,
         dataset=None,
         patches: int = 3,
         steps: int = 96,
@@ -259,22 +266,20 @@ class ConceptExplorer(View):
             self.show_status(f"{self._headline(result)} · loading the reference images…")
             self._dataset, self.dataset_description = data.reference_dataset(self.probe, self._dataset_arg)
         k = min(self.patches, len(self._dataset))
-        for i, channel in enumerate(int(c) for c in result.channels):
-            key = _examples_key(result, request, channel)
-            if key not in self._found:
-                if cancelled():
-                    return
-                self.show_status(f"{self._headline(result)} · top patches {i + 1}/{len(result.channels)}…")
-                self._found[key] = concept_examples(
-                    self.probe, self._dataset, result.layer, channel, result.resolved_target, k=k,
-                    method=request.method, composite=request.composite,
-                )  # fmt: skip
-            if cancelled():
-                return
-            with self._draw_lock:
-                self.examples[i] = self._found[key]
-                self._draw_cards(force=False)
+        channels = [int(c) for c in result.channels]
+        missing = [c for c in channels if _examples_key(result, request, c) not in self._found]
+        if missing:
+            self.show_status(f"{self._headline(result)} · top patches of {len(missing)} concepts…")
+            found = concept_examples(
+                self.probe, self._dataset, result.layer, missing, result.resolved_target, k=k,
+                method=request.method, composite=request.composite,
+            )  # fmt: skip
+            for channel, examples in zip(missing, found):
+                self._found[_examples_key(result, request, channel)] = examples
+        if cancelled():
+            return
         with self._draw_lock:
+            self.examples = [self._found[_examples_key(result, request, c)] for c in channels]
             self._draw_cards()
 
     def _draw_features(self, result, cancelled) -> None:
