@@ -44,6 +44,18 @@ def release_freed_memory() -> bool:
         return False
 
 
+def forget_compiled_programs() -> None:
+    """Drop every compiled program (``jax.clear_caches``) and hand the memory they held back to the
+    system: between the heavy cells of a notebook that must stay within Binder's 1 GB."""
+    import gc
+
+    import jax
+
+    gc.collect()  # reference cycles can keep executables alive
+    jax.clear_caches()
+    release_freed_memory()
+
+
 def trim_after_compiles() -> None:
     """After each XLA compile, hand its freed scratch back (once per process; see below).
 
