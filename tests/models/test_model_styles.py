@@ -494,9 +494,10 @@ def _styles():
 @pytest.mark.slow
 def test_every_public_function_works_on_every_model_style():
     failures = []
-    # styles whose paths through the methods are another style's (a plain conv net, a picked
-    # output) run one method of each kind: a gradient, a ReLU rule, a CAM (CI time)
-    alike = {"dropout", "dict", "wrapper", "sown"}
+    # styles whose paths through the methods are another style's (a plain conv net, a picked output,
+    # GroupNorm and GELU as bfloat16 has them) run one method of each kind: a gradient, a ReLU rule,
+    # a CAM (CI time)
+    alike = {"dropout", "dict", "tuple", "wrapper", "sown", "gelu-groupnorm"}
     for name, probe, layer, target in _styles():
         x = _images(1, probe.input_shape)
         methods = ("vanilla", "guided_backprop", "gradcam") if name in alike else cw.SALIENCY_METHODS
@@ -513,8 +514,11 @@ def test_every_public_function_works_on_every_model_style():
         calls["feature_maps"] = lambda: cw.feature_maps(probe, x[0], layer)
         calls["filter_stats"] = lambda: cw.filter_stats(probe, _images(3, probe.input_shape), layer)
         calls["features"] = lambda: cw.features(probe, _images(3, probe.input_shape))
+        unit = target if target is not None else (layer, 0)
+        calls["concepts"] = lambda: cw.concepts(probe, x[0], unit, layer, top_k=2)
         if target is not None:
             calls["visualize_classes"] = lambda: cw.visualize_classes(probe, [target], steps=2)
+            calls["faithfulness"] = lambda: cw.faithfulness(probe, x, ["vanilla"], target, steps=4)
         for what, call in calls.items():
             try:
                 out = call()
