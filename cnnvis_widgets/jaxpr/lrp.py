@@ -114,9 +114,14 @@ def gamma_rule(gamma: float = 0.25) -> Rule:
         up = _share(g, z, _split(layer, w_up, w_down) + b + gamma * jnp.maximum(b, 0))
         down = _share(g, z, _split(layer, w_down, w_up) + b + gamma * jnp.minimum(b, 0))
         rising = z > 0
-        return _split_pull(layer, w_up, w_down, jnp.where(rising, up, 0)) + _split_pull(
-            layer, w_down, w_up, jnp.where(rising, 0, down)
-        )
+        q_up, q_down = jnp.where(rising, up, 0), jnp.where(rising, 0, down)
+        if layer.positive:
+            return _pull(layer, w_up, q_up) + _pull(layer, w_down, q_down)
+        # x > 0 takes A = w_up q_up + w_down q_down, x < 0 B = w_down q_up + w_up q_down (transposed);
+        # A + B = (2 + γ) w (q_up + q_down) and A - B = γ |w| (q_up - q_down): two pulls, not four
+        both = _pull(layer, w, q_up + q_down) * (1 + gamma / 2)
+        apart = _pull(layer, jnp.abs(w), q_up - q_down) * (gamma / 2)
+        return jnp.where(layer.x > 0, both + apart, both - apart)
 
     return _rule(f"gamma({gamma:g})", gradient)
 
