@@ -99,7 +99,9 @@ def main() -> None:
     print(text)
     if not args.quick:
         Path(args.out + ".txt").write_text(text + "\n")
-        Path(args.out + ".json").write_text(json.dumps({"machine": machine_info(), "runs": runs}, indent=1) + "\n")
+        Path(args.out + ".json").write_text(
+            json.dumps({"machine": machine_info(), "runs": runs}, indent=1) + "\n"
+        )
 
 
 if __name__ == "__main__":

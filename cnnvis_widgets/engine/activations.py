@@ -191,7 +191,8 @@ def receptive_patches(
     info = require_probe(probe, "receptive_patches").layer(layer)
     if not info.spatial:
         receptive_box(probe, info.name, (0, 0))  # raises the error for non-spatial layers
-    return patches_at(probe, images, top_images(probe, images, info.name, unit, k, batch_size, variables), pad_value)
+    top = top_images(probe, images, info.name, unit, k, batch_size, variables)
+    return patches_at(probe, images, top, pad_value)
 
 
 def patches_at(probe, images: Any, top: TopK, pad_value: float = 0.0) -> np.ndarray:

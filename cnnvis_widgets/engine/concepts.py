@@ -227,7 +227,9 @@ def concept_examples(
     for top in tops:
         top = top if info.spatial else top._replace(positions=None)
         patches = activations.patches_at(probe, images, top, pad_value)
-        found.append(ConceptExamples(info.name, top.unit, by, top.indices, top.values, top.positions, patches))
+        found.append(
+            ConceptExamples(info.name, top.unit, by, top.indices, top.values, top.positions, patches)
+        )
     return found if np.ndim(channel) else found[0]
 
 

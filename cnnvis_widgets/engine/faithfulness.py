@@ -249,8 +249,10 @@ def faithfulness(
     x, classes = probe.check_images(images), first.targets
     curves = []
     for method in methods:
-        result = first if method == methods[0] else saliency(
-            probe, x, method, classes, variables=variables, **options.get(method, {})
+        result = (
+            first
+            if method == methods[0]
+            else saliency(probe, x, method, classes, variables=variables, **options.get(method, {}))
         )
         curves.append(curves_of_maps(probe, x, result.maps, classes, **settings))
         if callback is not None and callback(len(curves), len(methods), method):
@@ -339,7 +341,7 @@ def _check_classes(probe, classes, variables, x) -> jax.Array:
 
 
 def _check_baseline(value, name: str):
-    """"blur", or a value in [0, 1] as a float."""
+    """ "blur", or a value in [0, 1] as a float."""
     if isinstance(value, str):
         validation.one_of(value, ("blur",), f"{name} (a value in [0, 1] or 'blur')")
         return value

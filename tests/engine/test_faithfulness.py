@@ -128,9 +128,7 @@ def test_the_ideal_order_beats_a_random_order_and_its_reverse(linear, images):
         assert np.all(best.deletion_auc < curves.deletion_auc)
         assert np.all(best.insertion_auc > curves.insertion_auc)
     # gradient x input of a linear model is w * x: faithfulness ranks it first, with the ideal areas
-    result = cw.faithfulness(
-        probe, images, ["vanilla", "grad_x_input"], 0, steps=16, insertion_baseline=0.0
-    )
+    result = cw.faithfulness(probe, images, ["vanilla", "grad_x_input"], 0, steps=16, insertion_baseline=0.0)
     assert result.ranking == ("grad_x_input", "vanilla")
     np.testing.assert_allclose(result.deletion_auc[1], best.deletion_auc, rtol=1e-5)
     np.testing.assert_allclose(result.insertion_auc[1], best.insertion_auc, rtol=1e-5)
