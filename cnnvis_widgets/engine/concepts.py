@@ -387,7 +387,7 @@ def _jit_concepts(probe, spec, how: _How, layer: str, within: str | None):
         heat = jax.vmap(heatmap)(chosen)
         return per_channel, chosen, heat, jnp.moveaxis(jnp.take(r[0], chosen, axis=-1), -1, 0), s, t
 
-    return jax.jit(run)
+    return jax.jit(run, compiler_options=saliency.relevance_compiler_options())
 
 
 @owned_by_probe
@@ -406,7 +406,9 @@ def _jit_relevance_peaks(probe, spec, how: _How, layer: str):
             return peak, jnp.zeros((r.shape[-1], 2), jnp.int32)
         return peak, jnp.stack(jnp.unravel_index(best, r.shape[:2]), -1).astype(jnp.int32)
 
-    return jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))
+    return jax.jit(
+        jax.vmap(one, in_axes=(None, 0, 0)), compiler_options=saliency.relevance_compiler_options()
+    )
 
 
 __all__ = [

@@ -719,10 +719,20 @@ def _gradients_of(forward: Callable, spec: _Target) -> Callable:
     return jax.vmap(one, in_axes=(None, 0, 0))
 
 
+def relevance_compiler_options() -> dict | None:
+    """XLA options for LRP's programs (here and in ``engine.concepts``): on the CPU, XLA's loop
+    emitters instead of its fusion emitters, which compile the γ rule's many convolutions in far less
+    memory at the same speed (benchmarks/results/why.md); Binder gives a kernel 1 GB."""
+    return {"xla_cpu_use_fusion_emitters": False} if jax.default_backend() == "cpu" else None
+
+
 @owned_by_probe
 def _jit_relevance(probe, spec: _Target, composite: str, epsilon: float, gamma: float):
     pick = relevance.composite(composite, epsilon, gamma)
-    return jax.jit(_gradients_of(relevance.lrp(probe.reference_forward, pick, image_arg=1), spec))
+    return jax.jit(
+        _gradients_of(relevance.lrp(probe.reference_forward, pick, image_arg=1), spec),
+        compiler_options=relevance_compiler_options(),
+    )
 
 
 def _clean_scores(probe, spec: _Target, variables, x, units):
