@@ -1,7 +1,5 @@
 """explore(): views in tabs, built when opened, sharing the model and the selected image."""
 
-import threading
-
 import numpy as np
 import pytest
 
