@@ -215,6 +215,7 @@ def concept_examples(
     validation.one_of(by, ("relevance", "activation"), "by")
     info = probe.layer(layer)
     channels = probe.check_units(info.name, np.atleast_1d(channel))
+    activations._check_count(k, "k", len(images), "images given")  # before any pass over them
     if by == "activation":
         tops = [
             activations.top_images(probe, images, info.name, c, k, batch_size, variables) for c in channels
@@ -245,11 +246,6 @@ def _most_relevant(probe, images, layer, channels, target, k, how, batch_size, v
         where.append(np.asarray(pos)[valid])
         start += int(valid.sum())
     best, where = np.concatenate(best), np.concatenate(where)
-    k = validation.positive_int(k, "k")
-    if k > len(best):
-        raise ValueError(
-            f"k={k} is out of range: there are {len(best)} images given (valid: 1..{len(best)})."
-        )
     tops = []
     for c in channels:
         order = np.argsort(-best[:, c], kind="stable")[:k]
